@@ -1,0 +1,19 @@
+//! # scoregen
+//!
+//! Score-based generative models (diffusion models) and posterior sampling with them.
+//!
+//! The library is layered (DESIGN.md §2): [`process`] (forward processes, time grids),
+//! [`score`] (the [`score::Score`] trait, Tweedie conversions, exact Gaussian-mixture
+//! scores), [`sample`] (the reverse-time sampler family), [`metrics`] (sliced Wasserstein,
+//! MMD, ...), [`data`] (files). One tensor type, `candle_core::Tensor` of shape `[n, d]`,
+//! flows through every layer. The library never prints.
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod linalg;
+pub mod process;
+pub mod rng;
+pub mod score;
+
+pub use error::{Error, Result};

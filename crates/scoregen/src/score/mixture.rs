@@ -1,0 +1,549 @@
+//! Gaussian and Gaussian-mixture data laws with their **exact** diffused scores.
+//!
+//! If `x_0 ~ sum_k w_k N(mu_k, Sigma_k)` and `x_t = m(t) x_0 + s(t) eps`, then
+//! `x_t ~ sum_k w_k N(m mu_k, C_k(t))` with `C_k(t) = m^2 Sigma_k + s^2 I`, so
+//!
+//! `score(t, x) = sum_k r_k(x) C_k(t)^{-1} (m mu_k - x)`,
+//! `r_k(x) = softmax_k(log w_k + log N(x; m mu_k, C_k(t)))`.
+//!
+//! With `Sigma_k = Q_k diag(lambda_k) Q_k^T` computed once, `C_k(t) = Q_k diag(m^2 lambda_k + s^2) Q_k^T`
+//! for every `t` at no further cost. Responsibilities are normalised in log space, so points
+//! far from every component get a finite score (no NaN). A Gaussian is the one-component
+//! case.
+
+use std::sync::Arc;
+
+use candle_core::{DType, Tensor};
+use rayon::prelude::*;
+
+use super::Score;
+use crate::linalg::{check_spd, log_sum_exp, matvec, matvec_t, sym_eigen};
+use crate::process::Process;
+use crate::rng::{stream, Noise, Purpose};
+use crate::{Error, Result};
+
+/// A covariance as it may be given.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Covariance {
+    /// `v I`.
+    Scalar(f64),
+    /// `diag(v)`.
+    Diagonal(Vec<f64>),
+    /// A full symmetric positive-definite matrix, row-major `d x d`.
+    Full(Vec<f64>),
+}
+
+#[derive(Clone, Debug)]
+struct Component {
+    log_w: f64,
+    mean: Vec<f64>,
+    /// Eigenvalues of the covariance.
+    lam: Vec<f64>,
+    /// Eigenvectors as columns (row-major `d x d`); `None` when axis-aligned.
+    q: Option<Vec<f64>>,
+}
+
+/// A Gaussian mixture data law `sum_k w_k N(mu_k, Sigma_k)` in `R^d`.
+#[derive(Clone, Debug)]
+pub struct GaussianMixture {
+    d: usize,
+    comps: Vec<Component>,
+    covs: Vec<Covariance>,
+}
+
+const LN_2PI: f64 = 1.837_877_066_409_345_5;
+
+impl GaussianMixture {
+    /// A mixture from (unnormalised, non-negative) weights, means and covariances.
+    /// Fails on inconsistent shapes, NaN, negative weights, or a covariance that is not
+    /// symmetric positive definite.
+    pub fn new(weights: Vec<f64>, means: Vec<Vec<f64>>, covs: Vec<Covariance>) -> Result<Self> {
+        let k = weights.len();
+        if k == 0 {
+            return Err(Error::invalid("mixture: no components"));
+        }
+        if means.len() != k || covs.len() != k {
+            return Err(Error::invalid(format!(
+                "mixture: {k} weights but {} means and {} covariances",
+                means.len(),
+                covs.len()
+            )));
+        }
+        if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
+            return Err(Error::invalid("mixture: weights must be finite and non-negative"));
+        }
+        let total: f64 = weights.iter().sum();
+        if total <= 0.0 {
+            return Err(Error::invalid("mixture: weights sum to zero"));
+        }
+        let d = means[0].len();
+        if d == 0 {
+            return Err(Error::invalid("mixture: means have dimension 0"));
+        }
+        let mut comps = Vec::with_capacity(k);
+        for (i, ((w, mu), cov)) in weights.iter().zip(&means).zip(&covs).enumerate() {
+            if mu.len() != d {
+                return Err(Error::invalid(format!("mixture: mean {i} has dimension {}, expected {d}", mu.len())));
+            }
+            if mu.iter().any(|v| !v.is_finite()) {
+                return Err(Error::invalid(format!("mixture: mean {i} contains NaN or infinity")));
+            }
+            let (lam, q) = match cov {
+                Covariance::Scalar(v) => {
+                    if !(v.is_finite() && *v > 0.0) {
+                        return Err(Error::invalid(format!("mixture: covariance {i} is not positive definite")));
+                    }
+                    (vec![*v; d], None)
+                }
+                Covariance::Diagonal(v) => {
+                    if v.len() != d {
+                        return Err(Error::invalid(format!("mixture: variances {i} have length {}, expected {d}", v.len())));
+                    }
+                    if v.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
+                        return Err(Error::invalid(format!("mixture: covariance {i} is not positive definite")));
+                    }
+                    (v.clone(), None)
+                }
+                Covariance::Full(a) => {
+                    check_spd(d, a, &format!("mixture: covariance {i}"))?;
+                    let diagonal = (0..d).all(|r| (0..d).all(|c| r == c || a[r * d + c] == 0.0));
+                    if diagonal {
+                        ((0..d).map(|r| a[r * d + r]).collect(), None)
+                    } else {
+                        let (lam, q) = sym_eigen(d, a)?;
+                        if lam[0] <= 0.0 {
+                            return Err(Error::invalid(format!("mixture: covariance {i} is not positive definite")));
+                        }
+                        (lam, Some(q))
+                    }
+                }
+            };
+            comps.push(Component {
+                log_w: if *w > 0.0 { (w / total).ln() } else { f64::NEG_INFINITY },
+                mean: mu.clone(),
+                lam,
+                q,
+            });
+        }
+        Ok(GaussianMixture { d, comps, covs })
+    }
+
+    /// A single Gaussian `N(mean, cov)`.
+    pub fn gaussian(mean: Vec<f64>, cov: Covariance) -> Result<Self> {
+        Self::new(vec![1.0], vec![mean], vec![cov])
+    }
+
+    /// The dimension `d`.
+    pub fn dim(&self) -> usize {
+        self.d
+    }
+
+    /// The number of components.
+    pub fn n_components(&self) -> usize {
+        self.comps.len()
+    }
+
+    /// The normalised weights.
+    pub fn weights(&self) -> Vec<f64> {
+        self.comps.iter().map(|c| c.log_w.exp()).collect()
+    }
+
+    /// The means.
+    pub fn means(&self) -> Vec<Vec<f64>> {
+        self.comps.iter().map(|c| c.mean.clone()).collect()
+    }
+
+    /// The covariances as given.
+    pub fn covariances(&self) -> &[Covariance] {
+        &self.covs
+    }
+
+    /// Full row-major covariance of component `k`.
+    pub fn covariance_matrix(&self, k: usize) -> Vec<f64> {
+        let d = self.d;
+        let c = &self.comps[k];
+        let mut a = vec![0.0; d * d];
+        match &c.q {
+            None => (0..d).for_each(|i| a[i * d + i] = c.lam[i]),
+            Some(q) => {
+                for i in 0..d {
+                    for j in 0..d {
+                        a[i * d + j] = (0..d).map(|l| q[i * d + l] * c.lam[l] * q[j * d + l]).sum();
+                    }
+                }
+            }
+        }
+        a
+    }
+
+    /// The mixture's overall mean and (row-major) covariance.
+    pub fn moments(&self) -> (Vec<f64>, Vec<f64>) {
+        let d = self.d;
+        let w = self.weights();
+        let mut mean = vec![0.0; d];
+        for (c, wk) in self.comps.iter().zip(&w) {
+            for i in 0..d {
+                mean[i] += wk * c.mean[i];
+            }
+        }
+        let mut cov = vec![0.0; d * d];
+        for (k, (c, wk)) in self.comps.iter().zip(&w).enumerate() {
+            let ck = self.covariance_matrix(k);
+            for i in 0..d {
+                for j in 0..d {
+                    cov[i * d + j] += wk * (ck[i * d + j] + (c.mean[i] - mean[i]) * (c.mean[j] - mean[j]));
+                }
+            }
+        }
+        (mean, cov)
+    }
+
+    /// The law of `x_t = m x_0 + s eps`: `sum_k w_k N(m mu_k, m^2 Sigma_k + s^2 I)`.
+    pub fn diffused(&self, m: f64, s: f64) -> GaussianMixture {
+        let comps = self
+            .comps
+            .iter()
+            .map(|c| Component {
+                log_w: c.log_w,
+                mean: c.mean.iter().map(|v| m * v).collect(),
+                lam: c.lam.iter().map(|l| m * m * l + s * s).collect(),
+                q: c.q.clone(),
+            })
+            .collect();
+        let covs = (0..self.comps.len())
+            .map(|k| {
+                let mut a = self.covariance_matrix(k);
+                for (i, v) in a.iter_mut().enumerate() {
+                    *v *= m * m;
+                    if i % (self.d + 1) == 0 {
+                        *v += s * s;
+                    }
+                }
+                Covariance::Full(a)
+            })
+            .collect();
+        GaussianMixture { d: self.d, comps, covs }
+    }
+
+    /// Per-row log density and (optionally) gradient of the law of `m x_0 + s eps`, and the
+    /// per-row log responsibilities (`[n, K]`) when asked.
+    fn eval(&self, m: f64, s: f64, x: &[f64], grad: Option<&mut [f64]>, resp: Option<&mut [f64]>) -> Vec<f64> {
+        let d = self.d;
+        let kk = self.comps.len();
+        let n = x.len() / d;
+        let s2 = s * s;
+        // Per component: variances along eigenvectors and log-normaliser.
+        let var: Vec<Vec<f64>> = self.comps.iter().map(|c| c.lam.iter().map(|l| m * m * l + s2).collect()).collect();
+        let lnorm: Vec<f64> = self
+            .comps
+            .iter()
+            .zip(&var)
+            .map(|(c, v)| c.log_w - 0.5 * (v.iter().map(|x| x.ln()).sum::<f64>() + d as f64 * LN_2PI))
+            .collect();
+        let mut logp = vec![0.0; n];
+        const ROWS: usize = 64;
+        let mut dummy_g = Vec::new();
+        let mut dummy_r = Vec::new();
+        let want_grad = grad.is_some();
+        let want_resp = resp.is_some();
+        let g = grad.unwrap_or(&mut dummy_g);
+        let r = resp.unwrap_or(&mut dummy_r);
+        let gchunks: Vec<&mut [f64]> = if want_grad { g.chunks_mut(ROWS * d).collect() } else { Vec::new() };
+        let rchunks: Vec<&mut [f64]> = if want_resp { r.chunks_mut(ROWS * kk).collect() } else { Vec::new() };
+        let mut gopt: Vec<Option<&mut [f64]>> = gchunks.into_iter().map(Some).collect();
+        let mut ropt: Vec<Option<&mut [f64]>> = rchunks.into_iter().map(Some).collect();
+        let nchunks = logp.chunks(ROWS).len();
+        gopt.resize_with(nchunks, || None);
+        ropt.resize_with(nchunks, || None);
+        logp.par_chunks_mut(ROWS)
+            .zip(x.par_chunks(ROWS * d))
+            .zip(gopt.into_par_iter().zip(ropt.into_par_iter()))
+            .for_each(|((lp, xc), (mut gc, mut rc))| {
+                let mut c = vec![0.0; d];
+                let mut z = vec![0.0; d];
+                let mut zs = vec![0.0; kk * d]; // C_k^{-1}-scaled coordinates per component
+                let mut lk = vec![0.0; kk];
+                let mut tmp = vec![0.0; d];
+                for (row, xr) in xc.chunks(d).enumerate() {
+                    for (k, comp) in self.comps.iter().enumerate() {
+                        for i in 0..d {
+                            c[i] = xr[i] - m * comp.mean[i];
+                        }
+                        match &comp.q {
+                            Some(q) => matvec_t(d, d, q, &c, &mut z),
+                            None => z.copy_from_slice(&c),
+                        }
+                        let mut quad = 0.0;
+                        let zk = &mut zs[k * d..(k + 1) * d];
+                        for i in 0..d {
+                            zk[i] = z[i] / var[k][i];
+                            quad += z[i] * zk[i];
+                        }
+                        lk[k] = lnorm[k] - 0.5 * quad;
+                    }
+                    let lse = log_sum_exp(&lk);
+                    lp[row] = lse;
+                    if let Some(rr) = rc.as_deref_mut() {
+                        for k in 0..kk {
+                            rr[row * kk + k] = lk[k] - lse;
+                        }
+                    }
+                    if let Some(gg) = gc.as_deref_mut() {
+                        let gr = &mut gg[row * d..(row + 1) * d];
+                        gr.iter_mut().for_each(|v| *v = 0.0);
+                        for (k, comp) in self.comps.iter().enumerate() {
+                            let wk = (lk[k] - lse).exp();
+                            if wk == 0.0 {
+                                continue;
+                            }
+                            let zk = &zs[k * d..(k + 1) * d];
+                            match &comp.q {
+                                Some(q) => {
+                                    matvec(d, d, q, zk, &mut tmp);
+                                    for i in 0..d {
+                                        gr[i] -= wk * tmp[i];
+                                    }
+                                }
+                                None => {
+                                    for i in 0..d {
+                                        gr[i] -= wk * zk[i];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        logp
+    }
+
+    fn check_rows(&self, x: &[f64]) -> Result<usize> {
+        if x.len() % self.d != 0 {
+            return Err(Error::invalid(format!("points of dimension {} expected, got {} values", self.d, x.len())));
+        }
+        Ok(x.len() / self.d)
+    }
+
+    /// Log density of each row of `x` (row-major `[n, d]`) under the data law.
+    pub fn log_prob(&self, x: &[f64]) -> Result<Vec<f64>> {
+        self.check_rows(x)?;
+        Ok(self.eval(1.0, 0.0, x, None, None))
+    }
+
+    /// Log density of each row under the law of `m x_0 + s eps`.
+    pub fn log_prob_diffused(&self, m: f64, s: f64, x: &[f64]) -> Result<Vec<f64>> {
+        self.check_rows(x)?;
+        Ok(self.eval(m, s, x, None, None))
+    }
+
+    /// The exact score of the law of `m x_0 + s eps` at each row (row-major `[n, d]`).
+    pub fn score_diffused(&self, m: f64, s: f64, x: &[f64]) -> Result<Vec<f64>> {
+        self.check_rows(x)?;
+        let mut g = vec![0.0; x.len()];
+        self.eval(m, s, x, Some(&mut g), None);
+        Ok(g)
+    }
+
+    /// Log responsibilities `log P(component k | x)` (row-major `[n, K]`) under the law of
+    /// `m x_0 + s eps`.
+    pub fn log_responsibilities(&self, m: f64, s: f64, x: &[f64]) -> Result<Vec<f64>> {
+        let n = self.check_rows(x)?;
+        let mut r = vec![0.0; n * self.comps.len()];
+        self.eval(m, s, x, None, Some(&mut r));
+        Ok(r)
+    }
+
+    /// `n` exact samples (row-major `[n, d]`) and their component labels, from the streams
+    /// `Purpose::Exact` of `noise` (indices `2 * index` and `2 * index + 1`).
+    pub fn sample_labelled(&self, n: usize, noise: &Noise, index: u64) -> (Vec<f64>, Vec<usize>) {
+        let d = self.d;
+        let u = noise.uniforms(stream(Purpose::Exact, 2 * index), n);
+        let z = noise.normals(stream(Purpose::Exact, 2 * index + 1), n, d);
+        let w = self.weights();
+        let mut cdf = Vec::with_capacity(w.len());
+        let mut acc = 0.0;
+        for wk in &w {
+            acc += wk;
+            cdf.push(acc);
+        }
+        let mut x = vec![0.0; n * d];
+        let mut labels = vec![0; n];
+        let mut tmp = vec![0.0; d];
+        for i in 0..n {
+            let target = u[i] * acc;
+            let k = cdf.iter().position(|&c| c >= target).unwrap_or(w.len() - 1);
+            labels[i] = k;
+            let c = &self.comps[k];
+            let zi = &z[i * d..(i + 1) * d];
+            let xi = &mut x[i * d..(i + 1) * d];
+            for j in 0..d {
+                tmp[j] = c.lam[j].sqrt() * zi[j];
+            }
+            match &c.q {
+                Some(q) => matvec(d, d, q, &tmp, xi),
+                None => xi.copy_from_slice(&tmp),
+            }
+            for j in 0..d {
+                xi[j] += c.mean[j];
+            }
+        }
+        (x, labels)
+    }
+
+    /// `n` exact samples (row-major `[n, d]`); see [`GaussianMixture::sample_labelled`].
+    pub fn sample(&self, n: usize, noise: &Noise, index: u64) -> Vec<f64> {
+        self.sample_labelled(n, noise, index).0
+    }
+
+    /// The largest `|mu_k| + sqrt(lambda_max,k)` over components: a radius that holds most
+    /// of the mass, used to choose horizons.
+    pub fn radius(&self) -> f64 {
+        self.comps
+            .iter()
+            .map(|c| {
+                c.mean.iter().map(|v| v * v).sum::<f64>().sqrt() + c.lam.iter().cloned().fold(0.0, f64::max).sqrt()
+            })
+            .fold(0.0, f64::max)
+    }
+}
+
+/// The exact score of a Gaussian-mixture data law diffused by a process.
+#[derive(Clone, Debug)]
+pub struct MixtureScore {
+    law: Arc<GaussianMixture>,
+    process: Process,
+}
+
+impl MixtureScore {
+    /// The exact score of `law` under `process`.
+    pub fn new(law: Arc<GaussianMixture>, process: Process) -> Self {
+        MixtureScore { law, process }
+    }
+
+    /// The data law.
+    pub fn law(&self) -> &GaussianMixture {
+        &self.law
+    }
+}
+
+/// Reads a `[n, d]` tensor as row-major f64.
+pub(crate) fn tensor_rows(x: &Tensor, d: usize) -> Result<Vec<f64>> {
+    let dims = x.dims();
+    if dims.len() != 2 || dims[1] != d {
+        return Err(Error::invalid(format!("expected a [n, {d}] tensor, got {dims:?}")));
+    }
+    Ok(x.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
+}
+
+impl Score for MixtureScore {
+    fn dim(&self) -> usize {
+        self.law.d
+    }
+
+    fn process(&self) -> &Process {
+        &self.process
+    }
+
+    fn score(&self, t: f64, x: &Tensor) -> Result<Tensor> {
+        let v = tensor_rows(x, self.law.d)?;
+        let g = self.law.score_diffused(self.process.m(t), self.process.s(t), &v)?;
+        Ok(Tensor::from_vec(g, x.dims(), x.device())?.to_dtype(x.dtype())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random_mixture(d: usize, k: usize, seed: u64) -> GaussianMixture {
+        let noise = Noise::new(seed);
+        let z = noise.normals(stream(Purpose::User, 0), k, d);
+        let a = noise.normals(stream(Purpose::User, 1), k * d, d);
+        let u = noise.uniforms(stream(Purpose::User, 2), k);
+        let means = (0..k).map(|i| z[i * d..(i + 1) * d].iter().map(|v| 3.0 * v).collect()).collect();
+        let covs = (0..k)
+            .map(|i| {
+                let ai = &a[i * d * d..(i + 1) * d * d];
+                // A A^T / d + 0.2 I
+                let mut c = vec![0.0; d * d];
+                for r in 0..d {
+                    for s in 0..d {
+                        c[r * d + s] = (0..d).map(|l| ai[r * d + l] * ai[s * d + l]).sum::<f64>() / d as f64;
+                    }
+                    c[r * d + r] += 0.2;
+                }
+                Covariance::Full(c)
+            })
+            .collect();
+        GaussianMixture::new(u.iter().map(|v| v + 0.1).collect(), means, covs).unwrap()
+    }
+
+    #[test]
+    fn score_is_gradient_of_log_density_by_central_differences() {
+        for (d, k) in [(1, 3), (2, 5), (10, 4), (100, 3)] {
+            let law = random_mixture(d, k, d as u64);
+            let p = Process::ou(2.0, 5.0);
+            let noise = Noise::new(99);
+            let ts = noise.uniforms(stream(Purpose::User, 5), 6);
+            for (j, &u) in ts.iter().enumerate() {
+                let t = 0.02 + 2.0 * u;
+                let (m, s) = (p.m(t), p.s(t));
+                let x0 = law.sample(3, &noise, j as u64);
+                let e = noise.normals(stream(Purpose::User, 10 + j as u64), 3, d);
+                let x: Vec<f64> = x0.iter().zip(&e).map(|(a, b)| m * a + s * b).collect();
+                let g = law.score_diffused(m, s, &x).unwrap();
+                let h = 1e-5;
+                for row in 0..3 {
+                    for i in (0..d).step_by((d / 7).max(1)) {
+                        let mut xp = x[row * d..(row + 1) * d].to_vec();
+                        let mut xm = xp.clone();
+                        xp[i] += h;
+                        xm[i] -= h;
+                        let lp = law.log_prob_diffused(m, s, &xp).unwrap()[0];
+                        let lm = law.log_prob_diffused(m, s, &xm).unwrap()[0];
+                        let fd = (lp - lm) / (2.0 * h);
+                        let an = g[row * d + i];
+                        assert!((fd - an).abs() < 1e-5 * (1.0 + an.abs()), "d={d} t={t} i={i}: fd {fd} vs {an}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn far_away_points_are_finite() {
+        let law = random_mixture(5, 4, 3);
+        let x = vec![1e6, -1e6, 3e5, 0.0, 1e7];
+        let g = law.score_diffused(0.5, 0.8, &x).unwrap();
+        assert!(g.iter().all(|v| v.is_finite()));
+        let r = law.log_responsibilities(0.5, 0.8, &x).unwrap();
+        assert!((log_sum_exp(&r) - 0.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn gaussian_score_is_affine_and_samples_have_right_moments() {
+        let cov = vec![2.0, 0.6, 0.6, 1.0];
+        let law = GaussianMixture::gaussian(vec![1.0, -2.0], Covariance::Full(cov.clone())).unwrap();
+        let x = [0.3, 0.4];
+        let g = law.score_diffused(1.0, 0.0, &x).unwrap();
+        // -Sigma^{-1}(x - mu)
+        let det = 2.0 - 0.36;
+        let (a, b) = (x[0] - 1.0, x[1] + 2.0);
+        let e = [-(1.0 * a - 0.6 * b) / det, -(-0.6 * a + 2.0 * b) / det];
+        assert!((g[0] - e[0]).abs() < 1e-12 && (g[1] - e[1]).abs() < 1e-12);
+        let n = 100_000;
+        let s = law.sample(n, &Noise::new(4), 0);
+        let m0 = s.iter().step_by(2).sum::<f64>() / n as f64;
+        let c01 = s.chunks(2).map(|r| (r[0] - 1.0) * (r[1] + 2.0)).sum::<f64>() / n as f64;
+        assert!((m0 - 1.0).abs() < 5.0 * (2.0f64 / n as f64).sqrt());
+        assert!((c01 - 0.6).abs() < 5.0 * ((2.0 + 0.36) / n as f64).sqrt());
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(GaussianMixture::gaussian(vec![0.0, 0.0], Covariance::Full(vec![1.0, 2.0, 2.0, 1.0])).is_err());
+        assert!(GaussianMixture::gaussian(vec![f64::NAN], Covariance::Scalar(1.0)).is_err());
+        assert!(GaussianMixture::new(vec![1.0, -1.0], vec![vec![0.0], vec![1.0]], vec![Covariance::Scalar(1.0); 2]).is_err());
+        assert!(GaussianMixture::new(vec![1.0], vec![vec![0.0, 1.0]], vec![Covariance::Diagonal(vec![1.0])]).is_err());
+    }
+}
