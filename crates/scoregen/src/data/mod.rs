@@ -1,0 +1,323 @@
+//! Reading and writing data files: `.npy` arrays and numeric CSV tables.
+//!
+//! Points are `[n, d]` tensors on the CPU. [`read_points`] / [`write_points`] dispatch on
+//! the file extension; [`read_npy`], [`read_csv`] and friends give finer control. Every
+//! writer goes through [`write_atomic`], so a failed write never leaves a half-written file
+//! behind and never damages an existing one.
+//!
+//! Errors about a file (cannot be opened, parsed or written) are [`Error::File`] carrying
+//! the path and a one-line message; row numbers in CSV messages are 1-based file line
+//! numbers.
+
+mod csv;
+mod npy;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use candle_core::Tensor;
+
+pub use self::csv::{read_csv, write_csv, CsvOptions, HeaderMode, Table};
+pub use self::npy::{read_npy, read_npy_f64, write_npy};
+
+use crate::{Error, Result};
+
+/// Writes a file atomically: `write` fills a temporary file in the same directory as `path`
+/// (named `.{filename}.tmp-{pid}-{k}`), which is flushed, synced to disk and then renamed
+/// over `path`.
+///
+/// If `write` or any later step fails, the temporary file is removed and `path` is left as
+/// it was: absent if it did not exist, untouched if it did. The parent directory must
+/// exist. A plain [`Error::Io`] returned by `write` is reported as an [`Error::File`] for
+/// `path`; other errors are passed through unchanged.
+pub fn write_atomic<F>(path: impl AsRef<Path>, write: F) -> Result<()>
+where
+    F: FnOnce(&mut dyn Write) -> Result<()>,
+{
+    let path = path.as_ref();
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::file(path, "not a file path (no file name)"))?;
+    let dir: PathBuf = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::file(
+            path,
+            format!("cannot write: directory '{}' does not exist", dir.display()),
+        ));
+    }
+    if path.is_dir() {
+        return Err(Error::file(path, "cannot write: it is a directory"));
+    }
+
+    let (tmp_path, file) = create_temp(path, &dir, &file_name.to_string_lossy())?;
+    let result = fill_and_commit(path, &tmp_path, file, write);
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp_path);
+    }
+    result
+}
+
+/// Creates a fresh temporary file next to `path`, never reusing an existing name.
+fn create_temp(path: &Path, dir: &Path, file_name: &str) -> Result<(PathBuf, File)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    let mut last_err = None;
+    for _ in 0..100 {
+        let k = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{file_name}.tmp-{pid}-{k}"));
+        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
+            Err(e) => {
+                return Err(Error::file(
+                    path,
+                    format!("cannot create temporary file '{}': {e}", tmp.display()),
+                ))
+            }
+        }
+    }
+    Err(Error::file(
+        path,
+        format!(
+            "cannot create a temporary file in '{}': {}",
+            dir.display(),
+            last_err.map(|e| e.to_string()).unwrap_or_default()
+        ),
+    ))
+}
+
+fn fill_and_commit<F>(path: &Path, tmp: &Path, file: File, write: F) -> Result<()>
+where
+    F: FnOnce(&mut dyn Write) -> Result<()>,
+{
+    let io_err = |what: &str, e: io::Error| Error::file(path, format!("cannot {what}: {e}"));
+    let mut w = BufWriter::new(file);
+    write(&mut w).map_err(|e| match e {
+        Error::Io(e) => io_err("write", e),
+        other => other,
+    })?;
+    let file = w.into_inner().map_err(|e| io_err("write", e.into_error()))?;
+    file.sync_all().map_err(|e| io_err("sync", e))?;
+    // Keep the permissions of a file we replace.
+    if let Ok(meta) = fs::metadata(path) {
+        let _ = file.set_permissions(meta.permissions());
+    }
+    drop(file);
+    fs::rename(tmp, path).map_err(|e| io_err("rename the temporary file into place", e))?;
+    sync_dir(path);
+    Ok(())
+}
+
+/// Best effort: make the rename durable by syncing the directory (Unix only).
+fn sync_dir(path: &Path) {
+    #[cfg(unix)]
+    {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// The lower-cased extension of `path`, if any.
+fn extension(path: &Path) -> Option<String> {
+    path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase())
+}
+
+const UNSUPPORTED_EXT: &str = "unsupported extension (expected .npy or .csv)";
+
+/// Reads an `[n, d]` point set, choosing the format from the extension:
+/// `.npy` → [`read_npy`] (keeps F32/F64); `.csv` / `.txt` → [`read_csv`] with default
+/// options and no missing values allowed, then [`Table::to_tensor`] (F64).
+///
+/// For `.txt` the delimiter is sniffed from the first line (comma if it has one, else tab,
+/// else a single space, as written by `numpy.savetxt`). Extensions are matched
+/// case-insensitively; any other extension is an [`Error::File`].
+pub fn read_points(path: impl AsRef<Path>) -> Result<Tensor> {
+    let path = path.as_ref();
+    match extension(path).as_deref() {
+        Some("npy") => read_npy(path),
+        Some("csv") => read_csv(path, &CsvOptions::default())?.to_tensor(),
+        Some("txt") => {
+            let opts = CsvOptions {
+                delimiter: self::csv::sniff_delimiter(path)?,
+                ..CsvOptions::default()
+            };
+            read_csv(path, &opts)?.to_tensor()
+        }
+        _ => Err(Error::file(path, UNSUPPORTED_EXT)),
+    }
+}
+
+/// Writes an `[n, d]` point set, choosing the format from the extension: `.npy` →
+/// [`write_npy`]; `.csv` (or `.txt`, comma-separated) → [`write_csv`] without a header.
+/// Any other extension is an [`Error::File`].
+pub fn write_points(path: impl AsRef<Path>, points: &Tensor) -> Result<()> {
+    let path = path.as_ref();
+    match extension(path).as_deref() {
+        Some("npy") => write_npy(path, points),
+        Some("csv") | Some("txt") => write_csv(path, None, points),
+        _ => Err(Error::file(path, UNSUPPORTED_EXT)),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A temporary directory removed on drop.
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new() -> Self {
+            static N: AtomicU64 = AtomicU64::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "scoregen-data-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+
+        pub fn join(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+
+        /// Names of the entries in the directory, sorted.
+        pub fn entries(&self) -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(&self.0)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::TempDir;
+    use super::*;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn write_atomic_writes_and_replaces() {
+        let dir = TempDir::new();
+        let p = dir.join("a.txt");
+        write_atomic(&p, |w| Ok(w.write_all(b"first")?)).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"first");
+        write_atomic(&p, |w| Ok(w.write_all(b"second")?)).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"second");
+        assert_eq!(dir.entries(), vec!["a.txt".to_string()]);
+    }
+
+    #[test]
+    fn write_atomic_failure_leaves_no_file() {
+        let dir = TempDir::new();
+        let p = dir.join("out.csv");
+        let err = write_atomic(&p, |w| {
+            w.write_all(b"partial data")?;
+            Err(Error::invalid("boom"))
+        })
+        .unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(ref m) if m == "boom"));
+        assert!(!p.exists());
+        assert!(dir.entries().is_empty(), "left: {:?}", dir.entries());
+    }
+
+    #[test]
+    fn write_atomic_failure_keeps_existing_file() {
+        let dir = TempDir::new();
+        let p = dir.join("keep.npy");
+        fs::write(&p, b"precious").unwrap();
+        let err = write_atomic(&p, |w| {
+            w.write_all(b"garbage")?;
+            Err(Error::Io(io::Error::other("disk on fire")))
+        })
+        .unwrap_err();
+        // A plain i/o error from the closure is reported against the path.
+        assert!(matches!(err, Error::File { .. }), "{err}");
+        assert!(err.to_string().contains("disk on fire"), "{err}");
+        assert_eq!(fs::read(&p).unwrap(), b"precious");
+        assert_eq!(dir.entries(), vec!["keep.npy".to_string()]);
+    }
+
+    #[test]
+    fn write_atomic_missing_directory() {
+        let dir = TempDir::new();
+        let p = dir.join("no/such/dir/x.npy");
+        let err = write_atomic(&p, |_| Ok(())).unwrap_err();
+        assert!(matches!(err, Error::File { .. }));
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        let err = write_atomic(dir.path(), |_| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("directory"), "{err}");
+    }
+
+    #[test]
+    fn points_dispatch() {
+        let dir = TempDir::new();
+        let t = Tensor::from_vec(vec![1.5f64, -2.0, 0.1, 1e-300], (2, 2), &Device::Cpu).unwrap();
+        for name in ["p.npy", "p.csv", "P.CSV", "p.txt"] {
+            let p = dir.join(name);
+            write_points(&p, &t).unwrap();
+            let back = read_points(&p).unwrap();
+            assert_eq!(back.dtype(), DType::F64);
+            assert_eq!(back.to_vec2::<f64>().unwrap(), t.to_vec2::<f64>().unwrap(), "{name}");
+        }
+        let p = dir.join("p.json");
+        let err = write_points(&p, &t).unwrap_err();
+        assert!(err.to_string().contains("unsupported extension"), "{err}");
+        let err = read_points(&p).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{}: unsupported extension (expected .npy or .csv)", p.display())
+        );
+        assert!(read_points(dir.join("noext")).is_err());
+    }
+
+    #[test]
+    fn read_points_txt_space_delimited() {
+        let dir = TempDir::new();
+        let p = dir.join("s.txt");
+        fs::write(&p, "1.000000000000000000e+00 2.5e-01\n-3 4\n").unwrap();
+        let t = read_points(&p).unwrap();
+        assert_eq!(t.to_vec2::<f64>().unwrap(), vec![vec![1.0, 0.25], vec![-3.0, 4.0]]);
+    }
+
+    #[test]
+    fn read_points_csv_rejects_missing() {
+        let dir = TempDir::new();
+        let p = dir.join("m.csv");
+        fs::write(&p, "a,b\n1,2\n3,NA\n").unwrap();
+        let err = read_points(&p).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("missing value at row 3, column 2 (missing values are not allowed here)"),
+            "{err}"
+        );
+    }
+}
