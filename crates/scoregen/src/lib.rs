@@ -9,11 +9,17 @@
 //! flows through every layer. The library never prints.
 
 #![warn(missing_docs)]
+// Index loops read like the formulas they implement in the numerical kernels.
+#![allow(clippy::needless_range_loop)]
 
+pub mod data;
 pub mod error;
+pub mod inverse;
 pub mod linalg;
+pub mod metrics;
 pub mod process;
 pub mod rng;
+pub mod sample;
 pub mod score;
 
 pub use error::{Error, Result};

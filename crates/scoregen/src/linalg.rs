@@ -27,7 +27,10 @@ pub fn sym_eigen(d: usize, a: &[f64]) -> Result<(Vec<f64>, Vec<f64>)> {
 /// positive definite; `what` names it in the error.
 pub fn check_spd(d: usize, a: &[f64], what: &str) -> Result<()> {
     if a.len() != d * d {
-        return Err(Error::invalid(format!("{what}: expected a {d}x{d} matrix, got {} entries", a.len())));
+        return Err(Error::invalid(format!(
+            "{what}: expected a {d}x{d} matrix, got {} entries",
+            a.len()
+        )));
     }
     if a.iter().any(|v| !v.is_finite()) {
         return Err(Error::invalid(format!("{what}: contains NaN or infinite entries")));

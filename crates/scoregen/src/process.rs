@@ -93,10 +93,7 @@ impl Process {
 
     /// The VE process of NCSN with the given noise range.
     pub fn ve(sigma_min: f64, sigma_max: f64) -> Self {
-        Process::Ve {
-            sigma_min,
-            sigma_max,
-        }
+        Process::Ve { sigma_min, sigma_max }
     }
 
     /// Checks the parameters: positive finite rates, `0 < sigma_min < sigma_max`, `T > 0`.
@@ -119,10 +116,7 @@ impl Process {
                     }
                 }
             }
-            Process::Ve {
-                sigma_min,
-                sigma_max,
-            } => ok(
+            Process::Ve { sigma_min, sigma_max } => ok(
                 sigma_min.is_finite() && sigma_max.is_finite() && *sigma_min > 0.0 && sigma_max > sigma_min,
                 "process: need 0 < sigma_min < sigma_max",
             ),
@@ -142,9 +136,7 @@ impl Process {
         match self {
             Process::Vp { schedule, .. } => match *schedule {
                 BetaSchedule::Constant { beta } => beta * t,
-                BetaSchedule::Linear { beta_min, beta_max } => {
-                    beta_min * t + 0.5 * (beta_max - beta_min) * t * t
-                }
+                BetaSchedule::Linear { beta_min, beta_max } => beta_min * t + 0.5 * (beta_max - beta_min) * t * t,
                 BetaSchedule::Cosine { s } => {
                     let th = |u: f64| ((u + s) / (1.0 + s)) * FRAC_PI_2;
                     -2.0 * (th(t).cos() / th(0.0).cos()).ln()
@@ -186,10 +178,7 @@ impl Process {
     pub fn s(&self, t: f64) -> f64 {
         match self {
             Process::Vp { .. } => (-(-self.b_int(t)).exp_m1()).max(0.0).sqrt(),
-            Process::Ve {
-                sigma_min,
-                sigma_max,
-            } => sigma_min * (sigma_max / sigma_min).powf(t),
+            Process::Ve { sigma_min, sigma_max } => sigma_min * (sigma_max / sigma_min).powf(t),
         }
     }
 
@@ -211,10 +200,7 @@ impl Process {
     pub fn t_of_sigma(&self, sigma: f64) -> f64 {
         let t = match self {
             Process::Vp { .. } => self.b_inv((sigma * sigma).ln_1p()),
-            Process::Ve {
-                sigma_min,
-                sigma_max,
-            } => (sigma / sigma_min).ln() / (sigma_max / sigma_min).ln(),
+            Process::Ve { sigma_min, sigma_max } => (sigma / sigma_min).ln() / (sigma_max / sigma_min).ln(),
         };
         t.clamp(0.0, self.t_max())
     }
@@ -246,10 +232,7 @@ impl Process {
     pub fn g2(&self, t: f64) -> f64 {
         match self {
             Process::Vp { .. } => self.beta(t),
-            Process::Ve {
-                sigma_min,
-                sigma_max,
-            } => {
+            Process::Ve { sigma_min, sigma_max } => {
                 let s = self.s(t);
                 2.0 * s * s * (sigma_max / sigma_min).ln()
             }
@@ -357,7 +340,10 @@ impl TimeGrid {
                     TimeGrid::Uniform => t_max + u * (t_min - t_max),
                     TimeGrid::Quadratic => t_min + (t_max - t_min) * (1.0 - u).powi(2),
                     TimeGrid::EdmRho(rho) => {
-                        let (a, b) = (process.sigma(t_max).powf(1.0 / rho), process.sigma(t_min).powf(1.0 / rho));
+                        let (a, b) = (
+                            process.sigma(t_max).powf(1.0 / rho),
+                            process.sigma(t_min).powf(1.0 / rho),
+                        );
                         process.t_of_sigma((a + u * (b - a)).powf(rho))
                     }
                     TimeGrid::LogSnr => {
@@ -383,7 +369,13 @@ mod tests {
     use super::*;
 
     fn all() -> Vec<Process> {
-        vec![Process::ou(2.0, 5.0), Process::ou(1.0, 8.0), Process::ddpm_linear(), Process::ddpm_cosine(), Process::ve(0.01, 50.0)]
+        vec![
+            Process::ou(2.0, 5.0),
+            Process::ou(1.0, 8.0),
+            Process::ddpm_linear(),
+            Process::ddpm_cosine(),
+            Process::ve(0.01, 50.0),
+        ]
     }
 
     #[test]
@@ -449,7 +441,12 @@ mod tests {
     #[test]
     fn grids_are_decreasing_with_right_ends() {
         for p in all() {
-            for g in [TimeGrid::Uniform, TimeGrid::Quadratic, TimeGrid::EdmRho(7.0), TimeGrid::LogSnr] {
+            for g in [
+                TimeGrid::Uniform,
+                TimeGrid::Quadratic,
+                TimeGrid::EdmRho(7.0),
+                TimeGrid::LogSnr,
+            ] {
                 let ts = g.times(&p, 50, 1e-3, p.t_max()).unwrap();
                 assert_eq!(ts.len(), 51);
                 assert_eq!(ts[0], p.t_max());

@@ -78,25 +78,23 @@ impl Noise {
         if d == 0 {
             return out;
         }
-        out.par_chunks_mut(CHUNK * d)
-            .enumerate()
-            .for_each(|(c, chunk)| {
-                let first = (c * CHUNK) as u128;
-                // 2 u64 = 4 u32 words per pair.
-                let mut rng = self.rng_at(stream, first * pairs as u128 * 4);
-                for row in chunk.chunks_mut(d) {
-                    for p in 0..pairs {
-                        let u1 = unit_open(rng.next_u64());
-                        let u2 = unit_open(rng.next_u64());
-                        let r = (-2.0 * u1.ln()).sqrt();
-                        let th = std::f64::consts::TAU * u2;
-                        row[2 * p] = r * th.cos();
-                        if 2 * p + 1 < d {
-                            row[2 * p + 1] = r * th.sin();
-                        }
+        out.par_chunks_mut(CHUNK * d).enumerate().for_each(|(c, chunk)| {
+            let first = (c * CHUNK) as u128;
+            // 2 u64 = 4 u32 words per pair.
+            let mut rng = self.rng_at(stream, first * pairs as u128 * 4);
+            for row in chunk.chunks_mut(d) {
+                for p in 0..pairs {
+                    let u1 = unit_open(rng.next_u64());
+                    let u2 = unit_open(rng.next_u64());
+                    let r = (-2.0 * u1.ln()).sqrt();
+                    let th = std::f64::consts::TAU * u2;
+                    row[2 * p] = r * th.cos();
+                    if 2 * p + 1 < d {
+                        row[2 * p + 1] = r * th.sin();
                     }
                 }
-            });
+            }
+        });
         out
     }
 
@@ -114,14 +112,7 @@ impl Noise {
     }
 
     /// An `[n, d]` tensor of standard normals (see [`Noise::normals`]).
-    pub fn normal_tensor(
-        &self,
-        stream: u64,
-        n: usize,
-        d: usize,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Tensor> {
+    pub fn normal_tensor(&self, stream: u64, n: usize, d: usize, dtype: DType, device: &Device) -> Result<Tensor> {
         let v = self.normals(stream, n, d);
         Ok(Tensor::from_vec(v, (n, d), device)?.to_dtype(dtype)?)
     }

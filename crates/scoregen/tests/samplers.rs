@@ -30,13 +30,24 @@ fn rows(v: &[[f64; 3]]) -> Tensor {
 
 /// Exact law (per-coordinate mean and variance) of the chain after `steps` steps from
 /// `N(mean0, var0)`, using the sampler's own step.
-fn chain_law(score: &MixtureScore, sampler: &Sampler, ts: &[f64], mean0: [f64; 3], var0: [f64; 3]) -> ([f64; 3], [f64; 3]) {
+fn chain_law(
+    score: &MixtureScore,
+    sampler: &Sampler,
+    ts: &[f64],
+    mean0: [f64; 3],
+    var0: [f64; 3],
+) -> ([f64; 3], [f64; 3]) {
     let (mut mean, mut var) = (mean0, var0);
     let zero = rows(&[[0.0; 3]]);
     let one = rows(&[[1.0; 3]]);
     for w in ts.windows(2) {
         let f = |x: &Tensor, z: &Tensor| -> Vec<f64> {
-            predictor_step(score, sampler, w[0], w[1], x, Some(z)).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+            predictor_step(score, sampler, w[0], w[1], x, Some(z))
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
         };
         let c = f(&zero, &zero);
         let a1 = f(&one, &zero);
@@ -53,7 +64,10 @@ fn chain_law(score: &MixtureScore, sampler: &Sampler, ts: &[f64], mean0: [f64; 3
 
 fn target(p: &Process, t: f64) -> ([f64; 3], [f64; 3]) {
     let (m, s) = (p.m(t), p.s(t));
-    (std::array::from_fn(|i| m * MU[i]), std::array::from_fn(|i| m * m * LAM[i] + s * s))
+    (
+        std::array::from_fn(|i| m * MU[i]),
+        std::array::from_fn(|i| m * m * LAM[i] + s * s),
+    )
 }
 
 fn law_error(p: &Process, sampler: &Sampler, steps: usize) -> f64 {
@@ -69,7 +83,10 @@ fn law_error(p: &Process, sampler: &Sampler, steps: usize) -> f64 {
 fn observed_order(p: &Process, sampler: &Sampler) -> Vec<f64> {
     // VE steps are huge at the top of the grid (g^2 h ~ 60 with 100 uniform steps): start finer.
     let base = if matches!(p, Process::Ve { .. }) { 800 } else { 100 };
-    let errs: Vec<f64> = [base, 2 * base, 4 * base, 8 * base].iter().map(|&n| law_error(p, sampler, n)).collect();
+    let errs: Vec<f64> = [base, 2 * base, 4 * base, 8 * base]
+        .iter()
+        .map(|&n| law_error(p, sampler, n))
+        .collect();
     errs.windows(2).map(|w| (w[0] / w[1]).log2()).collect()
 }
 
@@ -91,7 +108,10 @@ fn discretisation_error_shrinks_at_the_expected_order() {
         for (s, order) in &cases {
             let o = observed_order(p, s);
             let last = *o.last().unwrap();
-            assert!((last - order).abs() < 0.15 * order, "{p:?} {s:?}: observed orders {o:?}, expected {order}");
+            assert!(
+                (last - order).abs() < 0.15 * order,
+                "{p:?} {s:?}: observed orders {o:?}, expected {order}"
+            );
         }
     }
 }
@@ -100,12 +120,23 @@ fn discretisation_error_shrinks_at_the_expected_order() {
 fn exact_chain_law_converges_to_target_for_every_b() {
     // b = 0 (PF-ODE), 1 (reverse SDE), 2.5 and a time-varying b all reach p_{t_min}.
     let p = Process::ou(2.0, 5.0);
-    let bs = [BFn::Const(0.0), BFn::Const(1.0), BFn::Const(2.5), BFn::Fn(Arc::new(|u: f64| 0.5 + 0.3 * u))];
+    let bs = [
+        BFn::Const(0.0),
+        BFn::Const(1.0),
+        BFn::Const(2.5),
+        BFn::Fn(Arc::new(|u: f64| 0.5 + 0.3 * u)),
+    ];
     for b in bs {
-        for s in [Sampler::EulerMaruyama { b: b.clone() }, Sampler::ExpIntegrator { b: b.clone() }] {
+        for s in [
+            Sampler::EulerMaruyama { b: b.clone() },
+            Sampler::ExpIntegrator { b: b.clone() },
+        ] {
             // First order, with a constant growing like 1 + b^2: 4x the steps, 1/4 the error.
             let (e1, e2) = (law_error(&p, &s, 4000), law_error(&p, &s, 16000));
-            assert!(e2 < 5e-3 && (e1 / e2 - 4.0).abs() < 0.6, "{s:?}: law errors {e1} -> {e2}");
+            assert!(
+                e2 < 5e-3 && (e1 / e2 - 4.0).abs() < 0.6,
+                "{s:?}: law errors {e1} -> {e2}"
+            );
         }
     }
 }
@@ -117,24 +148,44 @@ fn mc_check(sampler: &Sampler, steps: usize, n: usize, seed: u64) {
     let law = GaussianMixture::gaussian(mu.to_vec(), Covariance::Full(sigma.to_vec())).unwrap();
     let p = Process::ou(2.0, 6.0);
     let score = MixtureScore::new(Arc::new(law), p.clone());
-    let opts = SampleOptions { steps, t_min: 1e-3, denoise: false, seed, ..Default::default() };
+    let opts = SampleOptions {
+        steps,
+        t_min: 1e-3,
+        denoise: false,
+        seed,
+        ..Default::default()
+    };
     let x = sample(&score, sampler, &opts, n, &mut |_, _| {}).unwrap();
     let v: Vec<Vec<f64>> = x.to_vec2().unwrap();
     let (m, s) = (p.m(1e-3), p.s(1e-3));
     let tm = [m * mu[0], m * mu[1]];
-    let tc = [m * m * sigma[0] + s * s, m * m * sigma[1], m * m * sigma[2], m * m * sigma[3] + s * s];
+    let tc = [
+        m * m * sigma[0] + s * s,
+        m * m * sigma[1],
+        m * m * sigma[2],
+        m * m * sigma[3] + s * s,
+    ];
     let nf = n as f64;
     let mean: Vec<f64> = (0..2).map(|j| v.iter().map(|r| r[j]).sum::<f64>() / nf).collect();
     let cov = |a: usize, b: usize| v.iter().map(|r| (r[a] - mean[a]) * (r[b] - mean[b])).sum::<f64>() / (nf - 1.0);
     // 4.5 standard errors: Var(mean_j) = C_jj / n, Var(cov_ab) = (C_aa C_bb + C_ab^2) / n.
     for j in 0..2 {
         let se = (tc[3 * j] / nf).sqrt();
-        assert!((mean[j] - tm[j]).abs() < 4.5 * se, "{sampler:?}: mean[{j}] = {} vs {}", mean[j], tm[j]);
+        assert!(
+            (mean[j] - tm[j]).abs() < 4.5 * se,
+            "{sampler:?}: mean[{j}] = {} vs {}",
+            mean[j],
+            tm[j]
+        );
     }
     for (a, b) in [(0, 0), (0, 1), (1, 1)] {
         let c = tc[2 * a + b];
         let se = ((tc[3 * a] * tc[3 * b] + c * c) / nf).sqrt();
-        assert!((cov(a, b) - c).abs() < 4.5 * se, "{sampler:?}: cov[{a}{b}] = {} vs {c}", cov(a, b));
+        assert!(
+            (cov(a, b) - c).abs() < 4.5 * se,
+            "{sampler:?}: cov[{a}{b}] = {} vs {c}",
+            cov(a, b)
+        );
     }
 }
 
@@ -153,9 +204,19 @@ fn every_sampler_matches_a_gaussian_target_within_monte_carlo_error() {
         (Sampler::Ddim { eta: 0.5 }, 1000),
         // ALD's variance lags by about ln(r)/(M delta) (module docs): 2000 levels make that
         // 1%, well inside the Monte-Carlo tolerance of 4.5 * C sqrt(2/n) = 6%.
-        (Sampler::AnnealedLangevin { steps_per_level: 10, step_ratio: 0.2 }, 20000),
         (
-            Sampler::PredictorCorrector { predictor: Box::new(Sampler::EulerMaruyama { b: BFn::Const(1.0) }), snr: 0.16, corrector_steps: 1 },
+            Sampler::AnnealedLangevin {
+                steps_per_level: 10,
+                step_ratio: 0.2,
+            },
+            20000,
+        ),
+        (
+            Sampler::PredictorCorrector {
+                predictor: Box::new(Sampler::EulerMaruyama { b: BFn::Const(1.0) }),
+                snr: 0.16,
+                corrector_steps: 1,
+            },
             1000,
         ),
     ];
@@ -168,14 +229,50 @@ fn every_sampler_matches_a_gaussian_target_within_monte_carlo_error() {
 fn same_seed_same_bytes_and_prefix_property() {
     let score = gaussian_score(Process::ou(2.0, 5.0));
     let s = Sampler::EulerMaruyama { b: BFn::Const(1.0) };
-    let opts = SampleOptions { steps: 50, seed: 3, ..Default::default() };
-    let a: Vec<f64> = sample(&score, &s, &opts, 100, &mut |_, _| {}).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-    let b: Vec<f64> = sample(&score, &s, &opts, 100, &mut |_, _| {}).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-    assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
-    let c: Vec<f64> = sample(&score, &s, &SampleOptions { seed: 4, ..opts.clone() }, 100, &mut |_, _| {}).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let opts = SampleOptions {
+        steps: 50,
+        seed: 3,
+        ..Default::default()
+    };
+    let a: Vec<f64> = sample(&score, &s, &opts, 100, &mut |_, _| {})
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let b: Vec<f64> = sample(&score, &s, &opts, 100, &mut |_, _| {})
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(
+        a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    let c: Vec<f64> = sample(
+        &score,
+        &s,
+        &SampleOptions {
+            seed: 4,
+            ..opts.clone()
+        },
+        100,
+        &mut |_, _| {},
+    )
+    .unwrap()
+    .flatten_all()
+    .unwrap()
+    .to_vec1()
+    .unwrap();
     assert_ne!(a, c);
     // The first 40 particles of a run with 100 equal a run with 40.
-    let e: Vec<f64> = sample(&score, &s, &opts, 40, &mut |_, _| {}).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let e: Vec<f64> = sample(&score, &s, &opts, 40, &mut |_, _| {})
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     assert_eq!(&a[..120], &e[..]);
 }
 
@@ -184,9 +281,22 @@ fn divergence_is_reported_not_hidden() {
     // Euler–Maruyama with 3 steps on a stiff target blows up: an error, not NaN output.
     let law = GaussianMixture::gaussian(vec![0.0], Covariance::Scalar(1e-8)).unwrap();
     let score = MixtureScore::new(Arc::new(law), Process::ou(2.0, 5.0));
-    let x = Noise::new(0).normal_tensor(stream(Purpose::Init, 0), 10, 1, candle_core::DType::F64, &Device::Cpu).unwrap();
-    let opts = SampleOptions { steps: 40, t_min: 1e-6, denoise: false, ..Default::default() };
-    let r = sample_from(&score, &Sampler::EulerMaruyama { b: BFn::Const(1.0) }, &opts, x.affine(1e300, 0.0).unwrap(), &mut |_, _| {});
+    let x = Noise::new(0)
+        .normal_tensor(stream(Purpose::Init, 0), 10, 1, candle_core::DType::F64, &Device::Cpu)
+        .unwrap();
+    let opts = SampleOptions {
+        steps: 40,
+        t_min: 1e-6,
+        denoise: false,
+        ..Default::default()
+    };
+    let r = sample_from(
+        &score,
+        &Sampler::EulerMaruyama { b: BFn::Const(1.0) },
+        &opts,
+        x.affine(1e300, 0.0).unwrap(),
+        &mut |_, _| {},
+    );
     assert!(r.is_err(), "expected a divergence error");
     assert_eq!(score.dim(), 1);
 }

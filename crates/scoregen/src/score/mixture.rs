@@ -83,7 +83,10 @@ impl GaussianMixture {
         let mut comps = Vec::with_capacity(k);
         for (i, ((w, mu), cov)) in weights.iter().zip(&means).zip(&covs).enumerate() {
             if mu.len() != d {
-                return Err(Error::invalid(format!("mixture: mean {i} has dimension {}, expected {d}", mu.len())));
+                return Err(Error::invalid(format!(
+                    "mixture: mean {i} has dimension {}, expected {d}",
+                    mu.len()
+                )));
             }
             if mu.iter().any(|v| !v.is_finite()) {
                 return Err(Error::invalid(format!("mixture: mean {i} contains NaN or infinity")));
@@ -91,16 +94,23 @@ impl GaussianMixture {
             let (lam, q) = match cov {
                 Covariance::Scalar(v) => {
                     if !(v.is_finite() && *v > 0.0) {
-                        return Err(Error::invalid(format!("mixture: covariance {i} is not positive definite")));
+                        return Err(Error::invalid(format!(
+                            "mixture: covariance {i} is not positive definite"
+                        )));
                     }
                     (vec![*v; d], None)
                 }
                 Covariance::Diagonal(v) => {
                     if v.len() != d {
-                        return Err(Error::invalid(format!("mixture: variances {i} have length {}, expected {d}", v.len())));
+                        return Err(Error::invalid(format!(
+                            "mixture: variances {i} have length {}, expected {d}",
+                            v.len()
+                        )));
                     }
                     if v.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
-                        return Err(Error::invalid(format!("mixture: covariance {i} is not positive definite")));
+                        return Err(Error::invalid(format!(
+                            "mixture: covariance {i} is not positive definite"
+                        )));
                     }
                     (v.clone(), None)
                 }
@@ -112,7 +122,9 @@ impl GaussianMixture {
                     } else {
                         let (lam, q) = sym_eigen(d, a)?;
                         if lam[0] <= 0.0 {
-                            return Err(Error::invalid(format!("mixture: covariance {i} is not positive definite")));
+                            return Err(Error::invalid(format!(
+                                "mixture: covariance {i} is not positive definite"
+                            )));
                         }
                         (lam, Some(q))
                     }
@@ -233,7 +245,11 @@ impl GaussianMixture {
         let n = x.len() / d;
         let s2 = s * s;
         // Per component: variances along eigenvectors and log-normaliser.
-        let var: Vec<Vec<f64>> = self.comps.iter().map(|c| c.lam.iter().map(|l| m * m * l + s2).collect()).collect();
+        let var: Vec<Vec<f64>> = self
+            .comps
+            .iter()
+            .map(|c| c.lam.iter().map(|l| m * m * l + s2).collect())
+            .collect();
         let lnorm: Vec<f64> = self
             .comps
             .iter()
@@ -248,8 +264,16 @@ impl GaussianMixture {
         let want_resp = resp.is_some();
         let g = grad.unwrap_or(&mut dummy_g);
         let r = resp.unwrap_or(&mut dummy_r);
-        let gchunks: Vec<&mut [f64]> = if want_grad { g.chunks_mut(ROWS * d).collect() } else { Vec::new() };
-        let rchunks: Vec<&mut [f64]> = if want_resp { r.chunks_mut(ROWS * kk).collect() } else { Vec::new() };
+        let gchunks: Vec<&mut [f64]> = if want_grad {
+            g.chunks_mut(ROWS * d).collect()
+        } else {
+            Vec::new()
+        };
+        let rchunks: Vec<&mut [f64]> = if want_resp {
+            r.chunks_mut(ROWS * kk).collect()
+        } else {
+            Vec::new()
+        };
         let mut gopt: Vec<Option<&mut [f64]>> = gchunks.into_iter().map(Some).collect();
         let mut ropt: Vec<Option<&mut [f64]>> = rchunks.into_iter().map(Some).collect();
         let nchunks = logp.chunks(ROWS).len();
@@ -318,8 +342,12 @@ impl GaussianMixture {
     }
 
     fn check_rows(&self, x: &[f64]) -> Result<usize> {
-        if x.len() % self.d != 0 {
-            return Err(Error::invalid(format!("points of dimension {} expected, got {} values", self.d, x.len())));
+        if !x.len().is_multiple_of(self.d) {
+            return Err(Error::invalid(format!(
+                "points of dimension {} expected, got {} values",
+                self.d,
+                x.len()
+            )));
         }
         Ok(x.len() / self.d)
     }
@@ -395,6 +423,24 @@ impl GaussianMixture {
         self.sample_labelled(n, noise, index).0
     }
 
+    /// Deck 003's benchmark prior (DESIGN.md §4) in dimension `dx >= 2`: 25 components with
+    /// means `(8i, 8j, 8i, 8j, ...)` for `i, j in {-2..2}`, identity covariances and weights
+    /// `w_k ∝ g_k^2`, `g_k ~ N(0, 1)` drawn from `noise` (stream `(Purpose::Exact, 1 << 40)`).
+    pub fn grid25(dx: usize, noise: &Noise) -> Result<Self> {
+        if dx < 2 {
+            return Err(Error::invalid("grid25: need dimension >= 2"));
+        }
+        let g = noise.normals(stream(Purpose::Exact, 1 << 40), 25, 1);
+        let mut means = Vec::with_capacity(25);
+        for i in -2i32..=2 {
+            for j in -2i32..=2 {
+                means.push((0..dx).map(|c| 8.0 * if c % 2 == 0 { i } else { j } as f64).collect());
+            }
+        }
+        let weights = g.iter().map(|v| v * v).collect();
+        Self::new(weights, means, vec![Covariance::Scalar(1.0); 25])
+    }
+
     /// The largest `|mu_k| + sqrt(lambda_max,k)` over components: a radius that holds most
     /// of the mass, used to choose horizons.
     pub fn radius(&self) -> f64 {
@@ -460,7 +506,9 @@ mod tests {
         let z = noise.normals(stream(Purpose::User, 0), k, d);
         let a = noise.normals(stream(Purpose::User, 1), k * d, d);
         let u = noise.uniforms(stream(Purpose::User, 2), k);
-        let means = (0..k).map(|i| z[i * d..(i + 1) * d].iter().map(|v| 3.0 * v).collect()).collect();
+        let means = (0..k)
+            .map(|i| z[i * d..(i + 1) * d].iter().map(|v| 3.0 * v).collect())
+            .collect();
         let covs = (0..k)
             .map(|i| {
                 let ai = &a[i * d * d..(i + 1) * d * d];
@@ -503,7 +551,10 @@ mod tests {
                         let lm = law.log_prob_diffused(m, s, &xm).unwrap()[0];
                         let fd = (lp - lm) / (2.0 * h);
                         let an = g[row * d + i];
-                        assert!((fd - an).abs() < 1e-5 * (1.0 + an.abs()), "d={d} t={t} i={i}: fd {fd} vs {an}");
+                        assert!(
+                            (fd - an).abs() < 1e-5 * (1.0 + an.abs()),
+                            "d={d} t={t} i={i}: fd {fd} vs {an}"
+                        );
                     }
                 }
             }
@@ -543,7 +594,12 @@ mod tests {
     fn rejects_bad_input() {
         assert!(GaussianMixture::gaussian(vec![0.0, 0.0], Covariance::Full(vec![1.0, 2.0, 2.0, 1.0])).is_err());
         assert!(GaussianMixture::gaussian(vec![f64::NAN], Covariance::Scalar(1.0)).is_err());
-        assert!(GaussianMixture::new(vec![1.0, -1.0], vec![vec![0.0], vec![1.0]], vec![Covariance::Scalar(1.0); 2]).is_err());
+        assert!(GaussianMixture::new(
+            vec![1.0, -1.0],
+            vec![vec![0.0], vec![1.0]],
+            vec![Covariance::Scalar(1.0); 2]
+        )
+        .is_err());
         assert!(GaussianMixture::new(vec![1.0], vec![vec![0.0, 1.0]], vec![Covariance::Diagonal(vec![1.0])]).is_err());
     }
 }

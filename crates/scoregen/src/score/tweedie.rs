@@ -29,7 +29,9 @@ impl std::str::FromStr for Parametrisation {
             "score" => Ok(Parametrisation::Score),
             "eps" => Ok(Parametrisation::Eps),
             "x0" => Ok(Parametrisation::X0),
-            _ => Err(Error::invalid(format!("unknown parametrisation '{s}' (expected score, eps, x0)"))),
+            _ => Err(Error::invalid(format!(
+                "unknown parametrisation '{s}' (expected score, eps, x0)"
+            ))),
         }
     }
 }
@@ -79,8 +81,18 @@ mod tests {
         let t = 0.37;
         let e = eps_from_score(&p, t, &sc).unwrap();
         let x0 = x0_from_score(&p, t, &x, &sc).unwrap();
-        for back in [to_score(Parametrisation::Eps, &p, t, &x, &e).unwrap(), to_score(Parametrisation::X0, &p, t, &x, &x0).unwrap()] {
-            let d: f64 = (back - &sc).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        for back in [
+            to_score(Parametrisation::Eps, &p, t, &x, &e).unwrap(),
+            to_score(Parametrisation::X0, &p, t, &x, &x0).unwrap(),
+        ] {
+            let d: f64 = (back - &sc)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
             assert!(d < 1e-12);
         }
     }

@@ -1,0 +1,496 @@
+//! The problem file (DESIGN.md §3), parsed and validated.
+//!
+//! ```json
+//! {"prior": {"kind": "gaussian_mixture", "weights": [...], "means": [[...]],
+//!            "covariances": [[[...]]]},
+//!  "operator": {"kind": "dense", "matrix": [[...]]},
+//!  "y": [...], "sigma_y": 0.3}
+//! ```
+//!
+//! * `prior.kind`: `"gaussian_mixture"` (weights, means and one of `covariances` (full),
+//!   `variances` (one diagonal per component) or `variance` (one number, or one per
+//!   component)); `"gaussian"` (`mean` and one of `covariance`, `variances`, `variance`);
+//!   `"model"` (`path` of a trained checkpoint).
+//! * `operator.kind`: `"dense"` (`matrix`, `dy x dx`), `"mask"` (`observed`: indices; `y`
+//!   are the observed values in that order), `"svd"` (`u` (`dy x r`), `s` (`r`), `v`
+//!   (`dx x r`), `A = U diag(s) V^T`).
+//! * `y` and `sigma_y >= 0` go with an operator. `operator`, `y` and `sigma_y` are optional
+//!   for commands that only sample the prior.
+//!
+//! Every inconsistency (shape mismatch between `A`, `y` and the prior; a covariance that is
+//! not positive definite; a negative `sigma_y`; a mask index out of range) is an
+//! [`Error::InvalidInput`] or [`Error::File`] naming the problem.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::score::{Covariance, GaussianMixture};
+use crate::{Error, Result};
+
+/// The prior of a problem.
+#[derive(Clone, Debug)]
+pub enum Prior {
+    /// A Gaussian or Gaussian mixture (exact scores at every `t`).
+    Mixture(GaussianMixture),
+    /// A trained model, by the path of its checkpoint directory.
+    Model(PathBuf),
+}
+
+/// A linear observation operator `A`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Operator {
+    /// A dense `dy x dx` matrix (row-major).
+    Dense {
+        /// Rows `dy`.
+        rows: usize,
+        /// Columns `dx`.
+        cols: usize,
+        /// Entries, row-major.
+        a: Vec<f64>,
+    },
+    /// Observation of the coordinates `observed` of `x` (in that order).
+    Mask {
+        /// `dx`.
+        dim: usize,
+        /// Observed indices, distinct, each `< dx`.
+        observed: Vec<usize>,
+    },
+    /// `A = U diag(s) V^T` with `U` (`dy x r`), `V` (`dx x r`), row-major.
+    Svd {
+        /// `dy`.
+        rows: usize,
+        /// `dx`.
+        cols: usize,
+        /// Left singular vectors, `dy x r`.
+        u: Vec<f64>,
+        /// Singular values, `r`.
+        s: Vec<f64>,
+        /// Right singular vectors, `dx x r`.
+        v: Vec<f64>,
+    },
+}
+
+impl Operator {
+    /// `(dy, dx)`.
+    pub fn shape(&self) -> (usize, usize) {
+        match self {
+            Operator::Dense { rows, cols, .. } | Operator::Svd { rows, cols, .. } => (*rows, *cols),
+            Operator::Mask { dim, observed } => (observed.len(), *dim),
+        }
+    }
+}
+
+/// A parsed, validated problem file.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    /// The prior `p_data`.
+    pub prior: Prior,
+    /// The operator `A`, if any.
+    pub operator: Option<Operator>,
+    /// The observation `y`, if any.
+    pub y: Option<Vec<f64>>,
+    /// The observation noise `sigma_y >= 0`, if given.
+    pub sigma_y: Option<f64>,
+}
+
+fn num(v: &Value, what: &str) -> Result<f64> {
+    match v.as_f64() {
+        Some(x) if x.is_finite() => Ok(x),
+        _ => Err(Error::invalid(format!(
+            "{what}: expected a finite number, got {}",
+            short(v)
+        ))),
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 40 {
+        format!("{}...", &s[..40])
+    } else {
+        s
+    }
+}
+
+fn vector(v: &Value, what: &str) -> Result<Vec<f64>> {
+    let a = v
+        .as_array()
+        .ok_or_else(|| Error::invalid(format!("{what}: expected an array of numbers")))?;
+    a.iter()
+        .enumerate()
+        .map(|(i, x)| num(x, &format!("{what}[{i}]")))
+        .collect()
+}
+
+/// A matrix given as an array of rows; returns `(rows, cols, row-major entries)`.
+fn matrix(v: &Value, what: &str) -> Result<(usize, usize, Vec<f64>)> {
+    let a = v
+        .as_array()
+        .ok_or_else(|| Error::invalid(format!("{what}: expected an array of rows")))?;
+    if a.is_empty() {
+        return Err(Error::invalid(format!("{what}: empty matrix")));
+    }
+    let mut out = Vec::new();
+    let mut cols = None;
+    for (i, row) in a.iter().enumerate() {
+        let r = vector(row, &format!("{what}[{i}]"))?;
+        match cols {
+            None => cols = Some(r.len()),
+            Some(c) if c != r.len() => {
+                return Err(Error::invalid(format!(
+                    "{what}: row {i} has {} entries, row 0 has {c}",
+                    r.len()
+                )))
+            }
+            _ => {}
+        }
+        out.extend(r);
+    }
+    Ok((a.len(), cols.unwrap_or(0), out))
+}
+
+fn field<'a>(obj: &'a Value, key: &str, what: &str) -> Result<&'a Value> {
+    obj.get(key)
+        .ok_or_else(|| Error::invalid(format!("{what}: missing field '{key}'")))
+}
+
+fn covariance(obj: &Value, d: usize, k: Option<usize>, what: &str) -> Result<Covariance> {
+    let pick = |v: &'_ Value| -> Value {
+        match k {
+            Some(i) => v.get(i).cloned().unwrap_or(Value::Null),
+            None => v.clone(),
+        }
+    };
+    let idx = k.map(|i| format!("[{i}]")).unwrap_or_default();
+    let (full_key, diag_key, scal_key) = if k.is_some() {
+        ("covariances", "variances", "variance")
+    } else {
+        ("covariance", "variances", "variance")
+    };
+    if let Some(c) = obj.get(full_key) {
+        let (r, cc, a) = matrix(&pick(c), &format!("{what}.{full_key}{idx}"))?;
+        if r != d || cc != d {
+            return Err(Error::invalid(format!(
+                "{what}.{full_key}{idx}: expected {d}x{d}, got {r}x{cc}"
+            )));
+        }
+        return Ok(Covariance::Full(a));
+    }
+    if let Some(v) = obj.get(diag_key) {
+        // One diagonal per component, or (for a mixture) one shared diagonal.
+        let shared = v.as_array().is_some_and(|a| a.first().is_some_and(|x| x.is_number()));
+        let vv = if shared || k.is_none() { v.clone() } else { pick(v) };
+        let diag = vector(&vv, &format!("{what}.{diag_key}{idx}"))?;
+        if diag.len() != d {
+            return Err(Error::invalid(format!(
+                "{what}.{diag_key}{idx}: expected {d} variances, got {}",
+                diag.len()
+            )));
+        }
+        return Ok(Covariance::Diagonal(diag));
+    }
+    if let Some(v) = obj.get(scal_key) {
+        let vv = if v.is_array() { pick(v) } else { v.clone() };
+        return Ok(Covariance::Scalar(num(&vv, &format!("{what}.{scal_key}{idx}"))?));
+    }
+    Err(Error::invalid(format!(
+        "{what}: give one of '{full_key}', '{diag_key}' or '{scal_key}'"
+    )))
+}
+
+fn prior(v: &Value, base: Option<&Path>) -> Result<Prior> {
+    let what = "prior";
+    let kind = field(v, "kind", what)?.as_str().unwrap_or("");
+    let built = match kind {
+        "gaussian_mixture" => {
+            let weights = vector(field(v, "weights", what)?, "prior.weights")?;
+            let (k, d, means) = matrix(field(v, "means", what)?, "prior.means")?;
+            if k != weights.len() {
+                return Err(Error::invalid(format!(
+                    "prior: {} weights but {k} means",
+                    weights.len()
+                )));
+            }
+            let covs = (0..k)
+                .map(|i| covariance(v, d, Some(i), what))
+                .collect::<Result<Vec<_>>>()?;
+            let means = means.chunks(d).map(|c| c.to_vec()).collect();
+            GaussianMixture::new(weights, means, covs)
+        }
+        "gaussian" => {
+            let mean = vector(field(v, "mean", what)?, "prior.mean")?;
+            let cov = covariance(v, mean.len(), None, what)?;
+            GaussianMixture::gaussian(mean, cov)
+        }
+        "model" => {
+            let p = field(v, "path", what)?
+                .as_str()
+                .ok_or_else(|| Error::invalid("prior.path: expected a string"))?;
+            let p = PathBuf::from(p);
+            let p = match base {
+                Some(b) if p.is_relative() => b.join(p),
+                _ => p,
+            };
+            return Ok(Prior::Model(p));
+        }
+        other => {
+            return Err(Error::invalid(format!(
+                "prior.kind: unknown kind '{other}' (expected gaussian_mixture, gaussian or model)"
+            )))
+        }
+    };
+    Ok(Prior::Mixture(
+        built.map_err(|e| Error::invalid(format!("prior: {e}")))?,
+    ))
+}
+
+fn operator(v: &Value, dx: Option<usize>) -> Result<Operator> {
+    let what = "operator";
+    let kind = field(v, "kind", what)?.as_str().unwrap_or("");
+    let op = match kind {
+        "dense" => {
+            let (rows, cols, a) = matrix(field(v, "matrix", what)?, "operator.matrix")?;
+            Operator::Dense { rows, cols, a }
+        }
+        "mask" => {
+            let dim = match (v.get("dim"), dx) {
+                (Some(x), _) => x
+                    .as_u64()
+                    .ok_or_else(|| Error::invalid("operator.dim: expected a positive integer"))?
+                    as usize,
+                (None, Some(d)) => d,
+                (None, None) => {
+                    return Err(Error::invalid(
+                        "operator: a mask needs 'dim' when the prior's dimension is unknown",
+                    ))
+                }
+            };
+            let obs = field(v, "observed", what)?
+                .as_array()
+                .ok_or_else(|| Error::invalid("operator.observed: expected an array of indices"))?;
+            let mut observed = Vec::with_capacity(obs.len());
+            let mut seen = vec![false; dim];
+            for (i, o) in obs.iter().enumerate() {
+                let j = o.as_u64().ok_or_else(|| {
+                    Error::invalid(format!(
+                        "operator.observed[{i}]: expected a non-negative integer, got {}",
+                        short(o)
+                    ))
+                })? as usize;
+                if j >= dim {
+                    return Err(Error::invalid(format!(
+                        "operator.observed[{i}]: index {j} out of range for dimension {dim}"
+                    )));
+                }
+                if seen[j] {
+                    return Err(Error::invalid(format!("operator.observed[{i}]: index {j} given twice")));
+                }
+                seen[j] = true;
+                observed.push(j);
+            }
+            Operator::Mask { dim, observed }
+        }
+        "svd" => {
+            let (rows, r, u) = matrix(field(v, "u", what)?, "operator.u")?;
+            let s = vector(field(v, "s", what)?, "operator.s")?;
+            let (cols, r2, vv) = matrix(field(v, "v", what)?, "operator.v")?;
+            if s.len() != r || r2 != r {
+                return Err(Error::invalid(format!(
+                    "operator: u has {r} columns, s {} values, v {r2} columns",
+                    s.len()
+                )));
+            }
+            if s.iter().any(|x| *x < 0.0) {
+                return Err(Error::invalid("operator.s: singular values must be >= 0"));
+            }
+            Operator::Svd {
+                rows,
+                cols,
+                u,
+                s,
+                v: vv,
+            }
+        }
+        other => {
+            return Err(Error::invalid(format!(
+                "operator.kind: unknown kind '{other}' (expected dense, mask or svd)"
+            )))
+        }
+    };
+    if let Some(d) = dx {
+        let (_, c) = op.shape();
+        if c != d {
+            return Err(Error::invalid(format!(
+                "operator acts on dimension {c}, but the prior has dimension {d}"
+            )));
+        }
+    }
+    Ok(op)
+}
+
+impl Problem {
+    /// Parses and validates a problem from JSON text; relative model paths are resolved
+    /// against `base`.
+    pub fn from_json(text: &str, base: Option<&Path>) -> Result<Self> {
+        let v: Value = serde_json::from_str(text).map_err(|e| Error::invalid(format!("malformed JSON: {e}")))?;
+        if !v.is_object() {
+            return Err(Error::invalid("expected a JSON object with a 'prior'"));
+        }
+        let prior = prior(field(&v, "prior", "problem")?, base)?;
+        let dx = match &prior {
+            Prior::Mixture(m) => Some(m.dim()),
+            Prior::Model(_) => None,
+        };
+        let operator = v
+            .get("operator")
+            .filter(|o| !o.is_null())
+            .map(|o| operator(o, dx))
+            .transpose()?;
+        let y = v
+            .get("y")
+            .filter(|o| !o.is_null())
+            .map(|o| vector(o, "y"))
+            .transpose()?;
+        let sigma_y = v
+            .get("sigma_y")
+            .filter(|o| !o.is_null())
+            .map(|o| num(o, "sigma_y"))
+            .transpose()?;
+        if let Some(s) = sigma_y {
+            if s < 0.0 {
+                return Err(Error::invalid(format!("sigma_y must be >= 0, got {s}")));
+            }
+        }
+        match (&operator, &y) {
+            (Some(op), Some(y)) => {
+                let (dy, _) = op.shape();
+                if y.len() != dy {
+                    return Err(Error::invalid(format!(
+                        "y has {} values but the operator has {dy} rows",
+                        y.len()
+                    )));
+                }
+            }
+            (Some(_), None) => return Err(Error::invalid("an operator is given but no 'y'")),
+            (None, Some(_)) => return Err(Error::invalid("'y' is given but no operator")),
+            (None, None) => {}
+        }
+        Ok(Problem {
+            prior,
+            operator,
+            y,
+            sigma_y,
+        })
+    }
+
+    /// Reads a problem file; errors name the file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        Self::from_json(&text, path.parent()).map_err(|e| match e {
+            Error::InvalidInput(m) => Error::file(path, m),
+            other => other,
+        })
+    }
+
+    /// The prior's Gaussian mixture, or an error for a model prior.
+    pub fn mixture(&self) -> Result<&GaussianMixture> {
+        match &self.prior {
+            Prior::Mixture(m) => Ok(m),
+            Prior::Model(p) => Err(Error::invalid(format!(
+                "this command needs a Gaussian or Gaussian-mixture prior, the problem names the model {}",
+                p.display()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_design_example_and_variants() {
+        let p = Problem::from_json(
+            r#"{"prior": {"kind": "gaussian_mixture", "weights": [1, 3], "means": [[0, 0], [2, 1]],
+                "covariances": [[[1, 0.2], [0.2, 1]], [[2, 0], [0, 0.5]]]},
+               "operator": {"kind": "dense", "matrix": [[1, 0.5]]}, "y": [0.3], "sigma_y": 0.3}"#,
+            None,
+        )
+        .unwrap();
+        let m = p.mixture().unwrap();
+        assert_eq!(m.dim(), 2);
+        assert!((m.weights()[1] - 0.75).abs() < 1e-15);
+        assert_eq!(p.operator.unwrap().shape(), (1, 2));
+        let g = Problem::from_json(
+            r#"{"prior": {"kind": "gaussian", "mean": [0, 1, 2], "variance": 2}}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(g.mixture().unwrap().dim(), 3);
+        let v = Problem::from_json(
+            r#"{"prior": {"kind": "gaussian_mixture", "weights": [1, 1], "means": [[0], [1]], "variance": [1, 2]},
+               "operator": {"kind": "mask", "observed": [0]}, "y": [0.1], "sigma_y": 0}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            v.operator.unwrap(),
+            Operator::Mask {
+                dim: 1,
+                observed: vec![0]
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_each_bad_case_with_a_clear_message() {
+        let cases = [
+            (r#"{"prior": "#, "malformed JSON"),
+            (
+                r#"{"prior": {"kind": "gaussian", "mean": [0, 0], "covariance": [[1, 2], [2, 1]]}}"#,
+                "not positive definite",
+            ),
+            (
+                r#"{"prior": {"kind": "gaussian", "mean": [0, 0], "variance": 1}, "operator": {"kind": "dense", "matrix": [[1, 2, 3]]}, "y": [1]}"#,
+                "dimension 3",
+            ),
+            (
+                r#"{"prior": {"kind": "gaussian", "mean": [0, 0], "variance": 1}, "operator": {"kind": "dense", "matrix": [[1, 2]]}, "y": [1, 2]}"#,
+                "y has 2 values",
+            ),
+            (
+                r#"{"prior": {"kind": "gaussian", "mean": [0, 0], "variance": 1}, "operator": {"kind": "mask", "observed": [2]}, "y": [1]}"#,
+                "out of range",
+            ),
+            (
+                r#"{"prior": {"kind": "gaussian", "mean": [0, 0], "variance": 1}, "operator": {"kind": "mask", "observed": [0]}, "y": [1], "sigma_y": -1}"#,
+                "sigma_y must be >= 0",
+            ),
+            (r#"{"prior": {"kind": "laplace"}}"#, "unknown kind 'laplace'"),
+            (
+                r#"{"prior": {"kind": "gaussian", "mean": [0, "a"], "variance": 1}}"#,
+                "prior.mean[1]",
+            ),
+            (
+                r#"{"prior": {"kind": "gaussian_mixture", "weights": [1], "means": [[0, 0], [1, 1]], "variance": 1}}"#,
+                "1 weights but 2 means",
+            ),
+        ];
+        for (text, needle) in cases {
+            let e = Problem::from_json(text, None).unwrap_err().to_string();
+            assert!(e.contains(needle), "'{e}' should mention '{needle}'");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn grid25_prior_matches_the_recipe() {
+        let m = GaussianMixture::grid25(4, &crate::rng::Noise::new(0)).unwrap();
+        assert_eq!(m.n_components(), 25);
+        assert_eq!(m.means()[0], vec![-16.0, -16.0, -16.0, -16.0]);
+        assert_eq!(m.means()[7], vec![-8.0, 0.0, -8.0, 0.0]);
+        assert!((m.weights().iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    }
+}
