@@ -1,1 +1,114 @@
-fn main() {}
+//! `scoregen`: the command-line interface of the scoregen library.
+//!
+//! A thin layer: argument parsing, progress bars, files and plots. Every number comes from
+//! the library. Errors print one line on stderr; bad input exits with code 2, other
+//! failures with 1, and no output file is left behind.
+
+mod bench;
+mod commands;
+mod demo;
+mod plot;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Score-based generative models and posterior sampling with them.
+#[derive(Parser, Debug)]
+#[command(name = "scoregen", version, about, long_about = None)]
+struct Cli {
+    /// No progress bars or informational output on stderr.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Sample the prior of a problem file with a reverse-time sampler.
+    Sample(commands::SampleArgs),
+    /// Draw exact samples from a Gaussian or Gaussian-mixture prior of a problem file.
+    Exact(commands::ExactArgs),
+    /// Compare samples with a reference: sliced Wasserstein, energy distance, MMD, moments.
+    Eval(commands::EvalArgs),
+    /// Scatter / pair plot of samples (and a reference) with marginal histograms.
+    Plot(commands::PlotArgs),
+    /// Sample a built-in 2-D mixture with every sampler, print metrics, write figures.
+    Demo(demo::DemoArgs),
+    /// Benchmarks that print numbers (see BENCHMARKS.md).
+    Bench(bench::BenchArgs),
+}
+
+/// A CLI error: a one-line message and whether it is the user's input (exit 2).
+#[derive(Debug)]
+pub struct CliError {
+    msg: String,
+    user: bool,
+}
+
+impl CliError {
+    /// An error caused by the user's input (exit code 2).
+    pub fn user(msg: impl Into<String>) -> Self {
+        CliError {
+            msg: msg.into(),
+            user: true,
+        }
+    }
+}
+
+impl From<scoregen::Error> for CliError {
+    fn from(e: scoregen::Error) -> Self {
+        CliError {
+            user: e.is_user_error(),
+            msg: e.to_string(),
+        }
+    }
+}
+
+/// Result of a command.
+pub type CliResult<T> = Result<T, CliError>;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            // One line, as for every other bad input.
+            let text = e.render().to_string();
+            let para: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let joined = para.join(" ");
+            eprintln!("error: {} (see --help)", joined.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    let quiet = cli.quiet;
+    let r = match cli.command {
+        Command::Sample(a) => commands::sample(a, quiet),
+        Command::Exact(a) => commands::exact(a, quiet),
+        Command::Eval(a) => commands::eval(a),
+        Command::Plot(a) => commands::plot(a),
+        Command::Demo(a) => demo::run(a, quiet),
+        Command::Bench(a) => bench::run(a, quiet),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.msg.replace('\n', " "));
+            ExitCode::from(if e.user { 2 } else { 1 })
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! `scoregen bench ...`: benchmarks that print numbers (recorded in BENCHMARKS.md).
+
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use scoregen::rng::{stream, Noise, Purpose};
+use scoregen::sample::{SampleOptions, Sampler, SamplerParams};
+use scoregen::score::{Covariance, GaussianMixture};
+
+use crate::commands::sample_mixture;
+use crate::CliResult;
+
+/// `scoregen bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchWhat,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchWhat {
+    /// Particle-steps per second of a sampler on the exact mixture score.
+    Sample(BenchSampleArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchSampleArgs {
+    /// Dimensions, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "10,100")]
+    dims: Vec<usize>,
+    /// Particles.
+    #[arg(long, default_value_t = 10_000)]
+    particles: usize,
+    /// Steps per run.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Sampler name.
+    #[arg(long, default_value = "em")]
+    sampler: String,
+    /// Also time 25 full (non-diagonal) covariances.
+    #[arg(long)]
+    full_cov: bool,
+}
+
+fn full_cov_mixture(d: usize) -> scoregen::Result<GaussianMixture> {
+    let iso = GaussianMixture::grid25(d, &Noise::new(0))?;
+    let noise = Noise::new(1);
+    let covs = (0..25)
+        .map(|k| {
+            let a = noise.normals(stream(Purpose::User, k), d, d);
+            let mut c = vec![0.0; d * d];
+            for i in 0..d {
+                for j in 0..d {
+                    c[i * d + j] = (0..d).map(|l| a[i * d + l] * a[j * d + l]).sum::<f64>() / d as f64;
+                }
+                c[i * d + i] += 0.5;
+            }
+            Covariance::Full(c)
+        })
+        .collect();
+    GaussianMixture::new(iso.weights(), iso.means(), covs)
+}
+
+/// Runs a benchmark.
+pub fn run(a: BenchArgs, quiet: bool) -> CliResult<()> {
+    match a.what {
+        BenchWhat::Sample(b) => {
+            let sampler = Sampler::from_name(&b.sampler, &SamplerParams::default())?;
+            println!(
+                "bench sample: sampler {}, {} particles, {} steps, 25-component mixture, exact score, f64, {} threads",
+                b.sampler,
+                b.particles,
+                b.steps,
+                rayon::current_num_threads()
+            );
+            println!(
+                "{:<6} {:<10} {:>10} {:>18} {:>14}",
+                "d", "covariance", "seconds", "particle-steps/s", "ms/step"
+            );
+            for &d in &b.dims {
+                let mut laws = vec![("isotropic", GaussianMixture::grid25(d, &Noise::new(0))?)];
+                if b.full_cov {
+                    laws.push(("full", full_cov_mixture(d)?));
+                }
+                for (kind, law) in laws {
+                    let opts = SampleOptions {
+                        steps: b.steps,
+                        ..Default::default()
+                    };
+                    let t0 = Instant::now();
+                    sample_mixture(&law, &sampler, &opts, b.particles, "bench", quiet)?;
+                    let s = t0.elapsed().as_secs_f64();
+                    println!(
+                        "{:<6} {:<10} {:>10.3} {:>18.0} {:>14.2}",
+                        d,
+                        kind,
+                        s,
+                        (b.particles * b.steps) as f64 / s,
+                        1e3 * s / b.steps as f64
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}

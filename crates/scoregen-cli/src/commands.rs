@@ -1,0 +1,304 @@
+//! `sample`, `exact`, `eval` and `plot`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use clap::Args;
+use scoregen::data;
+use scoregen::inverse::Problem;
+use scoregen::metrics;
+use scoregen::process::TimeGrid;
+use scoregen::rng::Noise;
+use scoregen::sample::{default_process, sample as run_sampler, SampleOptions, Sampler, SamplerParams};
+use scoregen::score::MixtureScore;
+
+use crate::plot::{pair_plot, Series};
+use crate::progress::bar;
+use crate::{CliError, CliResult};
+
+/// Options of the sampler family shared by the commands that sample.
+#[derive(Args, Debug, Clone)]
+pub struct SamplerArgs {
+    /// em (b_t family, Euler–Maruyama), ei (exponential integrator), heun (PF-ODE), ddpm,
+    /// ddim, ald (annealed Langevin), pc (predictor–corrector).
+    #[arg(long, default_value = "em")]
+    pub sampler: String,
+    /// Number of steps (ald: total Langevin steps).
+    #[arg(long, default_value_t = 1000)]
+    pub steps: usize,
+    /// b of the reverse family (em, ei, pc): 1 reverse SDE, 0 probability-flow ODE.
+    #[arg(long, default_value_t = 1.0)]
+    pub b: f64,
+    /// eta of ddim (0 deterministic, 1 = ddpm).
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f64,
+    /// Target signal-to-noise ratio of the pc corrector.
+    #[arg(long, default_value_t = 0.16)]
+    pub snr: f64,
+    /// Time grid: uniform, quadratic, edm, edm:RHO, logsnr (default: quadratic; logsnr for ald).
+    #[arg(long)]
+    pub grid: Option<String>,
+    /// Early-stopping time t_min.
+    #[arg(long, default_value_t = 1e-3)]
+    pub t_min: f64,
+    /// Skip the final Tweedie denoising step.
+    #[arg(long)]
+    pub no_denoise: bool,
+}
+
+impl SamplerArgs {
+    /// The sampler and options these arguments name.
+    pub fn build(&self, seed: u64) -> CliResult<(Sampler, SampleOptions)> {
+        let params = SamplerParams {
+            b: self.b,
+            eta: self.eta,
+            snr: self.snr,
+            ..Default::default()
+        };
+        let sampler = Sampler::from_name(&self.sampler, &params)?;
+        let grid = self.grid.as_deref().map(|g| g.parse::<TimeGrid>()).transpose()?;
+        if self.steps == 0 {
+            return Err(CliError::user("--steps must be positive"));
+        }
+        let opts = SampleOptions {
+            steps: self.steps,
+            grid,
+            t_min: self.t_min,
+            denoise: !self.no_denoise,
+            seed,
+            ..Default::default()
+        };
+        Ok((sampler, opts))
+    }
+}
+
+/// `scoregen sample`.
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    /// Problem file (JSON, DESIGN.md §3); only its prior is used.
+    #[arg(long)]
+    pub problem: PathBuf,
+    #[command(flatten)]
+    pub sampler: SamplerArgs,
+    /// Number of samples.
+    #[arg(long, default_value_t = 2000)]
+    pub n: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output file (.npy or .csv).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Fails early (before any work) if `out` cannot be written as points.
+pub fn check_output(out: &Path) -> CliResult<()> {
+    let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if !matches!(ext, "npy" | "csv") {
+        return Err(CliError::user(format!(
+            "{}: output must end in .npy or .csv",
+            out.display()
+        )));
+    }
+    check_parent(out)
+}
+
+/// Fails early if the directory of `out` does not exist.
+pub fn check_parent(out: &Path) -> CliResult<()> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(CliError::user(format!(
+            "{}: directory {} does not exist",
+            out.display(),
+            parent.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Runs a sampler on the exact score of a mixture prior, with a progress bar.
+pub fn sample_mixture(
+    law: &scoregen::score::GaussianMixture,
+    sampler: &Sampler,
+    opts: &SampleOptions,
+    n: usize,
+    label: &str,
+    quiet: bool,
+) -> CliResult<Tensor> {
+    let score = MixtureScore::new(Arc::new(law.clone()), default_process(law.radius()));
+    let pb = bar(opts.steps as u64, label, quiet);
+    let x = run_sampler(&score, sampler, opts, n, &mut |k, total| {
+        pb.set_length(total as u64);
+        pb.set_position(k as u64)
+    });
+    pb.finish_and_clear();
+    Ok(x?)
+}
+
+/// `scoregen sample`.
+pub fn sample(a: SampleArgs, quiet: bool) -> CliResult<()> {
+    check_output(&a.out)?;
+    let problem = Problem::from_file(&a.problem)?;
+    let law = problem.mixture()?;
+    if a.n == 0 {
+        return Err(CliError::user("--n must be positive"));
+    }
+    let (sampler, opts) = a.sampler.build(a.seed)?;
+    let x = sample_mixture(law, &sampler, &opts, a.n, &a.sampler.sampler, quiet)?;
+    data::write_points(&a.out, &x)?;
+    if !quiet {
+        eprintln!(
+            "wrote {} samples of dimension {} to {}",
+            a.n,
+            law.dim(),
+            a.out.display()
+        );
+    }
+    Ok(())
+}
+
+/// `scoregen exact`.
+#[derive(Args, Debug)]
+pub struct ExactArgs {
+    /// Problem file with a Gaussian or Gaussian-mixture prior.
+    #[arg(long)]
+    pub problem: PathBuf,
+    /// Number of samples.
+    #[arg(long, default_value_t = 2000)]
+    pub n: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output file (.npy or .csv).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `scoregen exact`.
+pub fn exact(a: ExactArgs, quiet: bool) -> CliResult<()> {
+    check_output(&a.out)?;
+    let problem = Problem::from_file(&a.problem)?;
+    let law = problem.mixture()?;
+    if a.n == 0 {
+        return Err(CliError::user("--n must be positive"));
+    }
+    let x = law.sample(a.n, &Noise::new(a.seed), 0);
+    let t = Tensor::from_vec(x, (a.n, law.dim()), &Device::Cpu).map_err(scoregen::Error::from)?;
+    data::write_points(&a.out, &t)?;
+    if !quiet {
+        eprintln!("wrote {} exact samples to {}", a.n, a.out.display());
+    }
+    Ok(())
+}
+
+/// `scoregen eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Samples to evaluate (.npy or .csv).
+    #[arg(long)]
+    pub samples: PathBuf,
+    /// Reference samples (.npy or .csv), e.g. from `scoregen exact`.
+    #[arg(long)]
+    pub reference: PathBuf,
+    /// Problem file whose mixture prior gives the mixture-weight error.
+    #[arg(long)]
+    pub problem: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `scoregen eval`.
+pub fn eval(a: EvalArgs) -> CliResult<()> {
+    let x = data::read_points(&a.samples)?
+        .to_dtype(DType::F64)
+        .map_err(scoregen::Error::from)?;
+    let r = data::read_points(&a.reference)?
+        .to_dtype(DType::F64)
+        .map_err(scoregen::Error::from)?;
+    let problem = a.problem.as_ref().map(Problem::from_file).transpose()?;
+    let law = problem.as_ref().map(|p| p.mixture()).transpose()?;
+    let c = metrics::compare(&x, &r, law)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&c).map_err(|e| CliError::user(e.to_string()))?
+        );
+    } else {
+        println!(
+            "samples {} x {}, reference {} x {}",
+            c.n_samples, c.dim, c.n_reference, c.dim
+        );
+        for (name, v) in c.rows() {
+            println!("{name:<20} {v:>12.5}");
+        }
+    }
+    Ok(())
+}
+
+/// `scoregen plot`.
+#[derive(Args, Debug)]
+pub struct PlotArgs {
+    /// Samples (.npy or .csv).
+    #[arg(long)]
+    pub samples: PathBuf,
+    /// Optional reference samples drawn beside them.
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    /// Output figure (.png or .svg).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Title.
+    #[arg(long, default_value = "")]
+    pub title: String,
+    /// At most this many coordinates in a pair plot.
+    #[arg(long, default_value_t = 5)]
+    pub max_dims: usize,
+}
+
+fn rows_f64(t: &Tensor) -> CliResult<(Vec<f64>, usize)> {
+    let (_, d) = t.dims2().map_err(scoregen::Error::from)?;
+    let v = t
+        .to_dtype(DType::F64)
+        .and_then(|x| x.flatten_all())
+        .and_then(|x| x.to_vec1::<f64>())
+        .map_err(scoregen::Error::from)?;
+    Ok((v, d))
+}
+
+/// `scoregen plot`.
+pub fn plot(a: PlotArgs) -> CliResult<()> {
+    check_parent(&a.out)?;
+    let (xs, d) = rows_f64(&data::read_points(&a.samples)?)?;
+    let mut series = vec![];
+    let refdata = match &a.reference {
+        Some(r) => {
+            let (v, dr) = rows_f64(&data::read_points(r)?)?;
+            if dr != d {
+                return Err(CliError::user(format!(
+                    "samples have dimension {d}, the reference {dr}"
+                )));
+            }
+            Some(v)
+        }
+        None => None,
+    };
+    if let Some(r) = &refdata {
+        series.push(Series {
+            label: "reference",
+            data: r,
+            d,
+        });
+    }
+    series.push(Series {
+        label: "samples",
+        data: &xs,
+        d,
+    });
+    pair_plot(&a.out, &series, &a.title, a.max_dims).map_err(CliError::user)?;
+    Ok(())
+}

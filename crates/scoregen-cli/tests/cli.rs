@@ -1,0 +1,252 @@
+//! The `scoregen` binary: bad input exits with code 2, a one-line message and no output
+//! file; seeds give byte-identical files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_scoregen"))
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("scoregen-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().arg("--quiet").args(args).output().unwrap()
+}
+
+const GOOD: &str = r#"{"prior": {"kind": "gaussian_mixture", "weights": [1, 2], "means": [[-2, 0], [2, 1]],
+    "covariances": [[[1, 0.3], [0.3, 0.5]], [[0.5, 0], [0, 0.5]]]}}"#;
+
+/// Asserts exit code 2, a one-line stderr naming `needle`, and no file at `out`.
+fn assert_user_error(o: &Output, needle: &str, out: &Path) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(
+        err.to_lowercase().contains(&needle.to_lowercase()),
+        "'{err}' should mention '{needle}'"
+    );
+    assert!(!out.exists(), "{} must not exist", out.display());
+    let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().contains("tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn bad_problem_files_exit_2_without_output() {
+    let d = tmpdir("bad");
+    let out = d.join("s.npy");
+    let cases = [
+        ("malformed.json", r#"{"prior": {"kind": "gaussian""#, "malformed JSON"),
+        (
+            "nan.json",
+            r#"{"prior": {"kind": "gaussian", "mean": [NaN, 0], "variance": 1}}"#,
+            "malformed JSON",
+        ),
+        (
+            "nonpd.json",
+            r#"{"prior": {"kind": "gaussian", "mean": [0, 0], "covariance": [[1, 2], [2, 1]]}}"#,
+            "not positive definite",
+        ),
+        (
+            "shape.json",
+            r#"{"prior": {"kind": "gaussian_mixture", "weights": [1, 1], "means": [[0, 0], [1]], "variance": 1}}"#,
+            "row 1 has 1 entries",
+        ),
+        ("kind.json", r#"{"prior": {"kind": "student"}}"#, "unknown kind"),
+        (
+            "mask.json",
+            r#"{"prior": {"kind": "gaussian", "mean": [0, 0], "variance": 1}, "operator": {"kind": "mask", "observed": [5]}, "y": [1]}"#,
+            "out of range",
+        ),
+        (
+            "sigma.json",
+            r#"{"prior": {"kind": "gaussian", "mean": [0, 0], "variance": 1}, "operator": {"kind": "mask", "observed": [0]}, "y": [1], "sigma_y": -0.5}"#,
+            "sigma_y",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        let o = run(&[
+            "sample",
+            "--problem",
+            p.to_str().unwrap(),
+            "--steps",
+            "10",
+            "--n",
+            "10",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_user_error(&o, needle, &out);
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(name),
+            "message names the file"
+        );
+    }
+    let o = run(&[
+        "sample",
+        "--problem",
+        d.join("missing.json").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_user_error(&o, "cannot read", &out);
+}
+
+#[test]
+fn bad_options_exit_2_without_output() {
+    let d = tmpdir("opts");
+    let p = d.join("p.json");
+    std::fs::write(&p, GOOD).unwrap();
+    let out = d.join("s.npy");
+    let ps = p.to_str().unwrap();
+    let os = out.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["--sampler", "magic"], "unknown sampler"),
+        (vec!["--grid", "weird"], "unknown time grid"),
+        (vec!["--b=-1"], "b must be"),
+        (vec!["--n", "many"], "invalid value"),
+        (vec!["--sampler", "ddim", "--eta", "2"], "eta"),
+        (vec!["--t-min", "0"], "t_min"),
+        (vec!["--n", "0"], "--n"),
+    ] {
+        let mut a = vec!["sample", "--problem", ps, "--steps", "10", "--out", os];
+        a.extend(args);
+        assert_user_error(&run(&a), needle, &out);
+    }
+    let bad_ext = d.join("s.txt");
+    assert_user_error(
+        &run(&["sample", "--problem", ps, "--out", bad_ext.to_str().unwrap()]),
+        ".npy or .csv",
+        &bad_ext,
+    );
+    let no_dir = d.join("nope").join("s.npy");
+    let o = run(&["sample", "--problem", ps, "--out", no_dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!no_dir.exists());
+}
+
+#[test]
+fn eval_and_plot_reject_bad_sample_files() {
+    let d = tmpdir("eval");
+    let p = d.join("p.json");
+    std::fs::write(&p, GOOD).unwrap();
+    let a = d.join("a.csv");
+    std::fs::write(&a, "x,y\n1,2\n3,4\n5,6\n").unwrap();
+    let nan = d.join("nan.csv");
+    std::fs::write(&nan, "x,y\n1,NaN\n3,4\n").unwrap();
+    let three = d.join("three.csv");
+    std::fs::write(&three, "1,2,3\n4,5,6\n7,8,9\n").unwrap();
+    let junk = d.join("junk.npy");
+    std::fs::write(&junk, b"not an npy file").unwrap();
+    let fig = d.join("fig.png");
+    for (s, r, needle) in [
+        (&nan, &a, "missing"),
+        (&three, &a, "dimension"),
+        (&junk, &a, "junk.npy"),
+        (&d.join("absent.csv"), &a, "absent.csv"),
+    ] {
+        let o = run(&[
+            "eval",
+            "--samples",
+            s.to_str().unwrap(),
+            "--reference",
+            r.to_str().unwrap(),
+        ]);
+        assert_user_error(&o, needle, &fig);
+        let o = run(&[
+            "plot",
+            "--samples",
+            s.to_str().unwrap(),
+            "--reference",
+            r.to_str().unwrap(),
+            "--out",
+            fig.to_str().unwrap(),
+        ]);
+        assert_user_error(&o, needle, &fig);
+    }
+}
+
+#[test]
+fn same_seed_same_bytes_and_eval_runs() {
+    let d = tmpdir("seed");
+    let p = d.join("p.json");
+    std::fs::write(&p, GOOD).unwrap();
+    let ps = p.to_str().unwrap();
+    let f = |name: &str, seed: &str, sampler: &str| {
+        let out = d.join(name);
+        let o = run(&[
+            "sample",
+            "--problem",
+            ps,
+            "--sampler",
+            sampler,
+            "--steps",
+            "100",
+            "--n",
+            "300",
+            "--seed",
+            seed,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(out).unwrap()
+    };
+    for sampler in ["em", "ei", "heun", "ddpm", "ddim", "ald", "pc"] {
+        let a = f("a.npy", "5", sampler);
+        let b = f("b.npy", "5", sampler);
+        assert_eq!(a, b, "{sampler}: same seed must give the same bytes");
+        // Deterministic samplers (heun, ddim) differ through the initial draw.
+        assert_ne!(a, f("c.npy", "6", sampler), "{sampler}: another seed must differ");
+    }
+    let r = d.join("r.npy");
+    let o = run(&["exact", "--problem", ps, "--n", "300", "--out", r.to_str().unwrap()]);
+    assert!(o.status.success());
+    let o = run(&[
+        "eval",
+        "--samples",
+        d.join("a.npy").to_str().unwrap(),
+        "--reference",
+        r.to_str().unwrap(),
+        "--problem",
+        ps,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["sw1"].as_f64().unwrap() >= 0.0);
+    assert!(v["mixture_weight_err"].as_f64().is_some());
+}
+
+#[test]
+fn every_command_has_help() {
+    for c in [
+        vec![],
+        vec!["sample"],
+        vec!["exact"],
+        vec!["eval"],
+        vec!["plot"],
+        vec!["demo"],
+        vec!["bench"],
+        vec!["bench", "sample"],
+    ] {
+        let mut a = c.clone();
+        a.push("--help");
+        let o = bin().args(&a).output().unwrap();
+        assert!(o.status.success(), "{c:?}");
+        assert!(String::from_utf8_lossy(&o.stdout).contains("Usage"));
+    }
+}
