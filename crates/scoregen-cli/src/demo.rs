@@ -64,21 +64,41 @@ pub fn run(a: DemoArgs, quiet: bool) -> CliResult<()> {
         eta,
         ..Default::default()
     };
-    let runs: Vec<(&str, Sampler, usize, usize)> = vec![
+    let runs: Vec<(&str, &str, Sampler, usize, usize)> = vec![
         (
             "em b=1 (reverse SDE)",
+            "em_b1",
             Sampler::from_name("em", &params(1.0, 0.0))?,
             1000,
             1,
         ),
-        ("em b=0 (PF-ODE)", Sampler::from_name("em", &params(0.0, 0.0))?, 1000, 1),
-        ("ei b=1", Sampler::from_name("ei", &params(1.0, 0.0))?, 1000, 1),
-        ("heun (PF-ODE)", Sampler::Heun, 500, 2),
-        ("ddpm", Sampler::Ddpm, 1000, 1),
-        ("ddim eta=0", Sampler::from_name("ddim", &params(1.0, 0.0))?, 1000, 1),
-        ("ald", Sampler::from_name("ald", &SamplerParams::default())?, 1000, 1),
+        (
+            "em b=0 (PF-ODE)",
+            "em_b0",
+            Sampler::from_name("em", &params(0.0, 0.0))?,
+            1000,
+            1,
+        ),
+        ("ei b=1", "ei_b1", Sampler::from_name("ei", &params(1.0, 0.0))?, 1000, 1),
+        ("heun (PF-ODE)", "heun", Sampler::Heun, 500, 2),
+        ("ddpm", "ddpm", Sampler::Ddpm, 1000, 1),
+        (
+            "ddim eta=0",
+            "ddim",
+            Sampler::from_name("ddim", &params(1.0, 0.0))?,
+            1000,
+            1,
+        ),
+        (
+            "ald",
+            "ald",
+            Sampler::from_name("ald", &SamplerParams::default())?,
+            1000,
+            1,
+        ),
         (
             "pc (em + langevin)",
+            "pc",
             Sampler::from_name("pc", &SamplerParams::default())?,
             1000,
             2,
@@ -89,7 +109,7 @@ pub fn run(a: DemoArgs, quiet: bool) -> CliResult<()> {
         "sampler", "steps", "NFE", "SW1", "SW1/floor", "MMD^2", "weight err", "time s"
     );
     let mut csv = String::from("sampler,steps,nfe,sw1,sw1_over_floor,mmd2,weight_err,time_s\n");
-    for (i, (label, sampler, steps, nfe_per)) in runs.iter().enumerate() {
+    for (i, (label, slug, sampler, steps, nfe_per)) in runs.iter().enumerate() {
         let opts = SampleOptions {
             steps: *steps,
             seed: a.seed + 10 + i as u64,
@@ -119,15 +139,7 @@ pub fn run(a: DemoArgs, quiet: bool) -> CliResult<()> {
             s / floor
         ));
         let xs: Vec<f64> = x.flatten_all().and_then(|v| v.to_vec1()).map_err(err)?;
-        let file = a.out_dir.join(format!(
-            "demo_{}.png",
-            label
-                .split_whitespace()
-                .take(2)
-                .collect::<Vec<_>>()
-                .join("_")
-                .replace('=', "")
-        ));
+        let file = a.out_dir.join(format!("demo_{slug}.png"));
         pair_plot(
             &file,
             &[
@@ -152,16 +164,19 @@ pub fn run(a: DemoArgs, quiet: bool) -> CliResult<()> {
     for (c, b) in [1.0, 0.0].iter().enumerate() {
         let sampler = Sampler::from_name("em", &params(*b, 0.0))?;
         for steps in [10, 30, 100, 300, 1000] {
-            let opts = SampleOptions {
-                steps,
-                seed: a.seed + 100 + steps as u64,
-                ..Default::default()
-            };
-            let x = sample_mixture(&law, &sampler, &opts, n, "convergence", quiet)?;
-            curves[c].1.push((
-                steps as f64,
-                sliced_wasserstein(&x.to_dtype(DType::F64).map_err(err)?, &rt, &sw)?,
-            ));
+            // Mean over 4 seeds: one run's SW1 is as noisy as the floor.
+            let mut m = 0.0;
+            for r in 0..4u64 {
+                let seed = a.seed + 100 + 10 * steps as u64 + r;
+                let opts = SampleOptions {
+                    steps,
+                    seed,
+                    ..Default::default()
+                };
+                let x = sample_mixture(&law, &sampler, &opts, n, "convergence", quiet)?;
+                m += sliced_wasserstein(&x.to_dtype(DType::F64).map_err(err)?, &rt, &sw)? / 4.0;
+            }
+            curves[c].1.push((steps as f64, m));
         }
     }
     let floor_line = vec![(10.0, floor), (1000.0, floor)];
@@ -169,7 +184,7 @@ pub fn run(a: DemoArgs, quiet: bool) -> CliResult<()> {
     lines.push(("noise floor", &floor_line));
     line_plot(
         &a.out_dir.join("demo_convergence.png"),
-        "SW1 to exact samples vs steps",
+        "SW1 to exact samples vs steps (mean of 4 runs)",
         "steps",
         "sliced W1",
         &lines,
@@ -177,7 +192,7 @@ pub fn run(a: DemoArgs, quiet: bool) -> CliResult<()> {
         true,
     )
     .map_err(CliError::user)?;
-    println!("\nSW1 vs steps (Euler–Maruyama):");
+    println!("\nSW1 vs steps (Euler–Maruyama, mean of 4 runs):");
     for (label, v) in &curves {
         let row: Vec<String> = v.iter().map(|(s, w)| format!("{s:.0}: {w:.3}")).collect();
         println!("  {label:<22} {}", row.join("  "));
