@@ -7,6 +7,24 @@
 //! scores), [`sample`] (the reverse-time sampler family), [`metrics`] (sliced Wasserstein,
 //! MMD, ...), [`data`] (files). One tensor type, `candle_core::Tensor` of shape `[n, d]`,
 //! flows through every layer. The library never prints.
+//!
+//! ```
+//! # fn main() -> scoregen::Result<()> {
+//! use std::sync::Arc;
+//! use scoregen::process::Process;
+//! use scoregen::sample::{sample, BFn, SampleOptions, Sampler};
+//! use scoregen::score::{Covariance, GaussianMixture, MixtureScore};
+//!
+//! // N(mu, Sigma) data, diffused by the decks' OU process dX = -X dt + sqrt(2) dB on [0, 6].
+//! let law = GaussianMixture::gaussian(vec![1.0, -2.0], Covariance::Full(vec![2.0, 0.6, 0.6, 1.0]))?;
+//! let score = MixtureScore::new(Arc::new(law), Process::ou(2.0, 6.0));
+//! // The reverse SDE (b = 1) by Euler–Maruyama, 1000 steps, 2000 particles.
+//! let sampler = Sampler::EulerMaruyama { b: BFn::Const(1.0) };
+//! let x = sample(&score, &sampler, &SampleOptions::default(), 2000, &mut |_, _| {})?;
+//! assert_eq!(x.dims(), &[2000, 2]);
+//! # Ok(())
+//! # }
+//! ```
 
 #![warn(missing_docs)]
 // Index loops read like the formulas they implement in the numerical kernels.
