@@ -151,9 +151,24 @@ fn eval_and_plot_reject_bad_sample_files() {
     std::fs::write(&three, "1,2,3\n4,5,6\n7,8,9\n").unwrap();
     let junk = d.join("junk.npy");
     std::fs::write(&junk, b"not an npy file").unwrap();
+    // A valid .npy (v1.0, <f8, shape (2, 2)) holding a NaN.
+    let nan_npy = d.join("nan.npy");
+    let mut header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }".to_vec();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(b' ');
+    }
+    header.push(b'\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(&header);
+    for v in [1.0f64, f64::NAN, 2.0, 3.0] {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(&nan_npy, bytes).unwrap();
     let fig = d.join("fig.png");
     for (s, r, needle) in [
         (&nan, &a, "missing"),
+        (&nan_npy, &a, "nan"),
         (&three, &a, "dimension"),
         (&junk, &a, "junk.npy"),
         (&d.join("absent.csv"), &a, "absent.csv"),

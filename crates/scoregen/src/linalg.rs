@@ -1,6 +1,6 @@
 //! Small dense f64 linear algebra on row-major slices, backed by faer.
 
-use faer::{Mat, Side};
+use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 
 use crate::{Error, Result};
 
@@ -48,6 +48,26 @@ pub fn check_spd(d: usize, a: &[f64], what: &str) -> Result<()> {
         return Err(Error::invalid(format!("{what}: not positive definite")));
     }
     Ok(())
+}
+
+/// `out = alpha * A B^T (+ out if accumulate)` for row-major `A` (`m x k`), `B` (`n x k`),
+/// `out` (`m x n`): a dense product through faer's blocked kernels.
+pub fn gemm_abt(out: &mut [f64], a: &[f64], b: &[f64], m: usize, k: usize, n: usize, alpha: f64, accumulate: bool) {
+    let lhs = MatRef::from_row_major_slice(a, m, k);
+    let rhs = MatRef::from_row_major_slice(b, n, k).transpose();
+    let dst = MatMut::from_row_major_slice_mut(out, m, n);
+    let acc = if accumulate { Accum::Add } else { Accum::Replace };
+    faer::linalg::matmul::matmul(dst, acc, lhs, rhs, alpha, Par::rayon(0));
+}
+
+/// `out = alpha * A B (+ out if accumulate)` for row-major `A` (`m x k`), `B` (`k x n`),
+/// `out` (`m x n`).
+pub fn gemm_ab(out: &mut [f64], a: &[f64], b: &[f64], m: usize, k: usize, n: usize, alpha: f64, accumulate: bool) {
+    let lhs = MatRef::from_row_major_slice(a, m, k);
+    let rhs = MatRef::from_row_major_slice(b, k, n);
+    let dst = MatMut::from_row_major_slice_mut(out, m, n);
+    let acc = if accumulate { Accum::Add } else { Accum::Replace };
+    faer::linalg::matmul::matmul(dst, acc, lhs, rhs, alpha, Par::rayon(0));
 }
 
 /// Row-major `d x d` identity.
@@ -106,5 +126,24 @@ mod tests {
         assert!(check_spd(2, &[1.0, 2.0, 2.0, 1.0], "B").is_err());
         assert!(check_spd(2, &[1.0, 0.5, 0.4, 1.0], "C").is_err());
         assert!(log_sum_exp(&[-1000.0, -1000.0]) - (-1000.0 + 2f64.ln()) < 1e-12);
+    }
+
+    #[test]
+    fn gemm_helpers_match_naive_products() {
+        let (m, k, n) = (5, 3, 4);
+        let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.37).sin()).collect();
+        let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.71).cos()).collect();
+        let bt: Vec<f64> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        let mut c1 = vec![1.0; m * n];
+        let mut c2 = vec![1.0; m * n];
+        gemm_ab(&mut c1, &a, &b, m, k, n, 2.0, true);
+        gemm_abt(&mut c2, &a, &bt, m, k, n, 2.0, false);
+        for i in 0..m {
+            for j in 0..n {
+                let e: f64 = (0..k).map(|l| a[i * k + l] * b[l * n + j]).sum::<f64>() * 2.0;
+                assert!((c1[i * n + j] - (e + 1.0)).abs() < 1e-12);
+                assert!((c2[i * n + j] - e).abs() < 1e-12);
+            }
+        }
     }
 }

@@ -138,7 +138,8 @@ const UNSUPPORTED_EXT: &str = "unsupported extension (expected .npy or .csv)";
 
 /// Reads an `[n, d]` point set, choosing the format from the extension:
 /// `.npy` → [`read_npy`] (keeps F32/F64); `.csv` / `.txt` → [`read_csv`] with default
-/// options and no missing values allowed, then [`Table::to_tensor`] (F64).
+/// options and no missing values allowed, then [`Table::to_tensor`] (F64). NaN or infinite
+/// values are an error in every format (missing values are legal only where a command says so).
 ///
 /// For `.txt` the delimiter is sniffed from the first line (comma if it has one, else tab,
 /// else a single space, as written by `numpy.savetxt`). Extensions are matched
@@ -146,7 +147,22 @@ const UNSUPPORTED_EXT: &str = "unsupported extension (expected .npy or .csv)";
 pub fn read_points(path: impl AsRef<Path>) -> Result<Tensor> {
     let path = path.as_ref();
     match extension(path).as_deref() {
-        Some("npy") => read_npy(path),
+        Some("npy") => {
+            let t = read_npy(path)?;
+            let (_, d) = t.dims2()?;
+            let v = t.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "NaN or infinite value at row {}, column {} (not allowed here)",
+                        i / d + 1,
+                        i % d + 1
+                    ),
+                ));
+            }
+            Ok(t)
+        }
         Some("csv") => read_csv(path, &CsvOptions::default())?.to_tensor(),
         Some("txt") => {
             let opts = CsvOptions {

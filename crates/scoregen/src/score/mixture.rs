@@ -17,7 +17,7 @@ use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 use super::Score;
-use crate::linalg::{check_spd, log_sum_exp, matvec, matvec_t, sym_eigen};
+use crate::linalg::{check_spd, gemm_ab, gemm_abt, log_sum_exp, matvec, matvec_t, sym_eigen};
 use crate::process::Process;
 use crate::rng::{stream, Noise, Purpose};
 use crate::{Error, Result};
@@ -238,8 +238,81 @@ impl GaussianMixture {
     }
 
     /// Per-row log density and (optionally) gradient of the law of `m x_0 + s eps`, and the
-    /// per-row log responsibilities (`[n, K]`) when asked.
+    /// per-row log responsibilities (`[n, K]`) when asked. Axis-aligned mixtures (scalar or
+    /// diagonal covariances) go through dense products ([`Self::eval_axis_aligned`]), the
+    /// others row by row in each component's eigenbasis.
     fn eval(&self, m: f64, s: f64, x: &[f64], grad: Option<&mut [f64]>, resp: Option<&mut [f64]>) -> Vec<f64> {
+        if self.comps.iter().all(|c| c.q.is_none()) {
+            self.eval_axis_aligned(m, s, x, grad, resp)
+        } else {
+            self.eval_rows(m, s, x, grad, resp)
+        }
+    }
+
+    /// [`Self::eval`] for axis-aligned components, `v_ki = m^2 lambda_ki + s^2`:
+    /// `quad_k(x) = sum_i x_i^2 / v_ki - 2 m x_i mu_ki / v_ki + m^2 mu_ki^2 / v_ki` is
+    /// `X^2 A^T - 2 X B^T + c` with `A = 1/V`, `B = m mu / V`, and the score
+    /// `sum_k r_k (m mu_k - x) / v_k = R B - X * (R A)`: four `n x d x K` products.
+    fn eval_axis_aligned(
+        &self,
+        m: f64,
+        s: f64,
+        x: &[f64],
+        grad: Option<&mut [f64]>,
+        resp: Option<&mut [f64]>,
+    ) -> Vec<f64> {
+        let d = self.d;
+        let kk = self.comps.len();
+        let n = x.len() / d;
+        let s2 = s * s;
+        let mut a = vec![0.0; kk * d];
+        let mut b = vec![0.0; kk * d];
+        let mut c = vec![0.0; kk];
+        for (k, comp) in self.comps.iter().enumerate() {
+            let mut logdet = 0.0;
+            for i in 0..d {
+                let v = m * m * comp.lam[i] + s2;
+                a[k * d + i] = 1.0 / v;
+                b[k * d + i] = m * comp.mean[i] / v;
+                c[k] += m * comp.mean[i] * b[k * d + i];
+                logdet += v.ln();
+            }
+            // Fold the normaliser in: c_k <- -2 log w_k + log det + d log 2 pi + m^2 |mu|^2_V.
+            c[k] += -2.0 * comp.log_w + logdet + d as f64 * LN_2PI;
+        }
+        let x2: Vec<f64> = x.iter().map(|v| v * v).collect();
+        // l = X^2 A^T - 2 X B^T, then log p_k = -(l + c_k) / 2.
+        let mut l = vec![0.0; n * kk];
+        gemm_abt(&mut l, &x2, &a, n, d, kk, 1.0, false);
+        gemm_abt(&mut l, x, &b, n, d, kk, -2.0, true);
+        let mut logp = vec![0.0; n];
+        l.par_chunks_mut(kk).zip(logp.par_iter_mut()).for_each(|(row, lp)| {
+            for k in 0..kk {
+                row[k] = -0.5 * (row[k] + c[k]);
+            }
+            let lse = log_sum_exp(row);
+            *lp = lse;
+            for v in row.iter_mut() {
+                *v -= lse; // log responsibilities
+            }
+        });
+        if let Some(r) = resp {
+            r.copy_from_slice(&l);
+        }
+        if let Some(g) = grad {
+            l.par_iter_mut().for_each(|v| *v = v.exp());
+            let mut ra = vec![0.0; n * d];
+            gemm_ab(g, &l, &b, n, kk, d, 1.0, false);
+            gemm_ab(&mut ra, &l, &a, n, kk, d, 1.0, false);
+            g.par_iter_mut()
+                .zip(ra.par_iter().zip(x.par_iter()))
+                .for_each(|(gi, (rai, xi))| *gi -= rai * xi);
+        }
+        logp
+    }
+
+    /// [`Self::eval`] row by row (any covariances).
+    fn eval_rows(&self, m: f64, s: f64, x: &[f64], grad: Option<&mut [f64]>, resp: Option<&mut [f64]>) -> Vec<f64> {
         let d = self.d;
         let kk = self.comps.len();
         let n = x.len() / d;
@@ -562,6 +635,55 @@ mod tests {
     }
 
     #[test]
+    fn dense_path_agrees_with_row_path_and_differences() {
+        // Diagonal covariances take the dense-product path; compare with the row path.
+        let noise = Noise::new(11);
+        let (d, k) = (7, 6);
+        let z = noise.normals(stream(Purpose::User, 0), k, d);
+        let u = noise.uniforms(stream(Purpose::User, 1), k * d);
+        let means: Vec<Vec<f64>> = (0..k)
+            .map(|i| z[i * d..(i + 1) * d].iter().map(|v| 4.0 * v).collect())
+            .collect();
+        let covs: Vec<Covariance> = (0..k)
+            .map(|i| Covariance::Diagonal(u[i * d..(i + 1) * d].iter().map(|v| 0.2 + v).collect()))
+            .collect();
+        let law = GaussianMixture::new((1..=k).map(|i| i as f64).collect(), means, covs).unwrap();
+        let mut x = noise.normals(stream(Purpose::User, 2), 50, d);
+        x.iter_mut().for_each(|v| *v *= 6.0);
+        for (m, s) in [(1.0, 0.0), (0.7, 0.5), (0.05, 0.99)] {
+            let (mut g1, mut g2) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            let (mut r1, mut r2) = (vec![0.0; 50 * k], vec![0.0; 50 * k]);
+            let l1 = law.eval_axis_aligned(m, s, &x, Some(&mut g1), Some(&mut r1));
+            let l2 = law.eval_rows(m, s, &x, Some(&mut g2), Some(&mut r2));
+            for i in 0..l1.len() {
+                assert!((l1[i] - l2[i]).abs() < 1e-9 * (1.0 + l2[i].abs()));
+            }
+            for i in 0..g1.len() {
+                assert!(
+                    (g1[i] - g2[i]).abs() < 1e-9 * (1.0 + g2[i].abs()),
+                    "{} vs {}",
+                    g1[i],
+                    g2[i]
+                );
+            }
+            for i in 0..r1.len() {
+                assert!((r1[i].exp() - r2[i].exp()).abs() < 1e-9);
+            }
+            // And the dense path's score is the gradient of its log density.
+            let h = 1e-6;
+            for j in 0..d {
+                let (mut xp, mut xm) = (x[..d].to_vec(), x[..d].to_vec());
+                xp[j] += h;
+                xm[j] -= h;
+                let fd = (law.eval_axis_aligned(m, s, &xp, None, None)[0]
+                    - law.eval_axis_aligned(m, s, &xm, None, None)[0])
+                    / (2.0 * h);
+                assert!((fd - g1[j]).abs() < 1e-5 * (1.0 + fd.abs()));
+            }
+        }
+    }
+
+    #[test]
     fn far_away_points_are_finite() {
         let law = random_mixture(5, 4, 3);
         let x = vec![1e6, -1e6, 3e5, 0.0, 1e7];
@@ -569,6 +691,13 @@ mod tests {
         assert!(g.iter().all(|v| v.is_finite()));
         let r = law.log_responsibilities(0.5, 0.8, &x).unwrap();
         assert!((log_sum_exp(&r) - 0.0).abs() < 1e-9);
+        // The dense-product path for axis-aligned components too.
+        let iso = GaussianMixture::grid25(5, &Noise::new(0)).unwrap();
+        let g = iso.score_diffused(0.5, 0.8, &x).unwrap();
+        assert!(g.iter().all(|v| v.is_finite()));
+        // Far away the score is the pull of the nearest-in-Mahalanobis component, -x/v roughly.
+        let v = 0.25 + 0.64;
+        assert!((g[0] - (-1e6 / v)).abs() < 1e-3 * 1e6 / v, "{}", g[0]);
     }
 
     #[test]
