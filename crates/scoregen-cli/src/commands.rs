@@ -36,6 +36,12 @@ pub struct SamplerArgs {
     /// Target signal-to-noise ratio of the pc corrector.
     #[arg(long, default_value_t = 0.16)]
     pub snr: f64,
+    /// Predictor of pc: em, ei, ddpm, ddim or heun.
+    #[arg(long, default_value = "em")]
+    pub predictor: String,
+    /// Langevin corrector steps per time of pc.
+    #[arg(long, default_value_t = 1)]
+    pub corrector_steps: usize,
     /// Time grid: uniform, quadratic, edm, edm:RHO, logsnr (default: quadratic; logsnr for ald).
     #[arg(long)]
     pub grid: Option<String>,
@@ -54,6 +60,8 @@ impl SamplerArgs {
             b: self.b,
             eta: self.eta,
             snr: self.snr,
+            predictor: self.predictor.clone(),
+            corrector_steps: self.corrector_steps,
             ..Default::default()
         };
         let sampler = Sampler::from_name(&self.sampler, &params)?;
@@ -210,6 +218,12 @@ pub struct EvalArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Random directions of the sliced Wasserstein distances.
+    #[arg(long, default_value_t = 100)]
+    pub directions: usize,
+    /// Seed of the random directions.
+    #[arg(long, default_value_t = 0)]
+    pub sw_seed: u64,
 }
 
 /// `scoregen eval`.
@@ -222,7 +236,12 @@ pub fn eval(a: EvalArgs) -> CliResult<()> {
         .map_err(scoregen::Error::from)?;
     let problem = a.problem.as_ref().map(Problem::from_file).transpose()?;
     let law = problem.as_ref().map(|p| p.mixture()).transpose()?;
-    let c = metrics::compare(&x, &r, law)?;
+    let sliced = metrics::SlicedOptions {
+        directions: a.directions,
+        seed: a.sw_seed,
+        ..Default::default()
+    };
+    let c = metrics::compare_with(&x, &r, law, &sliced)?;
     if a.json {
         println!(
             "{}",

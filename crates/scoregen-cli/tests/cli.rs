@@ -118,6 +118,7 @@ fn bad_options_exit_2_without_output() {
         (vec!["--grid", "weird"], "unknown time grid"),
         (vec!["--b=-1"], "b must be"),
         (vec!["--n", "many"], "invalid value"),
+        (vec!["--sampler", "pc", "--predictor", "ald"], "unknown predictor"),
         (vec!["--sampler", "ddim", "--eta", "2"], "eta"),
         (vec!["--t-min", "0"], "t_min"),
         (vec!["--n", "0"], "--n"),

@@ -654,21 +654,28 @@ impl Comparison {
 /// heuristic, moment errors against the reference's sample moments, the Gaussian W2 between
 /// the two fitted Gaussians, and, given `law`, the mixture-weight error of `samples`.
 pub fn compare(samples: &Tensor, reference: &Tensor, law: Option<&GaussianMixture>) -> Result<Comparison> {
+    compare_with(samples, reference, law, &SlicedOptions::default())
+}
+
+/// [`compare`] with the sliced distances computed with `sliced`'s directions and seed (its
+/// `p` is ignored: `sw1` uses 1, `sw2` uses 2).
+pub fn compare_with(
+    samples: &Tensor,
+    reference: &Tensor,
+    law: Option<&GaussianMixture>,
+    sliced: &SlicedOptions,
+) -> Result<Comparison> {
+    if sliced.directions == 0 {
+        return Err(Error::invalid("sliced Wasserstein: need at least one direction"));
+    }
     let (ps, pr) = pair(samples, reference, 2)?;
     let d = ps.d;
     let mixture_weight_err = match law {
         Some(l) => Some(mixture_weight_error_of(&ps, l)?),
         None => None,
     };
-    let sw1 = sliced_of(&ps, &pr, &SlicedOptions::default());
-    let sw2 = sliced_of(
-        &ps,
-        &pr,
-        &SlicedOptions {
-            p: 2,
-            ..SlicedOptions::default()
-        },
-    );
+    let sw1 = sliced_of(&ps, &pr, &SlicedOptions { p: 1, ..*sliced });
+    let sw2 = sliced_of(&ps, &pr, &SlicedOptions { p: 2, ..*sliced });
     let energy = energy_of(&ps, &pr);
     let mmd = mmd_of(&ps, &pr, None);
     let (ms, cs) = moments_of(&ps);

@@ -118,6 +118,9 @@ pub struct SamplerParams {
     pub corrector_steps: usize,
     /// Langevin steps per level of `ald` (default 10).
     pub steps_per_level: usize,
+    /// Predictor of `pc`: `em` (with `b`), `ei` (with `b`), `ddpm`, `ddim` (with `eta`) or
+    /// `heun` (default `em`).
+    pub predictor: String,
     /// `delta` of `ald` (default 0.2, NCSN's `eps = 2e-5` at `sigma_L = 0.01`).
     pub step_ratio: f64,
 }
@@ -130,6 +133,7 @@ impl Default for SamplerParams {
             snr: 0.16,
             corrector_steps: 1,
             steps_per_level: 10,
+            predictor: "em".into(),
             step_ratio: 0.2,
         }
     }
@@ -139,8 +143,8 @@ impl Default for SamplerParams {
 pub const SAMPLER_NAMES: [&str; 7] = ["em", "ei", "heun", "ddpm", "ddim", "ald", "pc"];
 
 impl Sampler {
-    /// A sampler by name: `em`, `ei`, `heun`, `ddpm`, `ddim`, `ald`, `pc` (Euler–Maruyama
-    /// predictor with `b = params.b`).
+    /// A sampler by name: `em`, `ei`, `heun`, `ddpm`, `ddim`, `ald`, `pc` (predictor
+    /// `params.predictor`, Euler–Maruyama with `b = params.b` by default).
     pub fn from_name(name: &str, params: &SamplerParams) -> Result<Sampler> {
         let b = BFn::Const(params.b);
         if !(params.b.is_finite() && params.b >= 0.0) {
@@ -156,11 +160,21 @@ impl Sampler {
                 steps_per_level: params.steps_per_level,
                 step_ratio: params.step_ratio,
             },
-            "pc" => Sampler::PredictorCorrector {
-                predictor: Box::new(Sampler::EulerMaruyama { b }),
-                snr: params.snr,
-                corrector_steps: params.corrector_steps,
-            },
+            "pc" => {
+                let predictor = match params.predictor.as_str() {
+                    "em" | "ei" | "ddpm" | "ddim" | "heun" => Sampler::from_name(&params.predictor, params)?,
+                    other => {
+                        return Err(Error::invalid(format!(
+                            "unknown predictor '{other}' for pc (expected em, ei, ddpm, ddim or heun)"
+                        )))
+                    }
+                };
+                Sampler::PredictorCorrector {
+                    predictor: Box::new(predictor),
+                    snr: params.snr,
+                    corrector_steps: params.corrector_steps,
+                }
+            }
             _ => {
                 return Err(Error::invalid(format!(
                     "unknown sampler '{name}' (expected one of {})",

@@ -219,6 +219,14 @@ fn every_sampler_matches_a_gaussian_target_within_monte_carlo_error() {
             },
             1000,
         ),
+        (
+            Sampler::PredictorCorrector {
+                predictor: Box::new(Sampler::Ddpm),
+                snr: 0.16,
+                corrector_steps: 1,
+            },
+            1000,
+        ),
     ];
     for (i, (s, steps)) in samplers.iter().enumerate() {
         mc_check(s, *steps, n, 100 + i as u64);
