@@ -84,11 +84,19 @@ impl SamplerArgs {
 /// `scoregen sample`.
 #[derive(Args, Debug)]
 pub struct SampleArgs {
-    /// Problem file (JSON, DESIGN.md §3); only its prior is used.
-    #[arg(long)]
-    pub problem: PathBuf,
+    #[command(flatten)]
+    pub io: PriorDraws,
     #[command(flatten)]
     pub sampler: SamplerArgs,
+}
+
+/// A problem file's prior, how many draws, the seed and the output file.
+#[derive(Args, Debug)]
+pub struct PriorDraws {
+    /// Problem file (JSON, DESIGN.md §3) with a Gaussian or Gaussian-mixture prior; only
+    /// the prior is used.
+    #[arg(long)]
+    pub problem: PathBuf,
     /// Number of samples.
     #[arg(long, default_value_t = 2000)]
     pub n: usize,
@@ -98,6 +106,18 @@ pub struct SampleArgs {
     /// Output file (.npy or .csv).
     #[arg(long)]
     pub out: PathBuf,
+}
+
+impl PriorDraws {
+    /// Checks the output path and `n`, then reads the problem's mixture prior.
+    fn prepare(&self) -> CliResult<scoregen::score::GaussianMixture> {
+        check_output(&self.out)?;
+        let problem = Problem::from_file(&self.problem)?;
+        if self.n == 0 {
+            return Err(CliError::user("--n must be positive"));
+        }
+        Ok(problem.mixture()?.clone())
+    }
 }
 
 /// Fails early (before any work) if `out` cannot be written as points.
@@ -149,21 +169,16 @@ pub fn sample_mixture(
 
 /// `scoregen sample`.
 pub fn sample(a: SampleArgs, quiet: bool) -> CliResult<()> {
-    check_output(&a.out)?;
-    let problem = Problem::from_file(&a.problem)?;
-    let law = problem.mixture()?;
-    if a.n == 0 {
-        return Err(CliError::user("--n must be positive"));
-    }
-    let (sampler, opts) = a.sampler.build(a.seed)?;
-    let x = sample_mixture(law, &sampler, &opts, a.n, &a.sampler.sampler, quiet)?;
-    data::write_points(&a.out, &x)?;
+    let law = a.io.prepare()?;
+    let (sampler, opts) = a.sampler.build(a.io.seed)?;
+    let x = sample_mixture(&law, &sampler, &opts, a.io.n, &a.sampler.sampler, quiet)?;
+    data::write_points(&a.io.out, &x)?;
     if !quiet {
         eprintln!(
             "wrote {} samples of dimension {} to {}",
-            a.n,
+            a.io.n,
             law.dim(),
-            a.out.display()
+            a.io.out.display()
         );
     }
     Ok(())
@@ -172,28 +187,14 @@ pub fn sample(a: SampleArgs, quiet: bool) -> CliResult<()> {
 /// `scoregen exact`.
 #[derive(Args, Debug)]
 pub struct ExactArgs {
-    /// Problem file with a Gaussian or Gaussian-mixture prior.
-    #[arg(long)]
-    pub problem: PathBuf,
-    /// Number of samples.
-    #[arg(long, default_value_t = 2000)]
-    pub n: usize,
-    /// Seed.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Output file (.npy or .csv).
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub io: PriorDraws,
 }
 
 /// `scoregen exact`.
 pub fn exact(a: ExactArgs, quiet: bool) -> CliResult<()> {
-    check_output(&a.out)?;
-    let problem = Problem::from_file(&a.problem)?;
-    let law = problem.mixture()?;
-    if a.n == 0 {
-        return Err(CliError::user("--n must be positive"));
-    }
+    let a = a.io;
+    let law = a.prepare()?;
     let x = law.sample(a.n, &Noise::new(a.seed), 0);
     let t = Tensor::from_vec(x, (a.n, law.dim()), &Device::Cpu).map_err(scoregen::Error::from)?;
     data::write_points(&a.out, &t)?;

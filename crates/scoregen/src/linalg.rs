@@ -52,7 +52,7 @@ pub fn check_spd(d: usize, a: &[f64], what: &str) -> Result<()> {
 
 /// `out = alpha * A B^T (+ out if accumulate)` for row-major `A` (`m x k`), `B` (`n x k`),
 /// `out` (`m x n`): a dense product through faer's blocked kernels.
-pub fn gemm_abt(out: &mut [f64], a: &[f64], b: &[f64], m: usize, k: usize, n: usize, alpha: f64, accumulate: bool) {
+pub fn gemm_abt(out: &mut [f64], a: &[f64], b: &[f64], (m, k, n): (usize, usize, usize), alpha: f64, accumulate: bool) {
     let lhs = MatRef::from_row_major_slice(a, m, k);
     let rhs = MatRef::from_row_major_slice(b, n, k).transpose();
     let dst = MatMut::from_row_major_slice_mut(out, m, n);
@@ -62,7 +62,7 @@ pub fn gemm_abt(out: &mut [f64], a: &[f64], b: &[f64], m: usize, k: usize, n: us
 
 /// `out = alpha * A B (+ out if accumulate)` for row-major `A` (`m x k`), `B` (`k x n`),
 /// `out` (`m x n`).
-pub fn gemm_ab(out: &mut [f64], a: &[f64], b: &[f64], m: usize, k: usize, n: usize, alpha: f64, accumulate: bool) {
+pub fn gemm_ab(out: &mut [f64], a: &[f64], b: &[f64], (m, k, n): (usize, usize, usize), alpha: f64, accumulate: bool) {
     let lhs = MatRef::from_row_major_slice(a, m, k);
     let rhs = MatRef::from_row_major_slice(b, k, n);
     let dst = MatMut::from_row_major_slice_mut(out, m, n);
@@ -136,8 +136,8 @@ mod tests {
         let bt: Vec<f64> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
         let mut c1 = vec![1.0; m * n];
         let mut c2 = vec![1.0; m * n];
-        gemm_ab(&mut c1, &a, &b, m, k, n, 2.0, true);
-        gemm_abt(&mut c2, &a, &bt, m, k, n, 2.0, false);
+        gemm_ab(&mut c1, &a, &b, (m, k, n), 2.0, true);
+        gemm_abt(&mut c2, &a, &bt, (m, k, n), 2.0, false);
         for i in 0..m {
             for j in 0..n {
                 let e: f64 = (0..k).map(|l| a[i * k + l] * b[l * n + j]).sum::<f64>() * 2.0;

@@ -283,8 +283,8 @@ impl GaussianMixture {
         let x2: Vec<f64> = x.iter().map(|v| v * v).collect();
         // l = X^2 A^T - 2 X B^T, then log p_k = -(l + c_k) / 2.
         let mut l = vec![0.0; n * kk];
-        gemm_abt(&mut l, &x2, &a, n, d, kk, 1.0, false);
-        gemm_abt(&mut l, x, &b, n, d, kk, -2.0, true);
+        gemm_abt(&mut l, &x2, &a, (n, d, kk), 1.0, false);
+        gemm_abt(&mut l, x, &b, (n, d, kk), -2.0, true);
         let mut logp = vec![0.0; n];
         l.par_chunks_mut(kk).zip(logp.par_iter_mut()).for_each(|(row, lp)| {
             for k in 0..kk {
@@ -302,8 +302,8 @@ impl GaussianMixture {
         if let Some(g) = grad {
             l.par_iter_mut().for_each(|v| *v = v.exp());
             let mut ra = vec![0.0; n * d];
-            gemm_ab(g, &l, &b, n, kk, d, 1.0, false);
-            gemm_ab(&mut ra, &l, &a, n, kk, d, 1.0, false);
+            gemm_ab(g, &l, &b, (n, kk, d), 1.0, false);
+            gemm_ab(&mut ra, &l, &a, (n, kk, d), 1.0, false);
             g.par_iter_mut()
                 .zip(ra.par_iter().zip(x.par_iter()))
                 .for_each(|(gi, (rai, xi))| *gi -= rai * xi);
