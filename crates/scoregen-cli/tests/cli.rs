@@ -155,7 +155,7 @@ fn eval_and_plot_reject_bad_sample_files() {
     // A valid .npy (v1.0, <f8, shape (2, 2)) holding a NaN.
     let nan_npy = d.join("nan.npy");
     let mut header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }".to_vec();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(b' ');
     }
     header.push(b'\n');
