@@ -9,6 +9,7 @@
 //! the path and a one-line message; row numbers in CSV messages are 1-based file line
 //! numbers.
 
+pub mod builtin;
 mod csv;
 mod npy;
 
