@@ -35,6 +35,7 @@ pub mod error;
 pub mod inverse;
 pub mod linalg;
 pub mod metrics;
+pub mod nn;
 pub mod process;
 pub mod rng;
 pub mod sample;

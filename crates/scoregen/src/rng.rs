@@ -32,6 +32,8 @@ pub enum Purpose {
     Resample = 6,
     /// Anything else, for callers outside the library.
     User = 7,
+    /// Training: parameter initialisation, batches, times and noise of each step.
+    Train = 8,
 }
 
 /// The stream number of `purpose` at `index` (e.g. the step number).

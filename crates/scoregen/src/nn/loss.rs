@@ -1,0 +1,48 @@
+//! Denoising score matching (deck 001): with `x_t = m(t) x_0 + s(t) eps`,
+//! `score(t, x) = E[-eps / s(t) | x_t = x]`, so regressing on `eps` recovers the score.
+//!
+//! | parametrisation | loss per sample (mean over coordinates) | weighting of the score loss |
+//! |---|---|---|
+//! | `eps` | `|f - eps|^2` | `s(t)^2` |
+//! | `score` | `|s(t) f + eps|^2` | `s(t)^2` (deck 002's NCSN `lambda = sigma^2`) |
+//! | `x0` | `|f - x_0|^2` | `s(t)^4 / m(t)^2` |
+
+use candle_core::Tensor;
+
+use super::mlp::Mlp;
+use crate::process::Process;
+use crate::score::Parametrisation;
+use crate::Result;
+
+/// Per-sample `m(t)` and `s(t)` as `[n, 1]` tensors of `like`'s dtype and device.
+pub fn coefficients(process: &Process, t: &[f64], like: &Tensor) -> Result<(Tensor, Tensor)> {
+    let n = t.len();
+    let m: Vec<f64> = t.iter().map(|&t| process.m(t)).collect();
+    let s: Vec<f64> = t.iter().map(|&t| process.s(t)).collect();
+    let mk =
+        |v: Vec<f64>| -> Result<Tensor> { Ok(Tensor::from_vec(v, (n, 1), like.device())?.to_dtype(like.dtype())?) };
+    Ok((mk(m)?, mk(s)?))
+}
+
+/// The mean denoising score-matching loss of `net` on clean data `x0` (`[n, d]`) at times
+/// `t` (`n` values) with noise `eps` (`[n, d]`), in the network's parametrisation.
+pub fn dsm_loss(
+    net: &Mlp,
+    process: &Process,
+    x0: &Tensor,
+    t: &[f64],
+    eps: &Tensor,
+    classes: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (m, s) = coefficients(process, t, x0)?;
+    let xt = (x0.broadcast_mul(&m)? + eps.broadcast_mul(&s)?)?;
+    let tau: Vec<f64> = t.iter().map(|t| t / process.t_max()).collect();
+    let tau = Tensor::from_vec(tau, (t.len(), 1), x0.device())?.to_dtype(x0.dtype())?;
+    let out = net.forward(&xt, &tau, classes)?;
+    let resid = match net.config.param {
+        Parametrisation::Eps => (out - eps)?,
+        Parametrisation::X0 => (out - x0)?,
+        Parametrisation::Score => (out.broadcast_mul(&s)? + eps)?,
+    };
+    Ok(resid.sqr()?.mean_all()?)
+}

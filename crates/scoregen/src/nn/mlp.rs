@@ -1,0 +1,173 @@
+//! The MLP score network (the reference architecture of DESIGN.md §5):
+//! `[x, phi(t)] -> H -> H -> H -> d` with SiLU activations, where `phi(t)` are 16 Fourier
+//! features `sin(w_k t/T), cos(w_k t/T)`, `w_k = pi 2^(k-1)`, `k = 0..7`. With classes, a
+//! learned embedding of the class (index `n_classes` is the *null* class used by
+//! classifier-free guidance) is added to the first hidden layer.
+
+use candle_core::{DType, Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use crate::rng::{stream, Noise, Purpose};
+use crate::score::Parametrisation;
+use crate::{Error, Result};
+
+/// Architecture of an [`Mlp`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MlpConfig {
+    /// Data dimension `d`.
+    pub dim: usize,
+    /// Hidden width `H`.
+    pub hidden: usize,
+    /// Number of hidden layers (>= 1).
+    pub depth: usize,
+    /// Number of Fourier time features (even).
+    pub fourier: usize,
+    /// Number of classes (0: unconditional).
+    pub n_classes: usize,
+    /// What the network outputs.
+    pub param: Parametrisation,
+}
+
+impl MlpConfig {
+    /// The reference MLP: `d + 16` Fourier features, 3 x 256 SiLU, eps output.
+    pub fn reference(dim: usize) -> Self {
+        MlpConfig {
+            dim,
+            hidden: 256,
+            depth: 3,
+            fourier: 16,
+            n_classes: 0,
+            param: Parametrisation::Eps,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.dim == 0 || self.hidden == 0 || self.depth == 0 || self.fourier == 0 || !self.fourier.is_multiple_of(2)
+        {
+            return Err(Error::invalid(
+                "mlp: need dim, hidden, depth >= 1 and an even number of Fourier features",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The MLP; its parameters are [`Var`]s, named for checkpoints.
+pub struct Mlp {
+    /// The architecture.
+    pub config: MlpConfig,
+    names: Vec<String>,
+    vars: Vec<Var>,
+    freqs: Tensor,
+}
+
+impl Mlp {
+    /// A network with PyTorch-style initialisation `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`,
+    /// drawn from `Noise::new(seed)`; the last layer is scaled by 0.1.
+    pub fn new(config: MlpConfig, seed: u64, dtype: DType, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let noise = Noise::new(seed);
+        let mut names = vec![];
+        let mut vars = vec![];
+        let mut k = 0u64;
+        let mut layer = |name: &str, fan_in: usize, rows: usize, cols: usize, scale: f64| -> Result<()> {
+            let b = 1.0 / (fan_in as f64).sqrt();
+            let u = noise.uniforms(stream(Purpose::Train, (1 << 40) + k), rows * cols);
+            k += 1;
+            let v: Vec<f64> = u.iter().map(|u| scale * b * (2.0 * u - 1.0)).collect();
+            let t = Tensor::from_vec(v, (rows, cols), device)?.to_dtype(dtype)?;
+            names.push(name.to_string());
+            vars.push(Var::from_tensor(&t)?);
+            Ok(())
+        };
+        let (d, h) = (config.dim, config.hidden);
+        layer("in.w", d + config.fourier, d + config.fourier, h, 1.0)?;
+        layer("in.b", d + config.fourier, 1, h, 1.0)?;
+        for i in 1..config.depth {
+            layer(&format!("h{i}.w"), h, h, h, 1.0)?;
+            layer(&format!("h{i}.b"), h, 1, h, 1.0)?;
+        }
+        layer("out.w", h, h, d, 0.1)?;
+        layer("out.b", h, 1, d, 0.1)?;
+        if config.n_classes > 0 {
+            // Embedding rows N(0, 1)-ish: uniform with unit variance.
+            layer("class.emb", 3, config.n_classes + 1, h, 1.0)?;
+        }
+        let f: Vec<f64> = (0..config.fourier / 2)
+            .map(|k| std::f64::consts::PI * 2f64.powi(k as i32 - 1))
+            .collect();
+        let freqs = Tensor::from_vec(f, (1, config.fourier / 2), device)?.to_dtype(dtype)?;
+        Ok(Mlp {
+            config,
+            names,
+            vars,
+            freqs,
+        })
+    }
+
+    /// A network with the given parameter values (by name, as in [`Mlp::names`]).
+    pub fn with_values(config: MlpConfig, values: &[Tensor], device: &Device) -> Result<Self> {
+        let net = Mlp::new(
+            config,
+            0,
+            values.first().map(|v| v.dtype()).unwrap_or(DType::F32),
+            device,
+        )?;
+        if values.len() != net.vars.len() {
+            return Err(Error::invalid(format!(
+                "mlp: {} parameter tensors for {} parameters",
+                values.len(),
+                net.vars.len()
+            )));
+        }
+        for (var, v) in net.vars.iter().zip(values) {
+            if var.dims() != v.dims() {
+                return Err(Error::invalid(format!(
+                    "mlp: parameter of shape {:?}, expected {:?}",
+                    v.dims(),
+                    var.dims()
+                )));
+            }
+            var.set(v)?;
+        }
+        Ok(net)
+    }
+
+    /// The parameters, in a fixed order.
+    pub fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
+    /// The parameter names, in the order of [`Mlp::vars`].
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    fn var(&self, name: &str) -> &Tensor {
+        let i = self.names.iter().position(|n| n == name).expect("parameter exists");
+        self.vars[i].as_tensor()
+    }
+
+    /// The output for `x` (`[n, d]`) at normalised times `tau = t / T` (`[n, 1]`) and
+    /// classes (`n` indices in `0..=n_classes`, the last the null class).
+    pub fn forward(&self, x: &Tensor, tau: &Tensor, classes: Option<&Tensor>) -> Result<Tensor> {
+        let arg = tau.broadcast_mul(&self.freqs)?;
+        let feats = Tensor::cat(&[x, &arg.sin()?, &arg.cos()?], 1)?;
+        let mut h = feats.matmul(self.var("in.w"))?.broadcast_add(self.var("in.b"))?;
+        if self.config.n_classes > 0 {
+            let c = match classes {
+                Some(c) => c.clone(),
+                None => Tensor::full(self.config.n_classes as u32, x.dims()[0], x.device())?,
+            };
+            h = (h + self.var("class.emb").index_select(&c, 0)?)?;
+        }
+        h = h.silu()?;
+        for i in 1..self.config.depth {
+            h = h
+                .matmul(self.var(&format!("h{i}.w")))?
+                .broadcast_add(self.var(&format!("h{i}.b")))?
+                .silu()?;
+        }
+        Ok(h.matmul(self.var("out.w"))?.broadcast_add(self.var("out.b"))?)
+    }
+}

@@ -1,0 +1,598 @@
+//! The trainer: denoising score matching with AdamW, linear warm-up then cosine decay of the
+//! learning rate, global-norm gradient clipping, an exponential moving average (EMA) of the
+//! weights (used for sampling), a held-out validation loss, periodic atomic checkpoints and
+//! exact resume.
+//!
+//! Every random draw of step `k` (batch rows, times, noise, label dropout) comes from the
+//! streams `(Purpose::Train, 4k + j)` of the seed, so a run resumed from a checkpoint at
+//! step `k` replays exactly what the uninterrupted run would have done: same weights, bit
+//! for bit, on the CPU.
+//!
+//! **Checkpoint** (a directory): `weights-STEP.safetensors` (parameters, EMA, Adam moments)
+//! and `checkpoint.json` (architecture, process, normalisation, training configuration,
+//! step, and the name of the weights file). The weights file is written under a temporary
+//! name and renamed, then the JSON (the commit point) likewise; older weights files are
+//! removed after. A crash at any moment leaves the previous complete checkpoint.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::loss::dsm_loss;
+use super::mlp::{Mlp, MlpConfig};
+use super::model::{LearnedScore, Normalisation};
+use crate::data::write_atomic;
+use crate::process::Process;
+use crate::rng::{stream, Noise, Purpose};
+use crate::{Error, Result};
+
+/// How training times are drawn on `[t_min, T]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeSampling {
+    /// Uniform in `t` (deck 001).
+    Uniform,
+    /// Uniform in the log signal-to-noise ratio: importance sampling toward low noise.
+    LogSnr,
+    /// Half of each batch uniform in `t`, half uniform in log-SNR.
+    Mixed,
+}
+
+impl std::str::FromStr for TimeSampling {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "uniform" => Ok(TimeSampling::Uniform),
+            "logsnr" => Ok(TimeSampling::LogSnr),
+            "mixed" => Ok(TimeSampling::Mixed),
+            _ => Err(Error::invalid(format!(
+                "unknown time sampling '{s}' (expected uniform, logsnr, mixed)"
+            ))),
+        }
+    }
+}
+
+/// Training settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// How training times are drawn.
+    pub time_sampling: TimeSampling,
+    /// Total optimiser steps.
+    pub steps: usize,
+    /// Mini-batch size.
+    pub batch: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warm-up steps.
+    pub warmup: usize,
+    /// Final learning rate as a fraction of the peak (cosine decay).
+    pub min_lr_ratio: f64,
+    /// Decoupled weight decay of AdamW.
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this value (0: no clipping).
+    pub clip: f64,
+    /// EMA decay (the effective decay ramps up as `min(decay, (1 + k) / (10 + k))`).
+    pub ema_decay: f64,
+    /// Training times are uniform on `[t_min, T]`.
+    pub t_min: f64,
+    /// Probability of replacing a label by the null class (classifier-free guidance).
+    pub label_dropout: f64,
+    /// Share of the rows held out for the validation loss.
+    pub val_fraction: f64,
+    /// Validation every this many steps (and at the end).
+    pub eval_every: usize,
+    /// Checkpoint every this many steps (and at the end), when a directory is given.
+    pub checkpoint_every: usize,
+    /// Seed of initialisation, split and every training draw.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            time_sampling: TimeSampling::Mixed,
+            steps: 4000,
+            batch: 512,
+            lr: 1e-3,
+            warmup: 100,
+            min_lr_ratio: 0.1,
+            weight_decay: 0.0,
+            clip: 1.0,
+            ema_decay: 0.999,
+            t_min: 1e-3,
+            label_dropout: 0.1,
+            val_fraction: 0.1,
+            eval_every: 500,
+            checkpoint_every: 1000,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    fn validate(&self) -> Result<()> {
+        let ok = |c: bool, m: &str| if c { Ok(()) } else { Err(Error::invalid(m)) };
+        ok(
+            self.steps >= 1 && self.batch >= 1,
+            "train: need steps >= 1 and batch >= 1",
+        )?;
+        ok(
+            self.lr > 0.0 && self.lr.is_finite(),
+            "train: learning rate must be positive",
+        )?;
+        ok(
+            (0.0..1.0).contains(&self.ema_decay),
+            "train: ema decay must be in [0, 1)",
+        )?;
+        ok(
+            (0.0..1.0).contains(&self.label_dropout),
+            "train: label dropout must be in [0, 1)",
+        )?;
+        ok(
+            (0.0..0.9).contains(&self.val_fraction),
+            "train: validation fraction must be in [0, 0.9)",
+        )?;
+        ok(self.t_min > 0.0, "train: t_min must be positive")?;
+        ok(
+            self.eval_every >= 1 && self.checkpoint_every >= 1,
+            "train: eval/checkpoint intervals must be >= 1",
+        )
+    }
+
+    /// The learning rate at step `k` (0-based).
+    pub fn lr_at(&self, k: usize) -> f64 {
+        if k < self.warmup {
+            return self.lr * (k + 1) as f64 / self.warmup as f64;
+        }
+        let span = (self.steps.saturating_sub(self.warmup)).max(1) as f64;
+        let p = ((k - self.warmup) as f64 / span).min(1.0);
+        let floor = self.lr * self.min_lr_ratio;
+        floor + 0.5 * (self.lr - floor) * (1.0 + (std::f64::consts::PI * p).cos())
+    }
+}
+
+/// What [`train`] reports at each step.
+#[derive(Clone, Debug)]
+pub struct TrainProgress {
+    /// Steps done.
+    pub step: usize,
+    /// Total steps.
+    pub total: usize,
+    /// This step's training loss.
+    pub loss: f64,
+    /// The latest validation loss (EMA weights), if computed yet.
+    pub val_loss: Option<f64>,
+}
+
+/// The outcome of [`train`].
+#[derive(Clone, Debug)]
+pub struct TrainReport {
+    /// Steps done in total.
+    pub step: usize,
+    /// Mean training loss over the last 100 steps of this run.
+    pub train_loss: f64,
+    /// Final validation loss with the EMA weights (`None` without a validation split).
+    pub val_loss: Option<f64>,
+    /// Optimiser steps per second of this run.
+    pub steps_per_sec: f64,
+}
+
+/// Everything a checkpoint's JSON holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Format tag.
+    pub format: String,
+    /// Architecture.
+    pub arch: MlpConfig,
+    /// The forward process the network was trained for.
+    pub process: Process,
+    /// Data normalisation.
+    pub normalisation: Normalisation,
+    /// Training settings.
+    pub train: TrainConfig,
+    /// Steps done.
+    pub step: usize,
+    /// The weights file in the same directory.
+    pub weights: String,
+    /// Latest validation loss.
+    pub val_loss: Option<f64>,
+}
+
+const FORMAT: &str = "scoregen-checkpoint-1";
+const META: &str = "checkpoint.json";
+
+struct State {
+    net: Mlp,
+    ema: Vec<Tensor>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    step: usize,
+    val_loss: Option<f64>,
+}
+
+fn t_of(process: &Process, cfg: &TrainConfig, u: &[f64]) -> Vec<f64> {
+    let t_max = process.t_max();
+    let (l0, l1) = (process.log_snr(t_max), process.log_snr(cfg.t_min));
+    let uniform = |u: f64| cfg.t_min + (t_max - cfg.t_min) * u;
+    let logsnr = |u: f64| {
+        process
+            .t_of_sigma((-0.5 * (l0 + u * (l1 - l0))).exp())
+            .clamp(cfg.t_min, t_max)
+    };
+    u.iter()
+        .enumerate()
+        .map(|(i, &u)| match cfg.time_sampling {
+            TimeSampling::Uniform => uniform(u),
+            TimeSampling::LogSnr => logsnr(u),
+            TimeSampling::Mixed if i % 2 == 0 => uniform(u),
+            TimeSampling::Mixed => logsnr(u),
+        })
+        .collect()
+}
+
+/// Rows `idx` of `x` as a tensor.
+fn rows(x: &Tensor, idx: &[u32]) -> Result<Tensor> {
+    let i = Tensor::from_vec(idx.to_vec(), idx.len(), x.device())?;
+    Ok(x.index_select(&i, 0)?)
+}
+
+/// What to train and where to keep it.
+#[derive(Clone, Debug)]
+pub struct TrainSetup<'a> {
+    /// The network.
+    pub arch: MlpConfig,
+    /// The forward process.
+    pub process: Process,
+    /// The settings.
+    pub config: TrainConfig,
+    /// Where checkpoints go (none: no checkpoints).
+    pub checkpoint_dir: Option<&'a Path>,
+    /// Continue from the checkpoint in `checkpoint_dir`.
+    pub resume: bool,
+}
+
+/// Trains an MLP score network by denoising score matching on `data` (`[n, d]`, raw
+/// coordinates; normalised inside) with optional integer `labels` in `0..arch.n_classes`.
+/// With a checkpoint directory, checkpoints are written there; with `resume`, training
+/// continues from the checkpoint found there (which must have the same architecture,
+/// process and settings, except for a larger `steps`).
+pub fn train(
+    data: &Tensor,
+    labels: Option<&[u32]>,
+    setup: &TrainSetup,
+    progress: &mut dyn FnMut(&TrainProgress),
+) -> Result<TrainReport> {
+    let (arch, process, cfg) = (setup.arch.clone(), setup.process.clone(), &setup.config);
+    let (checkpoint_dir, resume) = (setup.checkpoint_dir, setup.resume);
+    cfg.validate()?;
+    process.validate()?;
+    let (n, d) = data.dims2()?;
+    if d != arch.dim {
+        return Err(Error::invalid(format!(
+            "data have dimension {d}, the network {}",
+            arch.dim
+        )));
+    }
+    let raw: Vec<f64> = data.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+    if let Some(i) = raw.iter().position(|v| !v.is_finite()) {
+        return Err(Error::invalid(format!(
+            "data contain NaN or infinity (row {}, column {})",
+            i / d + 1,
+            i % d + 1
+        )));
+    }
+    match (labels, arch.n_classes) {
+        (Some(_), 0) => return Err(Error::invalid("labels given but the network has no classes")),
+        (Some(l), k) => {
+            if l.len() != n {
+                return Err(Error::invalid(format!("{} labels for {n} rows", l.len())));
+            }
+            if let Some(bad) = l.iter().find(|&&c| c as usize >= k) {
+                return Err(Error::invalid(format!("label {bad} out of range for {k} classes")));
+            }
+        }
+        (None, 0) => {}
+        (None, _) => return Err(Error::invalid("the network has classes but no labels were given")),
+    }
+    let device = Device::Cpu;
+    let noise = Noise::new(cfg.seed);
+    // Deterministic split: a permutation by sorted uniforms.
+    let u = noise.uniforms(stream(Purpose::Train, 1 << 41), n);
+    let mut perm: Vec<u32> = (0..n as u32).collect();
+    perm.sort_by(|&a, &b| u[a as usize].total_cmp(&u[b as usize]));
+    let n_val = ((n as f64) * cfg.val_fraction).floor() as usize;
+    let (val_idx, train_idx) = perm.split_at(n_val);
+    if train_idx.len() < 2 {
+        return Err(Error::invalid(format!("too few rows to train on ({n})")));
+    }
+
+    let (norm, mut st) = match (resume, checkpoint_dir) {
+        (true, Some(dir)) => {
+            let (meta, st) = load_state(dir, &device)?;
+            if meta.arch != arch || meta.process != process {
+                return Err(Error::file(
+                    dir,
+                    "the checkpoint's architecture or process differs from this run's",
+                ));
+            }
+            let mut same = meta.train.clone();
+            same.steps = cfg.steps;
+            if &same != cfg {
+                return Err(Error::file(
+                    dir,
+                    "the checkpoint's training settings differ from this run's (only --steps may change)",
+                ));
+            }
+            (meta.normalisation, st)
+        }
+        (true, None) => return Err(Error::invalid("resume needs a checkpoint directory")),
+        (false, _) => {
+            let train_rows = rows(&Tensor::from_vec(raw.clone(), (n, d), &device)?, train_idx)?;
+            let norm = Normalisation::fit(&train_rows)?;
+            let net = Mlp::new(arch.clone(), cfg.seed, DType::F32, &device)?;
+            let ema = net
+                .vars()
+                .iter()
+                .map(|v| v.as_tensor().copy())
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let zeros = net
+                .vars()
+                .iter()
+                .map(|v| v.as_tensor().zeros_like())
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            (
+                norm,
+                State {
+                    net,
+                    ema,
+                    m: zeros.clone(),
+                    v: zeros,
+                    step: 0,
+                    val_loss: None,
+                },
+            )
+        }
+    };
+    let x = norm
+        .normalise(&Tensor::from_vec(raw, (n, d), &device)?)?
+        .to_dtype(DType::F32)?;
+    let lab = labels.map(|l| Tensor::from_vec(l.to_vec(), n, &device)).transpose()?;
+    let null = arch.n_classes as u32;
+    // Fixed validation draws.
+    let val = if n_val > 0 {
+        let xv = rows(&x, val_idx)?;
+        let tv = t_of(
+            &process,
+            cfg,
+            &noise.uniforms(stream(Purpose::Train, (1 << 42) + 1), n_val),
+        );
+        let ev = noise.normal_tensor(stream(Purpose::Train, (1 << 42) + 2), n_val, d, DType::F32, &device)?;
+        let cv = lab.as_ref().map(|l| rows(l, val_idx)).transpose()?;
+        Some((xv, tv, ev, cv))
+    } else {
+        None
+    };
+    let started = Instant::now();
+    let first = st.step;
+    let mut recent = std::collections::VecDeque::new();
+    let (b1, b2, adam_eps) = (0.9f64, 0.999f64, 1e-8f64);
+    while st.step < cfg.steps {
+        let k = st.step as u64;
+        let ui = noise.uniforms(stream(Purpose::Train, 4 * k), cfg.batch);
+        let idx: Vec<u32> = ui
+            .iter()
+            .map(|u| train_idx[((u * train_idx.len() as f64) as usize).min(train_idx.len() - 1)])
+            .collect();
+        let x0 = rows(&x, &idx)?;
+        let t = t_of(
+            &process,
+            cfg,
+            &noise.uniforms(stream(Purpose::Train, 4 * k + 1), cfg.batch),
+        );
+        let eps = noise.normal_tensor(stream(Purpose::Train, 4 * k + 2), cfg.batch, d, DType::F32, &device)?;
+        let classes = match &lab {
+            Some(l) => {
+                let drop = noise.uniforms(stream(Purpose::Train, 4 * k + 3), cfg.batch);
+                let c: Vec<u32> = rows(l, &idx)?.to_vec1()?;
+                let c: Vec<u32> = c
+                    .iter()
+                    .zip(&drop)
+                    .map(|(&c, &u)| if u <= cfg.label_dropout { null } else { c })
+                    .collect();
+                Some(Tensor::from_vec(c, cfg.batch, &device)?)
+            }
+            None => None,
+        };
+        let loss = dsm_loss(&st.net, &process, &x0, &t, &eps, classes.as_ref())?;
+        let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !loss_v.is_finite() {
+            return Err(Error::Numerical(format!(
+                "training loss is {loss_v} at step {}",
+                st.step + 1
+            )));
+        }
+        let grads = loss.backward()?;
+        let gs: Vec<Tensor> = st
+            .net
+            .vars()
+            .iter()
+            .map(|v| {
+                grads
+                    .get(v.as_tensor())
+                    .cloned()
+                    .map_or_else(|| v.as_tensor().zeros_like(), Ok)
+            })
+            .collect::<candle_core::Result<_>>()?;
+        let mut norm2 = 0.0;
+        for g in &gs {
+            norm2 += g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+        }
+        let scale = if cfg.clip > 0.0 {
+            (cfg.clip / (norm2.sqrt() + 1e-12)).min(1.0)
+        } else {
+            1.0
+        };
+        let lr = cfg.lr_at(st.step);
+        let tstep = (st.step + 1) as i32;
+        let (c1, c2) = (1.0 - b1.powi(tstep), 1.0 - b2.powi(tstep));
+        let decay = cfg.ema_decay.min((1.0 + st.step as f64) / (10.0 + st.step as f64));
+        for (i, var) in st.net.vars().iter().enumerate() {
+            let g = gs[i].affine(scale, 0.0)?;
+            st.m[i] = (st.m[i].affine(b1, 0.0)? + g.affine(1.0 - b1, 0.0)?)?;
+            st.v[i] = (st.v[i].affine(b2, 0.0)? + g.sqr()?.affine(1.0 - b2, 0.0)?)?;
+            let mhat = st.m[i].affine(1.0 / c1, 0.0)?;
+            let denom = st.v[i].affine(1.0 / c2, 0.0)?.sqrt()?.affine(1.0, adam_eps)?;
+            let p = var.as_tensor();
+            let upd = (mhat.div(&denom)? + p.affine(cfg.weight_decay, 0.0)?)?.affine(lr, 0.0)?;
+            var.set(&(p - upd)?)?;
+            st.ema[i] = (st.ema[i].affine(decay, 0.0)? + var.as_tensor().affine(1.0 - decay, 0.0)?)?;
+        }
+        st.step += 1;
+        recent.push_back(loss_v);
+        if recent.len() > 100 {
+            recent.pop_front();
+        }
+        if let Some((xv, tv, ev, cv)) = &val {
+            if st.step % cfg.eval_every == 0 || st.step == cfg.steps {
+                let ema_net = Mlp::with_values(arch.clone(), &st.ema, &device)?;
+                let l = dsm_loss(&ema_net, &process, xv, tv, ev, cv.as_ref())?;
+                st.val_loss = Some(l.to_dtype(DType::F64)?.to_scalar::<f64>()?);
+            }
+        }
+        if let Some(dir) = checkpoint_dir {
+            if st.step % cfg.checkpoint_every == 0 || st.step == cfg.steps {
+                save_state(dir, &st, &arch, &process, &norm, cfg)?;
+            }
+        }
+        progress(&TrainProgress {
+            step: st.step,
+            total: cfg.steps,
+            loss: loss_v,
+            val_loss: st.val_loss,
+        });
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(TrainReport {
+        step: st.step,
+        train_loss: if recent.is_empty() {
+            f64::NAN
+        } else {
+            recent.iter().sum::<f64>() / recent.len() as f64
+        },
+        val_loss: st.val_loss,
+        steps_per_sec: (st.step - first) as f64 / secs.max(1e-9),
+    })
+}
+
+fn save_state(
+    dir: &Path,
+    st: &State,
+    arch: &MlpConfig,
+    process: &Process,
+    norm: &Normalisation,
+    cfg: &TrainConfig,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create checkpoint directory: {e}")))?;
+    let mut map: HashMap<String, Tensor> = HashMap::new();
+    for (i, name) in st.net.names().iter().enumerate() {
+        map.insert(format!("param.{name}"), st.net.vars()[i].as_tensor().clone());
+        map.insert(format!("ema.{name}"), st.ema[i].clone());
+        map.insert(format!("adam_m.{name}"), st.m[i].clone());
+        map.insert(format!("adam_v.{name}"), st.v[i].clone());
+    }
+    let weights = format!("weights-{:08}.safetensors", st.step);
+    let tmp = dir.join(format!(".{weights}.tmp-{}", std::process::id()));
+    candle_core::safetensors::save(&map, &tmp).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::file(&tmp, format!("cannot write weights: {e}"))
+    })?;
+    std::fs::rename(&tmp, dir.join(&weights)).map_err(|e| Error::file(dir, format!("cannot rename weights: {e}")))?;
+    let meta = CheckpointMeta {
+        format: FORMAT.into(),
+        arch: arch.clone(),
+        process: process.clone(),
+        normalisation: norm.clone(),
+        train: cfg.clone(),
+        step: st.step,
+        weights: weights.clone(),
+        val_loss: st.val_loss,
+    };
+    let text = serde_json::to_string_pretty(&meta).map_err(|e| Error::invalid(e.to_string()))?;
+    write_atomic(dir.join(META), |w| Ok(w.write_all(text.as_bytes())?))?;
+    // The JSON now names the new weights: older ones can go.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with("weights-") && name.ends_with(".safetensors") && name != weights {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a checkpoint's JSON.
+pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
+    let path = dir.join(META);
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| Error::file(dir, format!("not a checkpoint ({META}: {e})")))?;
+    let meta: CheckpointMeta =
+        serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("corrupted checkpoint: {e}")))?;
+    if meta.format != FORMAT {
+        return Err(Error::file(
+            &path,
+            format!("unknown checkpoint format '{}'", meta.format),
+        ));
+    }
+    Ok(meta)
+}
+
+fn load_tensors(dir: &Path, meta: &CheckpointMeta, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let wpath: PathBuf = dir.join(&meta.weights);
+    candle_core::safetensors::load(&wpath, device)
+        .map_err(|e| Error::file(&wpath, format!("corrupted or missing weights: {e}")))
+}
+
+fn pick(map: &HashMap<String, Tensor>, prefix: &str, names: &[String], dir: &Path) -> Result<Vec<Tensor>> {
+    names
+        .iter()
+        .map(|n| {
+            map.get(&format!("{prefix}.{n}"))
+                .cloned()
+                .ok_or_else(|| Error::file(dir, format!("weights lack '{prefix}.{n}'")))
+        })
+        .collect()
+}
+
+fn load_state(dir: &Path, device: &Device) -> Result<(CheckpointMeta, State)> {
+    let meta = read_meta(dir)?;
+    let map = load_tensors(dir, &meta, device)?;
+    let probe = Mlp::new(meta.arch.clone(), 0, DType::F32, device)?;
+    let names = probe.names().to_vec();
+    let net = Mlp::with_values(meta.arch.clone(), &pick(&map, "param", &names, dir)?, device)
+        .map_err(|e| Error::file(dir, e.to_string()))?;
+    let st = State {
+        net,
+        ema: pick(&map, "ema", &names, dir)?,
+        m: pick(&map, "adam_m", &names, dir)?,
+        v: pick(&map, "adam_v", &names, dir)?,
+        step: meta.step,
+        val_loss: meta.val_loss,
+    };
+    Ok((meta, st))
+}
+
+/// Loads a checkpoint for sampling: the network with its **EMA** weights as a
+/// [`LearnedScore`], with the checkpoint's metadata (normalisation included).
+pub fn load_model(dir: &Path) -> Result<(LearnedScore, CheckpointMeta)> {
+    let device = Device::Cpu;
+    let meta = read_meta(dir)?;
+    let map = load_tensors(dir, &meta, &device)?;
+    let probe = Mlp::new(meta.arch.clone(), 0, DType::F32, &device)?;
+    let ema = pick(&map, "ema", probe.names(), dir)?;
+    let net = Mlp::with_values(meta.arch.clone(), &ema, &device).map_err(|e| Error::file(dir, e.to_string()))?;
+    Ok((LearnedScore::new(net, meta.process.clone()), meta))
+}
