@@ -9,6 +9,7 @@ mod commands;
 mod demo;
 mod plot;
 mod progress;
+mod train;
 
 use std::process::ExitCode;
 
@@ -27,7 +28,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Sample the prior of a problem file with a reverse-time sampler.
+    /// Train a score network by denoising score matching (checkpoints, --resume).
+    Train(train::TrainArgs),
+    /// Sample a trained model or the prior of a problem file with a reverse-time sampler.
     Sample(commands::SampleArgs),
     /// Draw exact samples from a Gaussian or Gaussian-mixture prior of a problem file.
     Exact(commands::ExactArgs),
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
     };
     let quiet = cli.quiet;
     let r = match cli.command {
+        Command::Train(a) => train::run(a, quiet),
         Command::Sample(a) => commands::sample(a, quiet),
         Command::Exact(a) => commands::exact(a, quiet),
         Command::Eval(a) => commands::eval(a),

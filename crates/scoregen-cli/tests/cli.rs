@@ -266,3 +266,120 @@ fn every_command_has_help() {
         assert!(String::from_utf8_lossy(&o.stdout).contains("Usage"));
     }
 }
+
+#[test]
+fn train_then_sample_and_bad_training_input() {
+    let d = tmpdir("train");
+    let model = d.join("model");
+    let ms = model.to_str().unwrap();
+    let o = run(&[
+        "train",
+        "--data",
+        "builtin:moons",
+        "--n",
+        "500",
+        "--steps",
+        "30",
+        "--batch",
+        "64",
+        "--hidden",
+        "32",
+        "--out",
+        ms,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let weights_before = std::fs::read(model.join("checkpoint.json")).unwrap();
+    // Class-conditional (moons has labels): sample class 1 with guidance.
+    let out = d.join("s.npy");
+    let o = run(&[
+        "sample",
+        "--model",
+        ms,
+        "--class",
+        "1",
+        "--guidance",
+        "1.5",
+        "--steps",
+        "20",
+        "--n",
+        "50",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.exists());
+    let none = d.join("none.npy");
+    let ns = none.to_str().unwrap();
+    assert_user_error(
+        &run(&["sample", "--model", ms, "--class", "7", "--n", "5", "--out", ns]),
+        "out of range",
+        &none,
+    );
+    // Training again into the same directory without --resume: refused, nothing overwritten.
+    let o = run(&["train", "--data", "builtin:moons", "--steps", "5", "--out", ms]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(std::fs::read(model.join("checkpoint.json")).unwrap(), weights_before);
+    // Missing and corrupted checkpoints.
+    assert_user_error(
+        &run(&["sample", "--model", d.join("nope").to_str().unwrap(), "--out", ns]),
+        "not a checkpoint",
+        &none,
+    );
+    let bad = d.join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("checkpoint.json"), "{\"format\": 3").unwrap();
+    assert_user_error(
+        &run(&["sample", "--model", bad.to_str().unwrap(), "--out", ns]),
+        "corrupted",
+        &none,
+    );
+    let trunc = d.join("trunc");
+    std::fs::create_dir_all(&trunc).unwrap();
+    for e in std::fs::read_dir(&model).unwrap().flatten() {
+        let bytes = std::fs::read(e.path()).unwrap();
+        let keep = if e.file_name().to_string_lossy().ends_with(".safetensors") {
+            bytes.len() / 2
+        } else {
+            bytes.len()
+        };
+        std::fs::write(trunc.join(e.file_name()), &bytes[..keep]).unwrap();
+    }
+    assert_user_error(
+        &run(&["sample", "--model", trunc.to_str().unwrap(), "--out", ns]),
+        "weights",
+        &none,
+    );
+    // NaN in the data; labels of the wrong length.
+    let nan = d.join("nan.csv");
+    std::fs::write(&nan, "1,2\n3,NaN\n5,6\n").unwrap();
+    let m2 = d.join("m2");
+    let o = run(&[
+        "train",
+        "--data",
+        nan.to_str().unwrap(),
+        "--steps",
+        "5",
+        "--out",
+        m2.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!m2.exists());
+    let good = d.join("good.csv");
+    std::fs::write(&good, "1,2\n3,4\n5,6\n7,8\n").unwrap();
+    let labels = d.join("labels.csv");
+    std::fs::write(&labels, "0\n1\n1\n").unwrap();
+    let o = run(&[
+        "train",
+        "--data",
+        good.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--steps",
+        "5",
+        "--out",
+        m2.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("3 labels for 4 rows"));
+    assert!(!m2.exists());
+}

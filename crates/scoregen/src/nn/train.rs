@@ -439,16 +439,18 @@ pub fn train(
         let tstep = (st.step + 1) as i32;
         let (c1, c2) = (1.0 - b1.powi(tstep), 1.0 - b2.powi(tstep));
         let decay = cfg.ema_decay.min((1.0 + st.step as f64) / (10.0 + st.step as f64));
+        // Optimiser state is detached: gradients carry the autograd graph, and keeping it
+        // reachable from the moments or the EMA would grow memory without bound.
         for (i, var) in st.net.vars().iter().enumerate() {
-            let g = gs[i].affine(scale, 0.0)?;
-            st.m[i] = (st.m[i].affine(b1, 0.0)? + g.affine(1.0 - b1, 0.0)?)?;
-            st.v[i] = (st.v[i].affine(b2, 0.0)? + g.sqr()?.affine(1.0 - b2, 0.0)?)?;
+            let g = gs[i].detach().affine(scale, 0.0)?;
+            st.m[i] = (st.m[i].affine(b1, 0.0)? + g.affine(1.0 - b1, 0.0)?)?.detach();
+            st.v[i] = (st.v[i].affine(b2, 0.0)? + g.sqr()?.affine(1.0 - b2, 0.0)?)?.detach();
             let mhat = st.m[i].affine(1.0 / c1, 0.0)?;
             let denom = st.v[i].affine(1.0 / c2, 0.0)?.sqrt()?.affine(1.0, adam_eps)?;
-            let p = var.as_tensor();
+            let p = var.as_tensor().detach();
             let upd = (mhat.div(&denom)? + p.affine(cfg.weight_decay, 0.0)?)?.affine(lr, 0.0)?;
-            var.set(&(p - upd)?)?;
-            st.ema[i] = (st.ema[i].affine(decay, 0.0)? + var.as_tensor().affine(1.0 - decay, 0.0)?)?;
+            var.set(&(&p - upd)?)?;
+            st.ema[i] = (st.ema[i].affine(decay, 0.0)? + var.as_tensor().detach().affine(1.0 - decay, 0.0)?)?.detach();
         }
         st.step += 1;
         recent.push_back(loss_v);
