@@ -21,6 +21,75 @@ pub struct BenchArgs {
 enum BenchWhat {
     /// Particle-steps per second of a sampler on the exact mixture score.
     Sample(BenchSampleArgs),
+    /// Training steps/s and network evaluations/s of the reference MLP (DESIGN.md §5).
+    Train(BenchTrainArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchTrainArgs {
+    /// Dimensions for the training benchmark, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "2,64")]
+    dims: Vec<usize>,
+    /// Training steps timed per dimension (after 20 warm-up steps).
+    #[arg(long, default_value_t = 200)]
+    steps: usize,
+    /// Batch size of the inference benchmark (d = 64).
+    #[arg(long, default_value_t = 4096)]
+    infer_batch: usize,
+}
+
+fn bench_train(b: BenchTrainArgs) -> CliResult<()> {
+    use candle_core::{DType, Device, Tensor};
+    use scoregen::nn::{train, Mlp, MlpConfig, TrainConfig, TrainSetup};
+    use scoregen::process::Process;
+    println!(
+        "bench train: reference MLP (d + 16 Fourier features -> 3 x 256 SiLU -> d), f32, batch 512, AdamW, {} threads",
+        rayon::current_num_threads()
+    );
+    println!("{:<6} {:>12} {:>14}", "d", "steps", "steps/s");
+    let err = |e: candle_core::Error| crate::CliError::from(scoregen::Error::from(e));
+    for &d in &b.dims {
+        let n = 10_000;
+        let x = Noise::new(0).normal_tensor(stream(Purpose::User, 0), n, d, DType::F64, &Device::Cpu)?;
+        let run = |steps: usize| -> CliResult<f64> {
+            let config = TrainConfig {
+                steps,
+                batch: 512,
+                val_fraction: 0.0,
+                eval_every: usize::MAX,
+                ..Default::default()
+            };
+            let setup = TrainSetup {
+                arch: MlpConfig::reference(d),
+                process: Process::ou(2.0, 5.0),
+                config,
+                checkpoint_dir: None,
+                resume: false,
+            };
+            Ok(train(&x, None, &setup, &mut |_| {})?.steps_per_sec)
+        };
+        run(20)?;
+        let sps = run(b.steps)?;
+        println!("{:<6} {:>12} {:>14.1}", d, b.steps, sps);
+    }
+    let d = 64;
+    let net = Mlp::new(MlpConfig::reference(d), 0, DType::F32, &Device::Cpu)?;
+    let x = Noise::new(1).normal_tensor(stream(Purpose::User, 1), b.infer_batch, d, DType::F32, &Device::Cpu)?;
+    let tau = Tensor::full(0.5f32, (b.infer_batch, 1), &Device::Cpu).map_err(err)?;
+    net.forward(&x, &tau, None)?;
+    let reps = 30;
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        net.forward(&x, &tau, None)?;
+    }
+    let s = t0.elapsed().as_secs_f64();
+    println!(
+        "inference: batch {} x d = {d}: {:.0} evaluations/s ({:.2} ms per batch)",
+        b.infer_batch,
+        (reps * b.infer_batch) as f64 / s,
+        1e3 * s / reps as f64
+    );
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -64,6 +133,7 @@ fn full_cov_mixture(d: usize) -> scoregen::Result<GaussianMixture> {
 /// Runs a benchmark.
 pub fn run(a: BenchArgs, quiet: bool) -> CliResult<()> {
     match a.what {
+        BenchWhat::Train(b) => bench_train(b),
         BenchWhat::Sample(b) => {
             let sampler = Sampler::from_name(&b.sampler, &SamplerParams::default())?;
             println!(
