@@ -33,6 +33,7 @@
 pub mod data;
 pub mod error;
 pub mod inverse;
+pub mod io;
 pub mod linalg;
 pub mod metrics;
 pub mod nn;

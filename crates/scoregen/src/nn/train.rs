@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::loss::dsm_loss;
 use super::mlp::{Mlp, MlpConfig};
 use super::model::{LearnedScore, Normalisation};
-use crate::data::write_atomic;
+use crate::io::write_atomic;
 use crate::process::Process;
 use crate::rng::{stream, Noise, Purpose};
 use crate::{Error, Result};
