@@ -97,26 +97,15 @@ pub struct SampleArgs {
     /// Classifier-free guidance weight w: score = (1 + w) score(x | c) - w score(x).
     #[arg(long, default_value_t = 0.0)]
     pub guidance: f64,
-    /// Number of samples.
-    #[arg(long, default_value_t = 2000)]
-    pub n: usize,
-    /// Seed.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Output file (.npy or .csv).
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub draws: Draws,
     #[command(flatten)]
     pub sampler: SamplerArgs,
 }
 
-/// A problem file's prior, how many draws, the seed and the output file.
+/// How many draws, the seed and the output file.
 #[derive(Args, Debug)]
-pub struct PriorDraws {
-    /// Problem file (JSON, DESIGN.md §3) with a Gaussian or Gaussian-mixture prior; only
-    /// the prior is used.
-    #[arg(long)]
-    pub problem: PathBuf,
+pub struct Draws {
     /// Number of samples.
     #[arg(long, default_value_t = 2000)]
     pub n: usize,
@@ -128,15 +117,14 @@ pub struct PriorDraws {
     pub out: PathBuf,
 }
 
-impl PriorDraws {
-    /// Checks the output path and `n`, then reads the problem's mixture prior.
-    fn prepare(&self) -> CliResult<scoregen::score::GaussianMixture> {
+impl Draws {
+    /// Checks, before any work, that `n > 0` and that the output can be written.
+    fn check(&self) -> CliResult<()> {
         check_output(&self.out)?;
-        let problem = Problem::from_file(&self.problem)?;
         if self.n == 0 {
             return Err(CliError::user("--n must be positive"));
         }
-        Ok(problem.mixture()?.clone())
+        Ok(())
     }
 }
 
@@ -189,18 +177,16 @@ pub fn sample_mixture(
 
 /// `scoregen sample`.
 pub fn sample(a: SampleArgs, quiet: bool) -> CliResult<()> {
-    check_output(&a.out)?;
-    if a.n == 0 {
-        return Err(CliError::user("--n must be positive"));
-    }
-    let (sampler, opts) = a.sampler.build(a.seed)?;
+    a.draws.check()?;
+    let (n, out) = (a.draws.n, &a.draws.out);
+    let (sampler, opts) = a.sampler.build(a.draws.seed)?;
     let x = match (&a.problem, &a.model) {
         (Some(problem), _) => {
             if a.class.is_some() {
                 return Err(CliError::user("--class needs a --model"));
             }
             let law = Problem::from_file(problem)?.mixture()?.clone();
-            sample_mixture(&law, &sampler, &opts, a.n, &a.sampler.sampler, quiet)?
+            sample_mixture(&law, &sampler, &opts, n, &a.sampler.sampler, quiet)?
         }
         (None, Some(dir)) => {
             let (score, meta) = scoregen::nn::load_model(dir)?;
@@ -210,7 +196,7 @@ pub fn sample(a: SampleArgs, quiet: bool) -> CliResult<()> {
                 None => score,
             };
             let pb = bar(opts.steps as u64, &a.sampler.sampler, quiet);
-            let z = run_sampler(&score, &sampler, &opts, a.n, &mut |k, total| {
+            let z = run_sampler(&score, &sampler, &opts, n, &mut |k, total| {
                 pb.set_length(total as u64);
                 pb.set_position(k as u64)
             });
@@ -219,14 +205,9 @@ pub fn sample(a: SampleArgs, quiet: bool) -> CliResult<()> {
         }
         (None, None) => return Err(CliError::user("give --problem or --model")),
     };
-    data::write_points(&a.out, &x)?;
+    data::write_points(out, &x)?;
     if !quiet {
-        eprintln!(
-            "wrote {} samples of dimension {} to {}",
-            a.n,
-            x.dims()[1],
-            a.out.display()
-        );
+        eprintln!("wrote {} samples of dimension {} to {}", n, x.dims()[1], out.display());
     }
     Ok(())
 }
@@ -234,19 +215,23 @@ pub fn sample(a: SampleArgs, quiet: bool) -> CliResult<()> {
 /// `scoregen exact`.
 #[derive(Args, Debug)]
 pub struct ExactArgs {
+    /// Problem file (JSON, DESIGN.md §3) with a Gaussian or Gaussian-mixture prior.
+    #[arg(long)]
+    pub problem: PathBuf,
     #[command(flatten)]
-    pub io: PriorDraws,
+    pub draws: Draws,
 }
 
 /// `scoregen exact`.
 pub fn exact(a: ExactArgs, quiet: bool) -> CliResult<()> {
-    let a = a.io;
-    let law = a.prepare()?;
-    let x = law.sample(a.n, &Noise::new(a.seed), 0);
-    let t = Tensor::from_vec(x, (a.n, law.dim()), &Device::Cpu).map_err(scoregen::Error::from)?;
-    data::write_points(&a.out, &t)?;
+    a.draws.check()?;
+    let Draws { n, seed, out } = &a.draws;
+    let law = Problem::from_file(&a.problem)?.mixture()?.clone();
+    let x = law.sample(*n, &Noise::new(*seed), 0);
+    let t = Tensor::from_vec(x, (*n, law.dim()), &Device::Cpu).map_err(scoregen::Error::from)?;
+    data::write_points(out, &t)?;
     if !quiet {
-        eprintln!("wrote {} exact samples to {}", a.n, a.out.display());
+        eprintln!("wrote {n} exact samples to {}", out.display());
     }
     Ok(())
 }
