@@ -41,5 +41,6 @@ pub mod process;
 pub mod rng;
 pub mod sample;
 pub mod score;
+pub mod smc;
 
 pub use error::{Error, Result};

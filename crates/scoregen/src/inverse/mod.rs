@@ -3,6 +3,10 @@
 //! This layer owns the problem file format ([`problem`]); operators, the exact posterior
 //! of Gaussian-mixture priors and the posterior samplers build on it.
 
+pub mod exact;
+pub mod operator;
 pub mod problem;
 
+pub use exact::ExactPosterior;
+pub use operator::SvdForm;
 pub use problem::{Operator, Prior, Problem};

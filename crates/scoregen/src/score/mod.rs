@@ -36,6 +36,22 @@ pub trait Score: Send + Sync {
         tweedie::x0_from_score(self.process(), t, x, &s)
     }
 
+    /// The denoiser and its vector–Jacobian product: `(x0_hat(x), (d x0_hat / d x)^T v)`
+    /// for each row (`v` is `[n, d]`). This is the input gradient that guidance methods
+    /// (DPS, Pi-GDM, TMPD, twisted SMC) need. The default differentiates [`Score::denoise`]
+    /// with candle's (first-order, hence correct) backward pass, which suits networks built
+    /// from tensor ops; analytic scores override it with the exact Jacobian.
+    fn denoise_vjp(&self, t: f64, x: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let xv = candle_core::Var::from_tensor(&x.detach())?;
+        let x0 = self.denoise(t, xv.as_tensor())?;
+        let grads = (x0.clone() * v.detach())?.sum_all()?.backward()?;
+        let g = match grads.get(xv.as_tensor()) {
+            Some(g) => g.clone(),
+            None => xv.as_tensor().zeros_like()?,
+        };
+        Ok((x0.detach(), g))
+    }
+
     /// The noise prediction `eps_hat = E[eps | x_t = x] = -s(t) score`.
     fn eps(&self, t: f64, x: &Tensor) -> Result<Tensor> {
         let s = self.score(t, x)?;

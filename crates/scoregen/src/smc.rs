@@ -1,0 +1,316 @@
+//! Particle-system machinery (DESIGN.md §1, decks 000 and 003): log-weights, effective
+//! sample size, resampling schemes behind an ESS threshold, the running estimate of the log
+//! normalising constant, and the ancestry of the particles.
+//!
+//! A Feynman–Kac model (Chopin & Papaspiliopoulos 2020) is an initial law, Markov
+//! transitions and potentials `G_k`; a particle filter alternates *reweight*
+//! (`log w += log G_k`), *resample* (when `ESS < threshold N`) and *move*. The estimate of
+//! the normalising constant is `log Z = sum_k log sum_i W_{k-1}^i G_k^i` with `W` the
+//! normalised weights before the k-th reweighting; it is unbiased on the natural scale.
+//!
+//! The resampling schemes are small pure functions of the normalised weights and uniforms
+//! (they never draw their own randomness), so a run is reproducible from its streams.
+
+use crate::linalg::log_sum_exp;
+use crate::{Error, Result};
+
+/// A resampling scheme: returns `N` ancestor indices with `E[#offspring of i] = N W_i`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resampling {
+    /// `N` independent draws from the categorical law `W` (inverse CDF at sorted uniforms).
+    Multinomial,
+    /// One uniform in each stratum `[(i)/N, (i+1)/N)`.
+    Stratified,
+    /// One uniform `u`, points `(i + u)/N`.
+    Systematic,
+    /// `floor(N W_i)` copies of each particle, the rest multinomially on the residuals.
+    Residual,
+}
+
+impl std::str::FromStr for Resampling {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "multinomial" => Ok(Resampling::Multinomial),
+            "stratified" => Ok(Resampling::Stratified),
+            "systematic" => Ok(Resampling::Systematic),
+            "residual" => Ok(Resampling::Residual),
+            other => Err(Error::invalid(format!(
+                "unknown resampling scheme '{other}' (expected multinomial, stratified, systematic or residual)"
+            ))),
+        }
+    }
+}
+
+impl Resampling {
+    /// How many uniforms [`Self::resample`] needs for `n` particles.
+    pub fn uniforms_needed(&self, n: usize) -> usize {
+        match self {
+            Resampling::Systematic => 1,
+            Resampling::Multinomial | Resampling::Stratified => n,
+            // floor(N W_i) is deterministic; at most n residual draws.
+            Resampling::Residual => n,
+        }
+    }
+
+    /// Ancestor indices (`n` of them, sorted) for the normalised weights `w` (sum 1) from the
+    /// uniforms `u` in `[0, 1)` ([`Self::uniforms_needed`] of them).
+    pub fn resample(&self, w: &[f64], u: &[f64]) -> Vec<usize> {
+        let n = w.len();
+        match self {
+            Resampling::Multinomial => {
+                let mut points = u.to_vec(); // one draw per uniform
+                points.sort_by(f64::total_cmp);
+                inverse_cdf(w, &points)
+            }
+            Resampling::Stratified => {
+                let points: Vec<f64> = (0..n).map(|i| (i as f64 + u[i]) / n as f64).collect();
+                inverse_cdf(w, &points)
+            }
+            Resampling::Systematic => {
+                let points: Vec<f64> = (0..n).map(|i| (i as f64 + u[0]) / n as f64).collect();
+                inverse_cdf(w, &points)
+            }
+            Resampling::Residual => {
+                let mut out = Vec::with_capacity(n);
+                let mut resid = Vec::with_capacity(n);
+                for (i, &wi) in w.iter().enumerate() {
+                    let copies = (n as f64 * wi).floor() as usize;
+                    out.extend(std::iter::repeat_n(i, copies));
+                    resid.push(n as f64 * wi - copies as f64);
+                }
+                let r = n - out.len();
+                if r > 0 {
+                    let total: f64 = resid.iter().sum();
+                    let rw: Vec<f64> = resid.iter().map(|v| v / total).collect();
+                    let picks = Resampling::Multinomial.resample(&rw, &u[..r]);
+                    out.extend(picks);
+                }
+                out.sort_unstable();
+                out
+            }
+        }
+    }
+}
+
+/// The indices `i` with `cumsum(w)_{i-1} <= p < cumsum(w)_i` for sorted points `p`.
+fn inverse_cdf(w: &[f64], points: &[f64]) -> Vec<usize> {
+    let n = w.len();
+    let mut out = Vec::with_capacity(points.len());
+    let mut j = 0;
+    let mut cum = w[0];
+    for &p in points {
+        while p >= cum && j + 1 < n {
+            j += 1;
+            cum += w[j];
+        }
+        out.push(j);
+    }
+    out
+}
+
+/// Normalised weights `W_i = exp(l_i - logsumexp(l))`.
+pub fn normalise(logw: &[f64]) -> Vec<f64> {
+    let lse = log_sum_exp(logw);
+    logw.iter().map(|l| (l - lse).exp()).collect()
+}
+
+/// The effective sample size `1 / sum_i W_i^2` of log-weights (between 1 and N).
+pub fn ess(logw: &[f64]) -> f64 {
+    let w = normalise(logw);
+    1.0 / w.iter().map(|v| v * v).sum::<f64>()
+}
+
+/// A weighted particle population's bookkeeping: log-weights, the running `log Z`, the ESS
+/// trace and the ancestry (the ancestor of each particle at each resampling).
+#[derive(Clone, Debug)]
+pub struct Particles {
+    /// Current (unnormalised) log-weights.
+    pub logw: Vec<f64>,
+    /// Running estimate of the log normalising constant.
+    pub log_z: f64,
+    /// ESS after each reweighting.
+    pub ess_trace: Vec<f64>,
+    /// Ancestor indices at each resampling event.
+    pub ancestry: Vec<Vec<usize>>,
+    /// The scheme.
+    pub scheme: Resampling,
+    /// Resample when `ESS < threshold N` (1: always, 0: never).
+    pub threshold: f64,
+}
+
+impl Particles {
+    /// `n` equally weighted particles.
+    pub fn new(n: usize, scheme: Resampling, threshold: f64) -> Self {
+        Particles {
+            logw: vec![0.0; n],
+            log_z: 0.0,
+            ess_trace: Vec::new(),
+            ancestry: Vec::new(),
+            scheme,
+            threshold,
+        }
+    }
+
+    /// Number of particles.
+    pub fn len(&self) -> usize {
+        self.logw.len()
+    }
+
+    /// Whether there are no particles.
+    pub fn is_empty(&self) -> bool {
+        self.logw.is_empty()
+    }
+
+    /// Multiplies the weights by the potentials `exp(log_g)` and updates `log Z` by
+    /// `log sum_i W_i G_i`. Errors if every weight vanished (all potentials `-inf` or NaN).
+    pub fn reweight(&mut self, log_g: &[f64]) -> Result<()> {
+        let before = log_sum_exp(&self.logw);
+        for (l, g) in self.logw.iter_mut().zip(log_g) {
+            *l += if g.is_nan() { f64::NEG_INFINITY } else { *g };
+        }
+        let after = log_sum_exp(&self.logw);
+        if !after.is_finite() {
+            return Err(Error::Numerical(
+                "particle weights degenerated: every weight is zero or infinite".into(),
+            ));
+        }
+        self.log_z += after - before;
+        self.ess_trace.push(ess(&self.logw));
+        Ok(())
+    }
+
+    /// Resamples if the ESS is below the threshold: returns the ancestor indices (and resets
+    /// the weights to equal) or `None`. `u` supplies the uniforms
+    /// ([`Resampling::uniforms_needed`]).
+    pub fn maybe_resample(&mut self, u: &[f64]) -> Option<Vec<usize>> {
+        let n = self.len();
+        if ess(&self.logw) >= self.threshold * n as f64 && self.threshold < 1.0 {
+            return None;
+        }
+        Some(self.resample(u))
+    }
+
+    /// Resamples unconditionally: returns the ancestors and resets the weights.
+    pub fn resample(&mut self, u: &[f64]) -> Vec<usize> {
+        let w = normalise(&self.logw);
+        let a = self.scheme.resample(&w, u);
+        self.logw.iter_mut().for_each(|l| *l = 0.0);
+        self.ancestry.push(a.clone());
+        a
+    }
+
+    /// Normalised weights.
+    pub fn weights(&self) -> Vec<f64> {
+        normalise(&self.logw)
+    }
+
+    /// Number of resampling events so far.
+    pub fn resamplings(&self) -> usize {
+        self.ancestry.len()
+    }
+}
+
+/// Gathers rows `idx` of a row-major `[n, d]` buffer.
+pub fn gather_rows(x: &[f64], d: usize, idx: &[usize]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(idx.len() * d);
+    for &i in idx {
+        out.extend_from_slice(&x[i * d..(i + 1) * d]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{stream, Noise, Purpose};
+
+    fn weights(n: usize, seed: u64) -> Vec<f64> {
+        let u = Noise::new(seed).uniforms(stream(Purpose::User, 0), n);
+        let g: Vec<f64> = u.iter().map(|v| (3.0 * v).exp()).collect();
+        let s: f64 = g.iter().sum();
+        g.iter().map(|v| v / s).collect()
+    }
+
+    /// Expected offspring `N W_i` for every scheme (Monte Carlo over 4000 replicates, each
+    /// count's error bar from its own binomial-like variance), and lower variance for
+    /// stratified / systematic / residual than multinomial.
+    #[test]
+    fn schemes_are_unbiased_and_ordered_in_variance() {
+        let n = 8;
+        let w = weights(n, 3);
+        let reps = 4000;
+        let noise = Noise::new(11);
+        let mut var_total = Vec::new();
+        for scheme in [
+            Resampling::Multinomial,
+            Resampling::Stratified,
+            Resampling::Systematic,
+            Resampling::Residual,
+        ] {
+            let mut sum = vec![0.0; n];
+            let mut sum2 = vec![0.0; n];
+            for r in 0..reps {
+                let u = noise.uniforms(stream(Purpose::Resample, r as u64), scheme.uniforms_needed(n));
+                let a = scheme.resample(&w, &u);
+                assert_eq!(a.len(), n);
+                let mut c = vec![0.0; n];
+                for i in a {
+                    c[i] += 1.0;
+                }
+                for i in 0..n {
+                    sum[i] += c[i];
+                    sum2[i] += c[i] * c[i];
+                }
+            }
+            let mut tv = 0.0;
+            for i in 0..n {
+                let mean = sum[i] / reps as f64;
+                let var = sum2[i] / reps as f64 - mean * mean;
+                tv += var;
+                let se = (var.max(1e-12) / reps as f64).sqrt();
+                let expect = n as f64 * w[i];
+                assert!(
+                    (mean - expect).abs() < 4.5 * se + 1e-9,
+                    "{scheme:?}: offspring of {i}: {mean} vs {expect} (se {se})"
+                );
+            }
+            var_total.push(tv);
+        }
+        // Multinomial's variance is sum N W (1 - W); the others are well below it.
+        let multi_exact: f64 = w.iter().map(|v| n as f64 * v * (1.0 - v)).sum();
+        assert!((var_total[0] - multi_exact).abs() < 0.1 * multi_exact);
+        for v in &var_total[1..] {
+            assert!(*v < 0.6 * var_total[0], "{var_total:?}");
+        }
+    }
+
+    #[test]
+    fn ess_formula() {
+        assert!((ess(&[0.0; 10]) - 10.0).abs() < 1e-12);
+        let l = [0.0, f64::NEG_INFINITY, f64::NEG_INFINITY];
+        assert!((ess(&l) - 1.0).abs() < 1e-12);
+        // W = (0.5, 0.25, 0.25): 1 / (0.25 + 0.0625 * 2) = 8/3.
+        let l = [2f64.ln(), 0.0, 0.0];
+        assert!((ess(&l) - 8.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn degenerate_weights_are_reported() {
+        let mut p = Particles::new(3, Resampling::Systematic, 0.5);
+        let err = p.reweight(&[f64::NEG_INFINITY; 3]).unwrap_err();
+        assert!(err.to_string().contains("degenerated"));
+    }
+
+    #[test]
+    fn log_z_accumulates_mean_potentials() {
+        let mut p = Particles::new(4, Resampling::Systematic, 0.5);
+        p.reweight(&[0.0, 1f64.ln(), 2f64.ln(), 4f64.ln()]).unwrap();
+        // mean of (1, 1, 2, 4) = 2.
+        assert!((p.log_z - 2f64.ln()).abs() < 1e-12);
+        let a = p.resample(&[0.5]);
+        assert_eq!(a.len(), 4);
+        p.reweight(&[3f64.ln(); 4]).unwrap();
+        assert!((p.log_z - 6f64.ln()).abs() < 1e-12);
+    }
+}
