@@ -3,10 +3,18 @@
 //! This layer owns the problem file format ([`problem`]); operators, the exact posterior
 //! of Gaussian-mixture priors and the posterior samplers build on it.
 
+mod ddrm;
 pub mod exact;
+mod guidance;
+mod mcgdiff;
 pub mod operator;
+pub mod posterior;
 pub mod problem;
+mod replacement;
+mod smc_impute;
+mod tds;
 
 pub use exact::ExactPosterior;
 pub use operator::SvdForm;
+pub use posterior::{sample_posterior, Kernel, Method, Observation, PosteriorOptions, PosteriorReport, METHOD_NAMES};
 pub use problem::{Operator, Prior, Problem};

@@ -1,0 +1,269 @@
+//! Guidance methods (deck 003, "Diffusion posterior sampling I/II", "Tweedie moment
+//! projected diffusion"): each approximates `grad_x log p_t(y | x)` through the denoiser
+//! `x0_hat(x)` and its input gradient (first order: the vector–Jacobian product
+//! [`crate::score::Score::denoise_vjp`]).
+//!
+//! * **DPS** (Chung et al. 2023): `p_{0|t} ≈ delta_{x0_hat}`; after each reverse step
+//!   `x' <- x' - zeta grad_x ||y - A x0_hat(x)||`, i.e. the paper's step
+//!   `zeta' / ||y - A x0_hat||` on the squared residual (its published code's form).
+//! * **Pi-GDM** (Song et al. 2023): `p_{0|t} ≈ N(x0_hat, r_t^2 I)`, `r_t^2 = s^2 / (m^2 + s^2)`,
+//!   so `p_t(y | x) ≈ N(y; A x0_hat, r_t^2 A A^T + sigma_y^2 I)`; its gradient (covariance
+//!   held fixed) is `J^T A^T Sigma_t^{-1} (y - A x0_hat)`.
+//! * **TMPD** (Boys et al. 2023): `p_{0|t} ≈ N(x0_hat, C_t)` with the Tweedie covariance
+//!   `C_t = (s^2 / m) d x0_hat / d x`, computed exactly: the `dy` rows of `A J` by `dy`
+//!   vector–Jacobian products, so `Sigma_t = A C_t A^T + sigma_y^2 I` per particle.
+//!
+//! Pi-GDM's and TMPD's likelihood scores are added to the prior score inside the same DDPM
+//! kernel (`mean = (m'/m) x + kappa (score + grad log p_t(y | x))`): the posterior score
+//! plugged into the sampler, the form these papers' VP samplers reduce to.
+
+use super::operator::SvdForm;
+use super::posterior::{check_finite, grid_with, Ctx, Kernel, Observation, PosteriorOptions};
+use crate::{Error, Result};
+
+/// `N(y; A x0, sigma_y^2 I + r^2 A A^T)` through the SVD of `A`.
+pub(crate) struct GaussLik {
+    f: SvdForm,
+    s2: f64,
+}
+
+impl GaussLik {
+    pub fn new(obs: &Observation) -> Result<Self> {
+        let f = obs.op.svd()?;
+        if obs.sigma_y == 0.0 && f.rank() < f.dy {
+            return Err(Error::invalid(
+                "the operator has linearly dependent rows and sigma_y = 0: the likelihood is degenerate",
+            ));
+        }
+        Ok(GaussLik {
+            f,
+            s2: obs.sigma_y * obs.sigma_y,
+        })
+    }
+
+    /// `(Sigma^{-1} e, e^T Sigma^{-1} e, log det Sigma)` for `Sigma = s2 I + r2 A A^T`.
+    pub fn solve(&self, r2: f64, e: &[f64]) -> (Vec<f64>, f64, f64) {
+        let (dy, r) = (self.f.dy, self.f.rank());
+        let c = self.f.ut(e);
+        let mut out = vec![0.0; dy];
+        let mut logdet = 0.0;
+        // Range of U.
+        for j in 0..r {
+            let lam = self.s2 + r2 * self.f.s[j] * self.f.s[j];
+            logdet += lam.ln();
+            let w = c[j] / lam;
+            for i in 0..dy {
+                out[i] += self.f.u[i * r + j] * w;
+            }
+        }
+        // Orthogonal complement (only when dy > r, then s2 > 0).
+        if dy > r {
+            let mut proj = e.to_vec();
+            for i in 0..dy {
+                for j in 0..r {
+                    proj[i] -= self.f.u[i * r + j] * c[j];
+                }
+            }
+            for i in 0..dy {
+                out[i] += proj[i] / self.s2;
+            }
+            logdet += (dy - r) as f64 * self.s2.ln();
+        }
+        let quad = e.iter().zip(&out).map(|(a, b)| a * b).sum();
+        (out, quad, logdet)
+    }
+}
+
+/// Residuals `y - A x0` per row.
+pub(crate) fn residuals(obs: &Observation, x0: &[f64]) -> Vec<f64> {
+    let ax = obs.op.apply_rows(x0);
+    let dy = obs.y.len();
+    ax.chunks(dy)
+        .flat_map(|row| row.iter().zip(&obs.y).map(|(a, y)| y - a).collect::<Vec<_>>())
+        .collect()
+}
+
+/// The Pi-GDM variance `r_t^2 = s^2 / (m^2 + s^2)` (variance of `x_0 | x_t` for a standard
+/// normal prior).
+pub(crate) fn pigdm_r2(ctx: &Ctx, t: f64) -> f64 {
+    let (m, s) = (ctx.p.m(t), ctx.p.s(t));
+    s * s / (m * m + s * s)
+}
+
+/// DPS.
+pub(crate) fn run_dps(
+    ctx: &Ctx,
+    obs: &Observation,
+    opts: &PosteriorOptions,
+    zeta: f64,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<f64>> {
+    if !(zeta > 0.0 && zeta.is_finite()) {
+        return Err(Error::invalid(format!("dps: zeta must be > 0, got {zeta}")));
+    }
+    let (d, n, p) = (ctx.d, opts.n, &ctx.p);
+    let dy = obs.y.len();
+    let ts = grid_with(p, opts, &[])?;
+    let steps = ts.len() - 1;
+    let mut x = ctx.initial(0, n);
+    for k in 0..steps {
+        let (t, t1) = (ts[k], ts[k + 1]);
+        let ker = Kernel::new(p, t, t1);
+        let x0 = ctx.denoise(t, &x)?;
+        let e = residuals(obs, &x0);
+        // grad_{x0} ||A x0 - y|| = A^T (A x0 - y) / ||A x0 - y||.
+        let scaled: Vec<f64> = e
+            .chunks(dy)
+            .flat_map(|row| {
+                let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+                row.iter().map(move |v| -v / norm).collect::<Vec<_>>()
+            })
+            .collect();
+        let w = obs.op.adjoint_rows(&scaled);
+        let (_, g) = ctx.denoise_vjp(t, &x, &w)?;
+        let sc = ctx.score_from_x0(t, &x, &x0);
+        let mean = ker.mean(&x, &sc);
+        let z = ctx.normals(0, k, 0, n, d);
+        let sd = ker.var.sqrt();
+        x = mean
+            .iter()
+            .zip(&z)
+            .zip(&g)
+            .map(|((m, z), g)| m + sd * z - zeta * g)
+            .collect();
+        check_finite(&x, "dps")?;
+        progress(k + 1, steps);
+    }
+    finish(ctx, opts, x)
+}
+
+fn finish(ctx: &Ctx, opts: &PosteriorOptions, x: Vec<f64>) -> Result<Vec<f64>> {
+    if opts.denoise {
+        ctx.denoise(opts.t_min, &x)
+    } else {
+        Ok(x)
+    }
+}
+
+/// Solves `M u = e` for a small symmetric positive definite `M` (`k x k`) by Cholesky,
+/// adding jitter if needed.
+fn spd_solve(k: usize, m: &mut [f64], e: &[f64]) -> Result<Vec<f64>> {
+    // Symmetrise.
+    for i in 0..k {
+        for j in 0..i {
+            let v = 0.5 * (m[i * k + j] + m[j * k + i]);
+            m[i * k + j] = v;
+            m[j * k + i] = v;
+        }
+    }
+    let tr: f64 = (0..k).map(|i| m[i * k + i].abs()).sum::<f64>() / k as f64;
+    for attempt in 0..6 {
+        let jitter = if attempt == 0 {
+            0.0
+        } else {
+            tr.max(1e-300) * 10f64.powi(attempt - 12)
+        };
+        let mut l = vec![0.0; k * k];
+        let mut ok = true;
+        'outer: for i in 0..k {
+            for j in 0..=i {
+                let mut s = m[i * k + j] + if i == j { jitter } else { 0.0 };
+                for q in 0..j {
+                    s -= l[i * k + q] * l[j * k + q];
+                }
+                if i == j {
+                    if s <= 0.0 || !s.is_finite() {
+                        ok = false;
+                        break 'outer;
+                    }
+                    l[i * k + i] = s.sqrt();
+                } else {
+                    l[i * k + j] = s / l[j * k + j];
+                }
+            }
+        }
+        if !ok {
+            continue;
+        }
+        let mut u = e.to_vec();
+        for i in 0..k {
+            for q in 0..i {
+                u[i] -= l[i * k + q] * u[q];
+            }
+            u[i] /= l[i * k + i];
+        }
+        for i in (0..k).rev() {
+            for q in i + 1..k {
+                u[i] -= l[q * k + i] * u[q];
+            }
+            u[i] /= l[i * k + i];
+        }
+        return Ok(u);
+    }
+    Err(Error::Numerical(
+        "tmpd: the projected covariance A C A^T + sigma_y^2 I is not positive definite".into(),
+    ))
+}
+
+/// Pi-GDM (`tmpd = false`) or TMPD (`tmpd = true`).
+pub(crate) fn run_gaussian(
+    ctx: &Ctx,
+    obs: &Observation,
+    opts: &PosteriorOptions,
+    tmpd: bool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<f64>> {
+    let (d, n, p) = (ctx.d, opts.n, &ctx.p);
+    let dy = obs.y.len();
+    let lik = GaussLik::new(obs)?;
+    let a = obs.op.matrix();
+    let ts = grid_with(p, opts, &[])?;
+    let steps = ts.len() - 1;
+    let mut x = ctx.initial(0, n);
+    for k in 0..steps {
+        let (t, t1) = (ts[k], ts[k + 1]);
+        let ker = Kernel::new(p, t, t1);
+        let x0 = ctx.denoise(t, &x)?;
+        let e = residuals(obs, &x0);
+        let sol: Vec<f64> = if tmpd {
+            // Rows of A J per particle: J^T a_i.
+            let (m, s) = (p.m(t), p.s(t));
+            let mut aj = vec![vec![0.0; n * d]; dy];
+            for (i, row) in aj.iter_mut().enumerate() {
+                let ai = &a[i * d..(i + 1) * d];
+                let v: Vec<f64> = (0..n).flat_map(|_| ai.iter().copied()).collect();
+                *row = ctx.denoise_vjp(t, &x, &v)?.1;
+            }
+            let c = s * s / m;
+            let mut out = vec![0.0; n * dy];
+            for j in 0..n {
+                let mut mm = vec![0.0; dy * dy];
+                for i in 0..dy {
+                    let r = &aj[i][j * d..(j + 1) * d];
+                    for q in 0..dy {
+                        let aq = &a[q * d..(q + 1) * d];
+                        mm[i * dy + q] = c * r.iter().zip(aq).map(|(u, v)| u * v).sum::<f64>();
+                    }
+                    mm[i * dy + i] += obs.sigma_y * obs.sigma_y;
+                }
+                let u = spd_solve(dy, &mut mm, &e[j * dy..(j + 1) * dy])?;
+                out[j * dy..(j + 1) * dy].copy_from_slice(&u);
+            }
+            out
+        } else {
+            let r2 = pigdm_r2(ctx, t);
+            e.chunks(dy).flat_map(|row| lik.solve(r2, row).0).collect()
+        };
+        let w = obs.op.adjoint_rows(&sol);
+        let (_, g) = ctx.denoise_vjp(t, &x, &w)?;
+        let sc = ctx.score_from_x0(t, &x, &x0);
+        let guided: Vec<f64> = sc.iter().zip(&g).map(|(a, b)| a + b).collect();
+        let mean = ker.mean(&x, &guided);
+        let z = ctx.normals(0, k, 0, n, d);
+        let sd = ker.var.sqrt();
+        x = mean.iter().zip(&z).map(|(m, z)| m + sd * z).collect();
+        check_finite(&x, if tmpd { "tmpd" } else { "pigdm" })?;
+        progress(k + 1, steps);
+    }
+    finish(ctx, opts, x)
+}
