@@ -23,6 +23,10 @@ enum BenchWhat {
     Sample(BenchSampleArgs),
     /// Training steps/s and network evaluations/s of the reference MLP (DESIGN.md §5).
     Train(BenchTrainArgs),
+    /// Deck 003's Gaussian-mixture posterior table (DESIGN.md §4): SW, weight error, time.
+    Gmm(crate::bench_posterior::BenchGmmArgs),
+    /// Deck 000's Gaussian imputation example: exact vs replacement vs SMC, convergence in N.
+    ImputeGauss(crate::bench_posterior::BenchImputeGaussArgs),
 }
 
 #[derive(Args, Debug)]
@@ -134,6 +138,8 @@ fn full_cov_mixture(d: usize) -> scoregen::Result<GaussianMixture> {
 pub fn run(a: BenchArgs, quiet: bool) -> CliResult<()> {
     match a.what {
         BenchWhat::Train(b) => bench_train(b),
+        BenchWhat::Gmm(b) => crate::bench_posterior::bench_gmm(b, quiet),
+        BenchWhat::ImputeGauss(b) => crate::bench_posterior::bench_impute_gauss(b),
         BenchWhat::Sample(b) => {
             let sampler = Sampler::from_name(&b.sampler, &SamplerParams::default())?;
             println!(

@@ -5,9 +5,11 @@
 //! failures with 1, and no output file is left behind.
 
 mod bench;
+mod bench_posterior;
 mod commands;
 mod demo;
 mod plot;
+mod posterior;
 mod progress;
 mod train;
 
@@ -34,6 +36,8 @@ enum Command {
     Sample(commands::SampleArgs),
     /// Draw exact samples from a Gaussian or Gaussian-mixture prior of a problem file.
     Exact(commands::ExactArgs),
+    /// Sample the posterior of a problem file (y = A x + sigma_y z) by any method.
+    Posterior(posterior::PosteriorArgs),
     /// Compare samples with a reference: sliced Wasserstein, energy distance, MMD, moments.
     Eval(commands::EvalArgs),
     /// Scatter / pair plot of samples (and a reference) with marginal histograms.
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train::run(a, quiet),
         Command::Sample(a) => commands::sample(a, quiet),
         Command::Exact(a) => commands::exact(a, quiet),
+        Command::Posterior(a) => posterior::posterior(a, quiet),
         Command::Eval(a) => commands::eval(a),
         Command::Plot(a) => commands::plot(a),
         Command::Demo(a) => demo::run(a, quiet),

@@ -147,7 +147,7 @@ fn finish(ctx: &Ctx, opts: &PosteriorOptions, x: Vec<f64>) -> Result<Vec<f64>> {
 
 /// Solves `M u = e` for a small symmetric positive definite `M` (`k x k`) by Cholesky,
 /// adding jitter if needed.
-fn spd_solve(k: usize, m: &mut [f64], e: &[f64]) -> Result<Vec<f64>> {
+fn spd_solve(k: usize, m: &mut [f64], e: &[f64]) -> Result<(Vec<f64>, f64)> {
     // Symmetrise.
     for i in 0..k {
         for j in 0..i {
@@ -198,11 +198,66 @@ fn spd_solve(k: usize, m: &mut [f64], e: &[f64]) -> Result<Vec<f64>> {
             }
             u[i] /= l[i * k + i];
         }
-        return Ok(u);
+        let logdet = 2.0 * (0..k).map(|i| l[i * k + i].ln()).sum::<f64>();
+        return Ok((u, logdet));
     }
     Err(Error::Numerical(
         "tmpd: the projected covariance A C A^T + sigma_y^2 I is not positive definite".into(),
     ))
+}
+
+/// TMPD's projected likelihood `N(y; A x0_hat, Sigma_t)`, `Sigma_t = (s^2/m) A J A^T +
+/// sigma_y^2 I` per particle (`J = d x0_hat / d x`, its `dy` rows `A J` by vector–Jacobian
+/// products): returns `x0_hat`, the residuals `e = y - A x0_hat`, `Sigma_t^{-1} e`
+/// (row-major `[n, dy]`) and `log det Sigma_t` per row.
+pub(crate) fn tweedie_solve(ctx: &Ctx, obs: &Observation, a: &[f64], t: f64, x: &[f64]) -> Result<Projected> {
+    let (d, p) = (ctx.d, &ctx.p);
+    let n = x.len() / d;
+    let dy = obs.y.len();
+    let (m, s) = (p.m(t), p.s(t));
+    let mut aj = vec![vec![0.0; n * d]; dy];
+    let mut x0 = Vec::new();
+    for (i, row) in aj.iter_mut().enumerate() {
+        let ai = &a[i * d..(i + 1) * d];
+        let v: Vec<f64> = (0..n).flat_map(|_| ai.iter().copied()).collect();
+        let (den, jv) = ctx.denoise_vjp(t, x, &v)?;
+        if i == 0 {
+            x0 = den;
+        }
+        *row = jv;
+    }
+    let e = residuals(obs, &x0);
+    let c = s * s / m;
+    let mut out = vec![0.0; n * dy];
+    let mut logdets = vec![0.0; n];
+    for j in 0..n {
+        let mut mm = vec![0.0; dy * dy];
+        for i in 0..dy {
+            let r = &aj[i][j * d..(j + 1) * d];
+            for q in 0..dy {
+                let aq = &a[q * d..(q + 1) * d];
+                mm[i * dy + q] = c * r.iter().zip(aq).map(|(u, v)| u * v).sum::<f64>();
+            }
+            mm[i * dy + i] += obs.sigma_y * obs.sigma_y;
+        }
+        let (u, ld) = spd_solve(dy, &mut mm, &e[j * dy..(j + 1) * dy])?;
+        out[j * dy..(j + 1) * dy].copy_from_slice(&u);
+        logdets[j] = ld;
+    }
+    Ok(Projected {
+        x0,
+        e,
+        sol: out,
+        logdet: logdets,
+    })
+}
+
+/// The output of [`tweedie_solve`].
+pub(crate) struct Projected {
+    pub x0: Vec<f64>,
+    pub e: Vec<f64>,
+    pub sol: Vec<f64>,
+    pub logdet: Vec<f64>,
 }
 
 /// Pi-GDM (`tmpd = false`) or TMPD (`tmpd = true`).
@@ -223,36 +278,15 @@ pub(crate) fn run_gaussian(
     for k in 0..steps {
         let (t, t1) = (ts[k], ts[k + 1]);
         let ker = Kernel::new(p, t, t1);
-        let x0 = ctx.denoise(t, &x)?;
-        let e = residuals(obs, &x0);
-        let sol: Vec<f64> = if tmpd {
-            // Rows of A J per particle: J^T a_i.
-            let (m, s) = (p.m(t), p.s(t));
-            let mut aj = vec![vec![0.0; n * d]; dy];
-            for (i, row) in aj.iter_mut().enumerate() {
-                let ai = &a[i * d..(i + 1) * d];
-                let v: Vec<f64> = (0..n).flat_map(|_| ai.iter().copied()).collect();
-                *row = ctx.denoise_vjp(t, &x, &v)?.1;
-            }
-            let c = s * s / m;
-            let mut out = vec![0.0; n * dy];
-            for j in 0..n {
-                let mut mm = vec![0.0; dy * dy];
-                for i in 0..dy {
-                    let r = &aj[i][j * d..(j + 1) * d];
-                    for q in 0..dy {
-                        let aq = &a[q * d..(q + 1) * d];
-                        mm[i * dy + q] = c * r.iter().zip(aq).map(|(u, v)| u * v).sum::<f64>();
-                    }
-                    mm[i * dy + i] += obs.sigma_y * obs.sigma_y;
-                }
-                let u = spd_solve(dy, &mut mm, &e[j * dy..(j + 1) * dy])?;
-                out[j * dy..(j + 1) * dy].copy_from_slice(&u);
-            }
-            out
+        let (x0, sol) = if tmpd {
+            let pr = tweedie_solve(ctx, obs, &a, t, &x)?;
+            (pr.x0, pr.sol)
         } else {
+            let x0 = ctx.denoise(t, &x)?;
+            let e = residuals(obs, &x0);
             let r2 = pigdm_r2(ctx, t);
-            e.chunks(dy).flat_map(|row| lik.solve(r2, row).0).collect()
+            let sol = e.chunks(dy).flat_map(|row| lik.solve(r2, row).0).collect();
+            (x0, sol)
         };
         let w = obs.op.adjoint_rows(&sol);
         let (_, g) = ctx.denoise_vjp(t, &x, &w)?;

@@ -69,6 +69,57 @@ impl Observation {
         Ok(())
     }
 
+    /// The observation in the coordinates `z = (x - mean) / std` a trained model works in
+    /// (`x = mean + D z`, `D = diag(std)`): `y - A mean = A D z + sigma_y eps`. A mask stays a
+    /// mask when `sigma_y = 0` or when the observed scales are equal (then
+    /// `y' = (y - mean_obs) / std`, `sigma_y' = sigma_y / std`); otherwise the operator
+    /// becomes the dense `A D`.
+    pub fn normalised(&self, mean: &[f64], std: &[f64]) -> Result<Observation> {
+        let (dy, dx) = self.op.shape();
+        if mean.len() != dx || std.len() != dx {
+            return Err(Error::invalid(format!(
+                "the model has dimension {}, the operator acts on {dx}",
+                mean.len()
+            )));
+        }
+        if let Operator::Mask { observed, dim } = &self.op {
+            let s0 = observed.first().map(|&i| std[i]).unwrap_or(1.0);
+            let equal = observed.iter().all(|&i| (std[i] - s0).abs() <= 1e-12 * s0);
+            if self.sigma_y == 0.0 || equal {
+                return Ok(Observation {
+                    op: Operator::Mask {
+                        dim: *dim,
+                        observed: observed.clone(),
+                    },
+                    y: observed
+                        .iter()
+                        .zip(&self.y)
+                        .map(|(&i, y)| (y - mean[i]) / std[i])
+                        .collect(),
+                    sigma_y: self.sigma_y / s0,
+                });
+            }
+        }
+        let a = self.op.matrix();
+        let mut ad = a.clone();
+        let mut y = self.y.clone();
+        for i in 0..dy {
+            for j in 0..dx {
+                ad[i * dx + j] *= std[j];
+                y[i] -= a[i * dx + j] * mean[j];
+            }
+        }
+        Ok(Observation {
+            op: Operator::Dense {
+                rows: dy,
+                cols: dx,
+                a: ad,
+            },
+            y,
+            sigma_y: self.sigma_y,
+        })
+    }
+
     pub(crate) fn mask(&self) -> Option<&[usize]> {
         match &self.op {
             Operator::Mask { observed, .. } => Some(observed),

@@ -404,6 +404,21 @@ impl Problem {
             ))),
         }
     }
+
+    /// The observation `y = A x + sigma_y z` of the problem (`sigma_y` defaults to 0); an
+    /// error if the file has no operator or no `y`.
+    pub fn observation(&self) -> Result<super::Observation> {
+        match (&self.operator, &self.y) {
+            (Some(op), Some(y)) => Ok(super::Observation {
+                op: op.clone(),
+                y: y.clone(),
+                sigma_y: self.sigma_y.unwrap_or(0.0),
+            }),
+            _ => Err(Error::invalid(
+                "the problem file needs an \"operator\" and \"y\" for posterior sampling",
+            )),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -470,70 +470,78 @@ impl GaussianMixture {
             .collect();
         let mut score = vec![0.0; n * d];
         let mut hv = vec![0.0; n * d];
+        const ROWS: usize = 64;
         score
-            .par_chunks_mut(d)
-            .zip(hv.par_chunks_mut(d))
-            .zip(x.par_chunks(d).zip(v.par_chunks(d)))
-            .for_each(|((sc, hr), (xr, vr))| {
+            .par_chunks_mut(ROWS * d)
+            .zip(hv.par_chunks_mut(ROWS * d))
+            .zip(x.par_chunks(ROWS * d).zip(v.par_chunks(ROWS * d)))
+            .for_each(|((scc, hrc), (xc, vc))| {
                 let mut c = vec![0.0; d];
                 let mut z = vec![0.0; d];
                 let mut gk = vec![0.0; kk * d]; // component scores, original basis
                 let mut pv = vec![0.0; kk * d]; // P_k v, original basis
                 let mut lk = vec![0.0; kk];
                 let mut tmp = vec![0.0; d];
-                for (k, comp) in self.comps.iter().enumerate() {
-                    for i in 0..d {
-                        c[i] = xr[i] - m * comp.mean[i];
-                    }
-                    match &comp.q {
-                        Some(q) => matvec_t(d, d, q, &c, &mut z),
-                        None => z.copy_from_slice(&c),
-                    }
-                    let mut quad = 0.0;
-                    for i in 0..d {
-                        quad += z[i] * z[i] / var[k][i];
-                        z[i] /= var[k][i];
-                    }
-                    lk[k] = lnorm[k] - 0.5 * quad;
-                    let g = &mut gk[k * d..(k + 1) * d];
-                    match &comp.q {
-                        Some(q) => {
-                            matvec(d, d, q, &z, &mut tmp);
-                            for i in 0..d {
-                                g[i] = -tmp[i];
-                            }
-                            matvec_t(d, d, q, vr, &mut z);
-                            for i in 0..d {
-                                z[i] /= var[k][i];
-                            }
-                            matvec(d, d, q, &z, &mut pv[k * d..(k + 1) * d]);
+                for (((sc, hr), xr), vr) in scc
+                    .chunks_mut(d)
+                    .zip(hrc.chunks_mut(d))
+                    .zip(xc.chunks(d))
+                    .zip(vc.chunks(d))
+                {
+                    for (k, comp) in self.comps.iter().enumerate() {
+                        for i in 0..d {
+                            c[i] = xr[i] - m * comp.mean[i];
                         }
-                        None => {
-                            for i in 0..d {
-                                g[i] = -z[i];
-                                pv[k * d + i] = vr[i] / var[k][i];
+                        match &comp.q {
+                            Some(q) => matvec_t(d, d, q, &c, &mut z),
+                            None => z.copy_from_slice(&c),
+                        }
+                        let mut quad = 0.0;
+                        for i in 0..d {
+                            quad += z[i] * z[i] / var[k][i];
+                            z[i] /= var[k][i];
+                        }
+                        lk[k] = lnorm[k] - 0.5 * quad;
+                        let g = &mut gk[k * d..(k + 1) * d];
+                        match &comp.q {
+                            Some(q) => {
+                                matvec(d, d, q, &z, &mut tmp);
+                                for i in 0..d {
+                                    g[i] = -tmp[i];
+                                }
+                                matvec_t(d, d, q, vr, &mut z);
+                                for i in 0..d {
+                                    z[i] /= var[k][i];
+                                }
+                                matvec(d, d, q, &z, &mut pv[k * d..(k + 1) * d]);
+                            }
+                            None => {
+                                for i in 0..d {
+                                    g[i] = -z[i];
+                                    pv[k * d + i] = vr[i] / var[k][i];
+                                }
                             }
                         }
                     }
-                }
-                let lse = log_sum_exp(&lk);
-                sc.iter_mut().for_each(|v| *v = 0.0);
-                hr.iter_mut().for_each(|v| *v = 0.0);
-                for k in 0..kk {
-                    let r = (lk[k] - lse).exp();
-                    if r == 0.0 {
-                        continue;
+                    let lse = log_sum_exp(&lk);
+                    sc.iter_mut().for_each(|v| *v = 0.0);
+                    hr.iter_mut().for_each(|v| *v = 0.0);
+                    for k in 0..kk {
+                        let r = (lk[k] - lse).exp();
+                        if r == 0.0 {
+                            continue;
+                        }
+                        let g = &gk[k * d..(k + 1) * d];
+                        let gv: f64 = g.iter().zip(vr).map(|(a, b)| a * b).sum();
+                        for i in 0..d {
+                            sc[i] += r * g[i];
+                            hr[i] += r * (g[i] * gv - pv[k * d + i]);
+                        }
                     }
-                    let g = &gk[k * d..(k + 1) * d];
-                    let gv: f64 = g.iter().zip(vr).map(|(a, b)| a * b).sum();
+                    let gv: f64 = sc.iter().zip(vr).map(|(a, b)| a * b).sum();
                     for i in 0..d {
-                        sc[i] += r * g[i];
-                        hr[i] += r * (g[i] * gv - pv[k * d + i]);
+                        hr[i] -= sc[i] * gv;
                     }
-                }
-                let gv: f64 = sc.iter().zip(vr).map(|(a, b)| a * b).sum();
-                for i in 0..d {
-                    hr[i] -= sc[i] * gv;
                 }
             });
         Ok((score, hv))
