@@ -454,6 +454,9 @@ impl GaussianMixture {
         if v.len() != x.len() {
             return Err(Error::invalid("score_hvp_diffused: x and v differ in shape"));
         }
+        if self.comps.iter().all(|c| c.q.is_none()) {
+            return Ok(self.hvp_axis_aligned(m, s, x, v));
+        }
         let d = self.d;
         let kk = self.comps.len();
         let s2 = s * s;
@@ -545,6 +548,50 @@ impl GaussianMixture {
                 }
             });
         Ok((score, hv))
+    }
+
+    /// [`Self::score_hvp_diffused`] for axis-aligned components by dense products: with
+    /// `A = 1/V`, `B = m mu / V` (`K x d`), responsibilities `R` and `C_k = g_k . v`
+    /// (`C = v B^T - (x * v) A^T`), `H v = (R*C) B - x * ((R*C) A) - v * (R A) - g (g . v)`.
+    fn hvp_axis_aligned(&self, m: f64, s: f64, x: &[f64], v: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let d = self.d;
+        let kk = self.comps.len();
+        let n = x.len() / d;
+        let mut score = vec![0.0; n * d];
+        let mut lr = vec![0.0; n * kk];
+        self.eval_axis_aligned(m, s, x, Some(&mut score), Some(&mut lr));
+        let mut a = vec![0.0; kk * d];
+        let mut b = vec![0.0; kk * d];
+        for (k, comp) in self.comps.iter().enumerate() {
+            for i in 0..d {
+                let var = m * m * comp.lam[i] + s * s;
+                a[k * d + i] = 1.0 / var;
+                b[k * d + i] = m * comp.mean[i] / var;
+            }
+        }
+        let xv: Vec<f64> = x.iter().zip(v).map(|(p, q)| p * q).collect();
+        let mut c = vec![0.0; n * kk];
+        gemm_abt(&mut c, v, &b, (n, d, kk), 1.0, false);
+        gemm_abt(&mut c, &xv, &a, (n, d, kk), -1.0, true);
+        let r: Vec<f64> = lr.iter().map(|l| l.exp()).collect();
+        let w: Vec<f64> = r.iter().zip(&c).map(|(p, q)| p * q).collect();
+        let mut hv = vec![0.0; n * d];
+        gemm_ab(&mut hv, &w, &b, (n, kk, d), 1.0, false);
+        let mut wa = vec![0.0; n * d];
+        gemm_ab(&mut wa, &w, &a, (n, kk, d), 1.0, false);
+        let mut ra = vec![0.0; n * d];
+        gemm_ab(&mut ra, &r, &a, (n, kk, d), 1.0, false);
+        hv.par_chunks_mut(d)
+            .zip(score.par_chunks(d))
+            .zip(x.par_chunks(d).zip(v.par_chunks(d)))
+            .zip(wa.par_chunks(d).zip(ra.par_chunks(d)))
+            .for_each(|(((h, g), (xr, vr)), (war, rar))| {
+                let gv: f64 = g.iter().zip(vr).map(|(p, q)| p * q).sum();
+                for i in 0..d {
+                    h[i] += -xr[i] * war[i] - vr[i] * rar[i] - g[i] * gv;
+                }
+            });
+        (score, hv)
     }
 
     /// Log responsibilities `log P(component k | x)` (row-major `[n, K]`) under the law of
