@@ -26,7 +26,7 @@ pub struct PosteriorArgs {
     /// Problem file (JSON): prior (mixture, Gaussian or trained model), operator, y, sigma_y.
     #[arg(long)]
     pub problem: PathBuf,
-    /// exact, replacement, smc-impute, mcgdiff, tds, dps, pigdm, tmpd, ddrm.
+    /// exact, replacement, smc-impute, mcgdiff, tds, dps, pigdm, tmpd, ddrm, dcps.
     #[arg(long)]
     pub method: String,
     /// Posterior samples to write.
@@ -68,6 +68,12 @@ pub struct PosteriorArgs {
     /// Replacement: RePaint resampling repetitions per step (1 = none).
     #[arg(long, default_value_t = 1)]
     pub jumps: usize,
+    /// DCPS: number of blocks L.
+    #[arg(long, default_value_t = 4)]
+    pub blocks: usize,
+    /// DCPS: tamed Langevin steps at the start of each block (deck 003's DCPS50 / DCPS500).
+    #[arg(long, default_value_t = 50)]
+    pub langevin: usize,
 }
 
 impl PosteriorArgs {
@@ -81,6 +87,10 @@ impl PosteriorArgs {
                 *eta_b = self.eta_b;
             }
             Method::Replacement { jumps } => *jumps = self.jumps,
+            Method::Dcps(dc) => {
+                dc.blocks = self.blocks;
+                dc.langevin = self.langevin;
+            }
             _ => {}
         }
         Ok(m)

@@ -300,7 +300,7 @@ fn every_method_runs_and_is_reproducible() {
         y: vec![3.0],
         sigma_y: 0.5,
     };
-    for m in ["mcgdiff", "tds", "dps", "pigdm", "tmpd", "ddrm"] {
+    for m in ["mcgdiff", "tds", "dps", "pigdm", "tmpd", "ddrm", "dcps"] {
         let method: Method = m.parse().unwrap();
         let opts = PosteriorOptions {
             n: 50,

@@ -3,6 +3,7 @@
 //! This layer owns the problem file format ([`problem`]); operators, the exact posterior
 //! of Gaussian-mixture priors and the posterior samplers build on it.
 
+pub mod dcps;
 mod ddrm;
 pub mod exact;
 mod guidance;
@@ -14,6 +15,7 @@ mod replacement;
 mod smc_impute;
 mod tds;
 
+pub use dcps::DcpsOptions;
 pub use exact::ExactPosterior;
 pub use operator::SvdForm;
 pub use posterior::{sample_posterior, Kernel, Method, Observation, PosteriorOptions, PosteriorReport, METHOD_NAMES};

@@ -19,6 +19,7 @@
 //! | `pigdm` | guidance | Song et al. 2023: score of `N(y; A x0_hat, r_t^2 A A^T + sigma_y^2 I)` |
 //! | `tmpd` | guidance | Boys et al. 2023: score of `N(y; A x0_hat, A C_t A^T + sigma_y^2 I)`, `C_t = (s^2/m) d x0_hat/d x` |
 //! | `ddrm` | SVD | Kawar et al. 2022, spectral updates with `eta`, `eta_b` |
+//! | `dcps` | blocks | Janati et al. 2024: tamed ULA + Gaussian variational steps per block |
 //!
 //! The SMC methods run `ceil(n / particles)` independent particle systems and return the
 //! final population of each, resampled to equal weights: their error goes to zero as the
@@ -155,6 +156,8 @@ pub enum Method {
     Pigdm,
     /// Tweedie moment projected diffusion (Boys et al. 2023), exact denoiser Jacobian.
     Tmpd,
+    /// Divide-and-conquer posterior sampling (Janati et al. 2024, deck 003).
+    Dcps(super::dcps::DcpsOptions),
     /// Denoising diffusion restoration models (Kawar et al. 2022).
     Ddrm {
         /// Stochasticity of the unobserved directions (paper: 0.85).
@@ -175,6 +178,7 @@ pub const METHOD_NAMES: &[&str] = &[
     "pigdm",
     "tmpd",
     "ddrm",
+    "dcps",
 ];
 
 impl std::str::FromStr for Method {
@@ -190,6 +194,7 @@ impl std::str::FromStr for Method {
             "pigdm" => Method::Pigdm,
             "tmpd" => Method::Tmpd,
             "ddrm" => Method::Ddrm { eta: 0.85, eta_b: 1.0 },
+            "dcps" => Method::Dcps(super::dcps::DcpsOptions::default()),
             other => {
                 return Err(Error::invalid(format!(
                     "unknown posterior method '{other}' (expected one of: {})",
@@ -213,6 +218,7 @@ impl Method {
             Method::Pigdm => "pigdm",
             Method::Tmpd => "tmpd",
             Method::Ddrm { .. } => "ddrm",
+            Method::Dcps(_) => "dcps",
         }
     }
 
@@ -492,6 +498,7 @@ pub fn sample_posterior(
             Method::Pigdm => super::guidance::run_gaussian(&ctx, obs, opts, false, progress)?,
             Method::Tmpd => super::guidance::run_gaussian(&ctx, obs, opts, true, progress)?,
             Method::Ddrm { eta, eta_b } => super::ddrm::run(&ctx, obs, opts, *eta, *eta_b, progress)?,
+            Method::Dcps(dc) => super::dcps::run(&ctx, obs, opts, *dc, progress)?,
             _ => unreachable!("not smc"),
         };
         Ok(PosteriorReport {
