@@ -8,6 +8,7 @@ mod bench;
 mod bench_posterior;
 mod commands;
 mod demo;
+mod ebm;
 mod plot;
 mod posterior;
 mod progress;
@@ -46,6 +47,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Benchmarks that print numbers (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Energy-based models: an RBM by CD-k, or an energy network by CD / score matching + Langevin.
+    Ebm(ebm::EbmArgs),
 }
 
 /// A CLI error: a one-line message and whether it is the user's input (exit 2).
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
         Command::Plot(a) => commands::plot(a),
         Command::Demo(a) => demo::run(a, quiet),
         Command::Bench(a) => bench::run(a, quiet),
+        Command::Ebm(a) => ebm::run(a, quiet),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use scoregen::data::{self, builtin};
-use scoregen::nn::{train, MlpConfig, TimeSampling, TrainConfig, TrainSetup};
+use scoregen::nn::{train, Loss, MlpConfig, TimeSampling, TrainConfig, TrainSetup};
 use scoregen::sample::default_process;
 use scoregen::score::Parametrisation;
 
@@ -49,6 +49,10 @@ pub struct TrainArgs {
     /// Peak learning rate (AdamW; warm-up then cosine decay).
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    /// Loss: dsm (denoising), ssm (sliced), esm (exact; d JVPs a step) or ncsn (DSM over a
+    /// geometric ladder of 10 noise levels).
+    #[arg(long, default_value = "dsm")]
+    pub loss: String,
     /// Training-time sampling: uniform, logsnr or mixed.
     #[arg(long, default_value = "mixed")]
     pub time_sampling: String,
@@ -90,6 +94,7 @@ fn labels_from(t: &Tensor, what: &str) -> CliResult<Vec<u32>> {
 /// `scoregen train`.
 pub fn run(a: TrainArgs, quiet: bool) -> CliResult<()> {
     let param: Parametrisation = a.param.parse()?;
+    let _: Loss = a.loss.parse()?;
     let time_sampling: TimeSampling = a.time_sampling.parse()?;
     let (x, mut labels, n_classes) = match builtin::parse_data_arg(&a.data) {
         Some(name) => {
@@ -167,6 +172,7 @@ fn train_on(
         lr: a.lr,
         checkpoint_every: a.checkpoint_every,
         seed: a.seed,
+        loss: a.loss.parse()?,
         ..Default::default()
     };
     let setup = TrainSetup {

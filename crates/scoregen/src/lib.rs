@@ -35,6 +35,7 @@ pub mod error;
 pub mod inverse;
 pub mod io;
 pub mod linalg;
+pub mod mcmc;
 pub mod metrics;
 pub mod nn;
 pub mod process;

@@ -143,9 +143,15 @@ impl Mlp {
         &self.names
     }
 
-    fn var(&self, name: &str) -> &Tensor {
+    /// The parameter `name` (one of [`Mlp::names`]) as a tensor.
+    pub(crate) fn var(&self, name: &str) -> &Tensor {
         let i = self.names.iter().position(|n| n == name).expect("parameter exists");
         self.vars[i].as_tensor()
+    }
+
+    /// The Fourier frequencies `w_k` as a `[1, fourier / 2]` tensor.
+    pub(crate) fn freqs(&self) -> &Tensor {
+        &self.freqs
     }
 
     /// The output for `x` (`[n, d]`) at normalised times `tau = t / T` (`[n, 1]`) and

@@ -5,16 +5,29 @@
 //! * [`loss`]: denoising score matching (deck 001) in the score / eps / x0 parametrisations;
 //! * [`train`]: Adam with warm-up and cosine decay, gradient clipping, EMA, validation,
 //!   atomic checkpoints and exact resume;
-//! * [`model`]: a trained network as a [`crate::score::Score`], with its data normalisation.
+//! * [`model`]: a trained network as a [`crate::score::Score`], with its data normalisation;
+//! * [`jvp`]: explicit Jacobian-vector products of the MLP (candle's second backward is wrong);
+//! * [`score_matching`]: sliced, exact and NCSN noise-conditional score matching (deck 002);
+//! * [`energy`]: energy networks `f_theta(t, x)` with explicit input gradients and
+//!   Hessian-vector products, as a [`crate::score::Score`];
+//! * [`ebm`]: contrastive-divergence and score-matching training of energy models (deck 002);
+//! * [`rbm`]: the Bernoulli restricted Boltzmann machine trained by CD-k (deck 002).
 //!
 //! Parameters are initialised from [`crate::rng::Noise`] streams, so training is
 //! bit-reproducible for a seed on the CPU.
 
+pub mod ebm;
+pub mod energy;
+pub mod jvp;
 pub mod loss;
 pub mod mlp;
 pub mod model;
+pub mod rbm;
+pub mod score_matching;
 pub mod train;
 
+pub use energy::{EnergyConfig, EnergyNet, EnergyScore};
 pub use mlp::{Mlp, MlpConfig};
 pub use model::LearnedScore;
+pub use score_matching::Loss;
 pub use train::{load_model, train, CheckpointMeta, TimeSampling, TrainConfig, TrainProgress, TrainReport, TrainSetup};

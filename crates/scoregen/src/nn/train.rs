@@ -1,4 +1,4 @@
-//! The trainer: denoising score matching with AdamW, linear warm-up then cosine decay of the
+//! The trainer: denoising score matching (or sliced / exact / NCSN score matching, [`TrainConfig::loss`]) with AdamW, linear warm-up then cosine decay of the
 //! learning rate, global-norm gradient clipping, an exponential moving average (EMA) of the
 //! weights (used for sampling), a held-out validation loss, periodic atomic checkpoints and
 //! exact resume.
@@ -21,9 +21,9 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::loss::dsm_loss;
 use super::mlp::{Mlp, MlpConfig};
 use super::model::{LearnedScore, Normalisation};
+use super::score_matching::{Loss, LossBatch};
 use crate::io::write_atomic;
 use crate::process::Process;
 use crate::rng::{stream, Noise, Purpose};
@@ -88,6 +88,9 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Seed of initialisation, split and every training draw.
     pub seed: u64,
+    /// The loss: DSM (default), SSM, ESM or NCSN ([`super::score_matching`]).
+    #[serde(default)]
+    pub loss: Loss,
 }
 
 impl Default for TrainConfig {
@@ -108,6 +111,7 @@ impl Default for TrainConfig {
             eval_every: 500,
             checkpoint_every: 1000,
             seed: 0,
+            loss: Loss::Dsm,
         }
     }
 }
@@ -406,7 +410,16 @@ pub fn train(
             }
             None => None,
         };
-        let loss = dsm_loss(&st.net, &process, &x0, &t, &eps, classes.as_ref())?;
+        let batch = LossBatch {
+            x0: &x0,
+            t: &t,
+            eps: &eps,
+            classes: classes.as_ref(),
+            t_min: cfg.t_min,
+            noise: &noise,
+            index: k,
+        };
+        let loss = cfg.loss.eval(&st.net, &process, &batch)?;
         let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !loss_v.is_finite() {
             return Err(Error::Numerical(format!(
@@ -460,7 +473,16 @@ pub fn train(
         if let Some((xv, tv, ev, cv)) = &val {
             if st.step % cfg.eval_every == 0 || st.step == cfg.steps {
                 let ema_net = Mlp::with_values(arch.clone(), &st.ema, &device)?;
-                let l = dsm_loss(&ema_net, &process, xv, tv, ev, cv.as_ref())?;
+                let batch = LossBatch {
+                    x0: xv,
+                    t: tv,
+                    eps: ev,
+                    classes: cv.as_ref(),
+                    t_min: cfg.t_min,
+                    noise: &noise,
+                    index: 1 << 44,
+                };
+                let l = cfg.loss.eval(&ema_net, &process, &batch)?;
                 st.val_loss = Some(l.to_dtype(DType::F64)?.to_scalar::<f64>()?);
             }
         }

@@ -1,0 +1,426 @@
+//! `scoregen ebm`: energy-based models (deck 002) — a Bernoulli RBM trained by CD-k on
+//! binarised images, or an energy network trained by contrastive divergence or score
+//! matching and sampled by Langevin dynamics.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use clap::Args;
+use scoregen::data::{self, builtin};
+use scoregen::mcmc::{annealed_langevin, mala, ula, EnergyTarget, LangevinOptions};
+use scoregen::nn::ebm::{train_cd, train_energy_sm, CdConfig, SmConfig, SmMethod};
+use scoregen::nn::energy::{save_energy, EnergyMeta};
+use scoregen::nn::model::Normalisation;
+use scoregen::nn::rbm::{binarise, train_rbm, RbmConfig};
+use scoregen::nn::score_matching::SigmaLadder;
+use scoregen::nn::{EnergyConfig, EnergyNet, EnergyScore};
+use scoregen::rng::{stream, Noise, Purpose};
+
+use crate::plot::{image_grid, pair_plot, Series};
+use crate::progress::bar;
+use crate::{CliError, CliResult};
+
+/// `scoregen ebm`.
+#[derive(Args, Debug)]
+pub struct EbmArgs {
+    /// The model: `rbm` (Bernoulli RBM, CD-k) or `energy` (energy network + Langevin).
+    #[arg(long)]
+    pub model: String,
+    /// Training data: FILE.npy, FILE.csv, or builtin:NAME (e.g. builtin:digits for rbm,
+    /// builtin:gmm25 for energy).
+    #[arg(long)]
+    pub data: String,
+    /// Output directory (created; must not hold a previous run's model).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Points drawn from a synthetic built-in set.
+    #[arg(long, default_value_t = 10_000)]
+    pub n: usize,
+    /// Seed of everything.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Hidden units (rbm, default 128) or hidden width (energy, default 128).
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// rbm: Gibbs steps k of CD-k.
+    #[arg(long, default_value_t = 1)]
+    pub k: usize,
+    /// rbm: epochs.
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    /// rbm: pixels >= threshold are 1 (data scaled to [0, 1]; digits: 8 of 16 = 0.5).
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f64,
+    /// rbm: Gibbs sweeps for the samples.
+    #[arg(long, default_value_t = 1000)]
+    pub gibbs_steps: usize,
+    /// energy: training, `cd` (contrastive divergence, SGLD negatives from a replay buffer),
+    /// `ssm` (sliced score matching) or `dsm` (noise-conditional DSM over a VE sigma ladder).
+    #[arg(long, default_value = "cd")]
+    pub train: String,
+    /// energy: sampler, `ula`, `mala` or `ald` (annealed Langevin; needs --train dsm).
+    #[arg(long, default_value = "mala")]
+    pub sampler: String,
+    /// energy: hidden layers.
+    #[arg(long, default_value_t = 3)]
+    pub depth: usize,
+    /// energy: optimiser steps.
+    #[arg(long, default_value_t = 2000)]
+    pub steps: usize,
+    /// energy: batch size.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Learning rate (default: rbm 0.05, energy 1e-3).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// energy, cd: SGLD steps K per optimiser step.
+    #[arg(long, default_value_t = 20)]
+    pub sgld_steps: usize,
+    /// energy, cd: SGLD step size (noise sqrt(2 eps)); on normalised data.
+    #[arg(long, default_value_t = 2e-3)]
+    pub sgld_step: f64,
+    /// energy: Langevin steps of the sampler (ald: in total over 10 levels).
+    #[arg(long, default_value_t = 1000)]
+    pub langevin_steps: usize,
+    /// energy: Langevin step size for ula / mala, on normalised data (ald: 0.2 sigma_L^2).
+    #[arg(long, default_value_t = 1e-3)]
+    pub langevin_step: f64,
+    /// Samples to draw (rbm: images in the grid).
+    #[arg(long)]
+    pub samples: Option<usize>,
+}
+
+fn err(e: candle_core::Error) -> CliError {
+    scoregen::Error::from(e).into()
+}
+
+/// `scoregen ebm`.
+pub fn run(a: EbmArgs, quiet: bool) -> CliResult<()> {
+    match a.model.as_str() {
+        "rbm" => run_rbm(a, quiet),
+        "energy" => run_energy(a, quiet),
+        other => Err(CliError::user(format!(
+            "unknown --model '{other}' (expected rbm, energy)"
+        ))),
+    }
+}
+
+fn load(a: &EbmArgs) -> CliResult<(Tensor, Option<(usize, usize)>)> {
+    match builtin::parse_data_arg(&a.data) {
+        Some(name) => {
+            let ds = builtin::load(name, Some(a.n), a.seed)?;
+            Ok((ds.x, ds.image_shape))
+        }
+        None => Ok((data::read_points(&a.data)?, None)),
+    }
+}
+
+/// The output directory must be new or hold no previous model.
+fn check_out(out: &Path, model_file: &str) -> CliResult<()> {
+    if out.join(model_file).exists() {
+        return Err(CliError::user(format!(
+            "{}: a model is already there (choose another --out)",
+            out.display()
+        )));
+    }
+    if out.exists() && !out.is_dir() {
+        return Err(CliError::user(format!("{}: not a directory", out.display())));
+    }
+    Ok(())
+}
+
+fn make_out(out: &Path) -> CliResult<()> {
+    std::fs::create_dir_all(out).map_err(|e| CliError::user(format!("{}: cannot create directory: {e}", out.display())))
+}
+
+fn run_rbm(a: EbmArgs, quiet: bool) -> CliResult<()> {
+    check_out(&a.out, "rbm.json")?;
+    if !(0.0..=1.0).contains(&a.threshold) {
+        return Err(CliError::user(format!(
+            "--threshold must be in [0, 1], got {}",
+            a.threshold
+        )));
+    }
+    let n_samples = a.samples.unwrap_or(64);
+    if n_samples == 0 {
+        return Err(CliError::user("--samples must be positive"));
+    }
+    let (x, shape) = load(&a)?;
+    let (n, d) = x.dims2().map_err(err)?;
+    let raw: Vec<f64> = x
+        .to_dtype(DType::F64)
+        .and_then(|x| x.flatten_all())
+        .and_then(|x| x.to_vec1())
+        .map_err(err)?;
+    if let Some(i) = raw.iter().position(|v| !(0.0..=1.0).contains(v)) {
+        return Err(CliError::user(format!(
+            "{}: value {} (row {}, column {}) outside [0, 1]; the RBM needs pixels scaled to [0, 1]",
+            a.data,
+            raw[i],
+            i / d + 1,
+            i % d + 1
+        )));
+    }
+    let v = binarise(&raw, a.threshold);
+    let cfg = RbmConfig {
+        hidden: a.hidden.unwrap_or(128),
+        k: a.k,
+        epochs: a.epochs,
+        lr: a.lr.unwrap_or(0.05),
+        seed: a.seed,
+        ..Default::default()
+    };
+    if !quiet {
+        eprintln!(
+            "RBM: {n} x {d} binary (threshold {}), {} hidden, CD-{}, {} epochs",
+            a.threshold, cfg.hidden, cfg.k, cfg.epochs
+        );
+    }
+    let started = Instant::now();
+    let (rbm, rep) = train_rbm(&v, d, &cfg, &mut |e, r| {
+        println!("epoch {e}: reconstruction error {r:.5}")
+    })?;
+    // Gibbs samples from uniform random binary states.
+    let u = Noise::new(a.seed).uniforms(stream(Purpose::Init, 0), n_samples * d);
+    let v0: Vec<f64> = u.iter().map(|&u| if u <= 0.5 { 1.0 } else { 0.0 }).collect();
+    let (_, pv) = rbm.gibbs(&v0, a.gibbs_steps, a.seed)?;
+    make_out(&a.out)?;
+    rbm.save(&a.out.join("rbm.json"))?;
+    let samples = Tensor::from_vec(pv.clone(), (n_samples, d), &Device::Cpu).map_err(err)?;
+    data::write_points(a.out.join("samples.npy"), &samples)?;
+    let (h, w) = shape.unwrap_or_else(|| {
+        let s = (d as f64).sqrt().round() as usize;
+        if s * s == d {
+            (s, s)
+        } else {
+            (1, d)
+        }
+    });
+    let png = a.out.join("samples.png");
+    image_grid(
+        &png,
+        &pv,
+        h,
+        w,
+        8,
+        &format!("RBM Gibbs samples, p(v | h) after {} sweeps", a.gibbs_steps),
+    )
+    .map_err(CliError::user)?;
+    println!(
+        "trained in {:.1}s: error at epoch 1 {:.5} (untrained {:.5}), at the end {:.5}; wrote rbm.json, samples.npy, \
+         samples.png in {}",
+        started.elapsed().as_secs_f64(),
+        rep.recon_error[0],
+        rep.initial_recon_error,
+        rep.recon_error.last().copied().unwrap_or(f64::NAN),
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn run_energy(a: EbmArgs, quiet: bool) -> CliResult<()> {
+    check_out(&a.out, "model")?;
+    let train = a.train.as_str();
+    if !matches!(train, "cd" | "ssm" | "dsm") {
+        return Err(CliError::user(format!(
+            "unknown --train '{train}' (expected cd, ssm, dsm)"
+        )));
+    }
+    let sampler = a.sampler.as_str();
+    if !matches!(sampler, "ula" | "mala" | "ald") {
+        return Err(CliError::user(format!(
+            "unknown --sampler '{sampler}' (expected ula, mala, ald)"
+        )));
+    }
+    if sampler == "ald" && train != "dsm" {
+        return Err(CliError::user(
+            "--sampler ald needs a noise-conditional energy (--train dsm)",
+        ));
+    }
+    if !(a.langevin_step.is_finite() && a.langevin_step > 0.0) || a.langevin_steps == 0 {
+        return Err(CliError::user(
+            "--langevin-step must be positive and --langevin-steps >= 1",
+        ));
+    }
+    let n_samples = a.samples.unwrap_or(2000);
+    if n_samples == 0 {
+        return Err(CliError::user("--samples must be positive"));
+    }
+    let (x, _) = load(&a)?;
+    let (n, d) = x.dims2().map_err(err)?;
+    let norm = Normalisation::fit(&x)?;
+    let z = norm.normalise(&x.to_dtype(DType::F64).map_err(err)?)?;
+    let zmax: f64 = z
+        .abs()
+        .and_then(|t| t.max_all())
+        .and_then(|t| t.to_scalar())
+        .map_err(err)?;
+    if !zmax.is_finite() {
+        return Err(CliError::user(format!("{}: data contain NaN or infinity", a.data)));
+    }
+    let arch = EnergyConfig {
+        dim: d,
+        hidden: a.hidden.unwrap_or(128),
+        depth: a.depth,
+        fourier: 16,
+    };
+    let net = EnergyNet::new(arch, a.seed, DType::F32, &Device::Cpu)?;
+    let z32 = z.to_dtype(DType::F32).map_err(err)?;
+    let lr = a.lr.unwrap_or(1e-3);
+    let box_r = 1.2 * zmax;
+    let (sigma_min, sigma_max, levels) = (0.03, (3.0f64).max(zmax), 10);
+    if !quiet {
+        eprintln!(
+            "energy model: {n} x {d} (normalised), training by {train}, {} steps",
+            a.steps
+        );
+    }
+    let pb = bar(a.steps as u64, "train", quiet);
+    let mut tick = |k: usize, l: f64| {
+        pb.set_position(k as u64);
+        if k.is_multiple_of(20) {
+            pb.set_message(format!("loss {l:.4}"));
+        }
+    };
+    let started = Instant::now();
+    let (process, rep) = match train {
+        "cd" => {
+            let cfg = CdConfig {
+                steps: a.steps,
+                batch: a.batch,
+                lr,
+                sgld_steps: a.sgld_steps,
+                sgld_step: a.sgld_step,
+                init_range: box_r,
+                seed: a.seed,
+                ..Default::default()
+            };
+            (None, train_cd(&net, &z32, &cfg, &mut tick))
+        }
+        _ => {
+            let method = if train == "ssm" {
+                SmMethod::Ssm
+            } else {
+                SmMethod::Ncsn {
+                    sigma_min,
+                    sigma_max,
+                    levels,
+                }
+            };
+            let cfg = SmConfig {
+                method: method.clone(),
+                steps: a.steps,
+                batch: a.batch,
+                lr,
+                clip: 10.0,
+                seed: a.seed,
+            };
+            (method.process(), train_energy_sm(&net, &z32, &cfg, &mut tick))
+        }
+    };
+    pb.finish_and_clear();
+    let rep = rep?;
+    let train_s = started.elapsed().as_secs_f64();
+    // Sampling (normalised coordinates).
+    let noise = Noise::new(a.seed);
+    let (zs, note, net) = if sampler == "ald" {
+        let ladder = SigmaLadder::geometric(sigma_max, sigma_min, levels)?;
+        let x0 = noise
+            .normal_tensor(stream(Purpose::Init, 0), n_samples, d, DType::F32, &Device::Cpu)?
+            .affine(sigma_max, 0.0)
+            .map_err(err)?;
+        let score = EnergyScore::new(net, process.clone().expect("dsm has a process"), false);
+        let per = (a.langevin_steps / levels).max(1);
+        // NCSN's step: alpha_L = 0.2 sigma_L^2 at the last level.
+        let xs = annealed_langevin(&score, &ladder, per, 0.2 * sigma_min * sigma_min, &x0, a.seed)?;
+        let note = format!("annealed Langevin, {levels} levels x {per} steps");
+        (xs, note, score.into_net())
+    } else {
+        let u: Vec<f64> = noise
+            .uniforms(stream(Purpose::Init, 0), n_samples * d)
+            .iter()
+            .map(|u| box_r * (2.0 * u - 1.0))
+            .collect();
+        let x0 = Tensor::from_vec(u, (n_samples, d), &Device::Cpu)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .map_err(err)?;
+        let target = EnergyTarget { net: &net, tau: 0.0 };
+        let opts = LangevinOptions {
+            step: a.langevin_step,
+            steps: a.langevin_steps,
+            seed: a.seed,
+        };
+        let (xs, note) = if sampler == "mala" {
+            let r = mala(&target, &x0, &opts)?;
+            (r.x, format!("MALA, acceptance rate {:.3}", r.acceptance_rate))
+        } else {
+            (ula(&target, &x0, &opts)?, "ULA".to_string())
+        };
+        (xs, note, net)
+    };
+    let xs = norm.denormalise(&zs.to_dtype(DType::F64).map_err(err)?)?;
+    make_out(&a.out)?;
+    let meta = EnergyMeta {
+        format: String::new(),
+        arch: net.config.clone(),
+        process,
+        normalisation: norm,
+        trained_by: train.to_string(),
+        step: a.steps,
+    };
+    save_energy(&a.out.join("model"), &net, &meta)?;
+    data::write_points(a.out.join("samples.npy"), &xs)?;
+    let xv: Vec<f64> = xs.flatten_all().and_then(|t| t.to_vec1()).map_err(err)?;
+    let dv: Vec<f64> = x
+        .to_dtype(DType::F64)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1())
+        .map_err(err)?;
+    pair_plot(
+        &a.out.join("samples.png"),
+        &[
+            Series {
+                label: "data",
+                data: &dv,
+                d,
+            },
+            Series {
+                label: "EBM samples",
+                data: &xv,
+                d,
+            },
+        ],
+        &format!("energy model ({train}), {note}"),
+        4,
+    )
+    .map_err(CliError::user)?;
+    println!(
+        "trained by {train} in {train_s:.1}s (last loss {:.4}); sampled {n_samples} by {note}",
+        rep.losses.last().copied().unwrap_or(f64::NAN)
+    );
+    if a.data == "builtin:gmm25" {
+        let law = builtin::gmm25_law();
+        let means = law.means();
+        let mut counts = vec![0usize; means.len()];
+        for r in xv.chunks(2) {
+            let k = (0..means.len())
+                .min_by(|&i, &j| {
+                    let di = (r[0] - means[i][0]).hypot(r[1] - means[i][1]);
+                    let dj = (r[0] - means[j][0]).hypot(r[1] - means[j][1]);
+                    di.total_cmp(&dj)
+                })
+                .unwrap_or(0);
+            if (r[0] - means[k][0]).hypot(r[1] - means[k][1]) < 3.0 {
+                counts[k] += 1;
+            }
+        }
+        let populated = counts.iter().filter(|&&c| c > 0).count();
+        println!(
+            "gmm25: {populated}/25 modes populated; samples within 3 of a mode: {:.1}%; per mode {counts:?}",
+            100.0 * counts.iter().sum::<usize>() as f64 / n_samples as f64
+        );
+    }
+    println!("wrote model/, samples.npy, samples.png in {}", a.out.display());
+    Ok(())
+}
