@@ -58,7 +58,115 @@ impl SvdForm {
     }
 }
 
+/// Image operators on `h x w` single-channel images flattened row-major (`dx = h w`), as
+/// used for inpainting, outpainting, super-resolution and deblurring with an image prior.
 impl Operator {
+    /// Box inpainting: observe every pixel outside the box (`top`, `left`, `height`,
+    /// `width`).
+    pub fn inpaint_box(h: usize, w: usize, top: usize, left: usize, bh: usize, bw: usize) -> Result<Operator> {
+        if h == 0 || w == 0 || bh == 0 || bw == 0 || top + bh > h || left + bw > w {
+            return Err(Error::invalid(format!(
+                "inpainting box ({top}, {left}, {bh}, {bw}) does not fit a {h}x{w} image"
+            )));
+        }
+        if bh == h && bw == w {
+            return Err(Error::invalid(
+                "inpainting box covers the whole image: nothing is observed",
+            ));
+        }
+        let observed = (0..h * w)
+            .filter(|&i| {
+                let (r, c) = (i / w, i % w);
+                !(r >= top && r < top + bh && c >= left && c < left + bw)
+            })
+            .collect();
+        Ok(Operator::Mask { dim: h * w, observed })
+    }
+
+    /// Outpainting: observe one half (`"left"`, `"right"`, `"top"` or `"bottom"`).
+    pub fn outpaint_half(h: usize, w: usize, keep: &str) -> Result<Operator> {
+        let keep_px = |r: usize, c: usize| match keep {
+            "left" => Some(c < w / 2),
+            "right" => Some(c >= w / 2),
+            "top" => Some(r < h / 2),
+            "bottom" => Some(r >= h / 2),
+            _ => None,
+        };
+        if keep_px(0, 0).is_none() {
+            return Err(Error::invalid(format!(
+                "outpainting: unknown half '{keep}' (expected left, right, top or bottom)"
+            )));
+        }
+        if h < 2 || w < 2 {
+            return Err(Error::invalid("outpainting needs an image of at least 2x2"));
+        }
+        let observed = (0..h * w).filter(|&i| keep_px(i / w, i % w) == Some(true)).collect();
+        Ok(Operator::Mask { dim: h * w, observed })
+    }
+
+    /// Super-resolution: `factor x factor` average pooling (`h`, `w` multiples of `factor`),
+    /// given by its exact SVD (orthogonal rows of norm `1/factor`).
+    pub fn avg_pool(h: usize, w: usize, factor: usize) -> Result<Operator> {
+        if factor < 2 || !h.is_multiple_of(factor) || !w.is_multiple_of(factor) {
+            return Err(Error::invalid(format!(
+                "super-resolution factor {factor} must be >= 2 and divide the image size {h}x{w}"
+            )));
+        }
+        let (ho, wo) = (h / factor, w / factor);
+        let (dy, dx) = (ho * wo, h * w);
+        let mut u = vec![0.0; dy * dy];
+        let mut v = vec![0.0; dx * dy];
+        for j in 0..dy {
+            u[j * dy + j] = 1.0;
+            let (r0, c0) = ((j / wo) * factor, (j % wo) * factor);
+            for r in r0..r0 + factor {
+                for c in c0..c0 + factor {
+                    v[(r * w + c) * dy + j] = 1.0 / factor as f64;
+                }
+            }
+        }
+        Ok(Operator::Svd {
+            rows: dy,
+            cols: dx,
+            u,
+            s: vec![1.0 / factor as f64; dy],
+            v,
+        })
+    }
+
+    /// Gaussian blur with standard deviation `sigma` pixels (kernel radius `ceil(3 sigma)`,
+    /// normalised, zero padding) as a dense `hw x hw` matrix.
+    pub fn gaussian_blur(h: usize, w: usize, sigma: f64) -> Result<Operator> {
+        if !(sigma > 0.0 && sigma.is_finite()) || h == 0 || w == 0 {
+            return Err(Error::invalid(format!(
+                "blur: need sigma > 0 and a non-empty image, got {sigma}"
+            )));
+        }
+        let rad = (3.0 * sigma).ceil() as i64;
+        let k: Vec<f64> = (-rad..=rad)
+            .map(|i| (-0.5 * (i as f64 / sigma).powi(2)).exp())
+            .collect();
+        let ks: f64 = k.iter().sum();
+        let k: Vec<f64> = k.iter().map(|v| v / ks).collect();
+        let dx = h * w;
+        let mut a = vec![0.0; dx * dx];
+        for r in 0..h as i64 {
+            for c in 0..w as i64 {
+                let row = (r * w as i64 + c) as usize;
+                for i in -rad..=rad {
+                    for j in -rad..=rad {
+                        let (rr, cc) = (r + i, c + j);
+                        if rr >= 0 && rr < h as i64 && cc >= 0 && cc < w as i64 {
+                            a[row * dx + (rr * w as i64 + cc) as usize] +=
+                                k[(i + rad) as usize] * k[(j + rad) as usize];
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Operator::Dense { rows: dx, cols: dx, a })
+    }
+
     /// The dense `dy x dx` matrix, row-major.
     pub fn matrix(&self) -> Vec<f64> {
         let (dy, dx) = self.shape();
@@ -216,6 +324,42 @@ impl Operator {
 mod tests {
     use super::*;
     use crate::rng::{stream, Noise, Purpose};
+
+    #[test]
+    fn image_operators() {
+        let x: Vec<f64> = (0..16).map(|i| i as f64).collect();
+        // 2x2 average pooling of a 4x4 ramp.
+        let sr = Operator::avg_pool(4, 4, 2).unwrap();
+        assert_eq!(sr.shape(), (4, 16));
+        let y = sr.apply_rows(&x);
+        assert_eq!(y, vec![2.5, 4.5, 10.5, 12.5]);
+        let f = sr.svd().unwrap();
+        assert_eq!(f.rank(), 4);
+        let back = Operator::Dense {
+            rows: 4,
+            cols: 16,
+            a: sr.matrix(),
+        }
+        .svd()
+        .unwrap();
+        for (a, b) in f.s.iter().zip(&back.s) {
+            assert!((a - b).abs() < 1e-12);
+        }
+        let inp = Operator::inpaint_box(4, 4, 1, 1, 2, 2).unwrap();
+        assert_eq!(inp.shape(), (12, 16));
+        assert!(!inp.apply_rows(&x).contains(&5.0));
+        let out = Operator::outpaint_half(4, 4, "left").unwrap();
+        assert_eq!(out.apply_rows(&x), vec![0.0, 1.0, 4.0, 5.0, 8.0, 9.0, 12.0, 13.0]);
+        let blur = Operator::gaussian_blur(4, 4, 0.8).unwrap();
+        // Rows of an interior pixel sum to one; a constant image stays constant inside.
+        let a = blur.matrix();
+        let s5: f64 = a[5 * 16..6 * 16].iter().sum();
+        assert!(s5 < 1.0 + 1e-12 && s5 > 0.5);
+        assert!(Operator::avg_pool(5, 4, 2).is_err());
+        assert!(Operator::inpaint_box(4, 4, 3, 3, 2, 2).is_err());
+        assert!(Operator::outpaint_half(4, 4, "middle").is_err());
+        assert!(Operator::gaussian_blur(4, 4, 0.0).is_err());
+    }
 
     #[test]
     fn svd_reconstructs_dense_and_mask() {

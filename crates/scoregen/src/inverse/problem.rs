@@ -104,6 +104,32 @@ fn num(v: &Value, what: &str) -> Result<f64> {
     }
 }
 
+/// The `"image": [h, w]` of an image operator (default: a square image of the prior's
+/// dimension).
+fn image_shape(v: &Value, dx: Option<usize>) -> Result<(usize, usize)> {
+    match v.get("image") {
+        Some(img) => {
+            let s = vector(img, "operator.image")?;
+            if s.len() != 2 || s.iter().any(|x| *x < 1.0 || x.fract() != 0.0) {
+                return Err(Error::invalid(
+                    "operator.image: expected [height, width] as positive integers",
+                ));
+            }
+            Ok((s[0] as usize, s[1] as usize))
+        }
+        None => {
+            let d = dx.ok_or_else(|| Error::invalid("operator.image: give [height, width]"))?;
+            let side = (d as f64).sqrt().round() as usize;
+            if side * side != d {
+                return Err(Error::invalid(format!(
+                    "operator.image: the prior's dimension {d} is not a square image; give [height, width]"
+                )));
+            }
+            Ok((side, side))
+        }
+    }
+}
+
 fn short(v: &Value) -> String {
     let s = v.to_string();
     if s.len() > 40 {
@@ -312,9 +338,37 @@ fn operator(v: &Value, dx: Option<usize>) -> Result<Operator> {
                 v: vv,
             }
         }
+        "inpaint_box" | "outpaint_half" | "superres" | "blur" => {
+            let (h, w) = image_shape(v, dx)?;
+            let int = |name: &str| -> Result<usize> {
+                field(v, name, what)?
+                    .as_u64()
+                    .map(|x| x as usize)
+                    .ok_or_else(|| Error::invalid(format!("operator.{name}: expected a non-negative integer")))
+            };
+            match kind {
+                "inpaint_box" => {
+                    let b = vector(field(v, "box", what)?, "operator.box")?;
+                    if b.len() != 4 || b.iter().any(|x| *x < 0.0 || x.fract() != 0.0) {
+                        return Err(Error::invalid(
+                            "operator.box: expected [top, left, height, width] as non-negative integers",
+                        ));
+                    }
+                    Operator::inpaint_box(h, w, b[0] as usize, b[1] as usize, b[2] as usize, b[3] as usize)?
+                }
+                "outpaint_half" => {
+                    let keep = field(v, "keep", what)?
+                        .as_str()
+                        .ok_or_else(|| Error::invalid("operator.keep: expected \"left\", \"right\", \"top\" or \"bottom\""))?;
+                    Operator::outpaint_half(h, w, keep)?
+                }
+                "superres" => Operator::avg_pool(h, w, int("factor")?)?,
+                _ => Operator::gaussian_blur(h, w, num(field(v, "sigma", what)?, "operator.sigma")?)?,
+            }
+        }
         other => {
             return Err(Error::invalid(format!(
-                "operator.kind: unknown kind '{other}' (expected dense, mask or svd)"
+                "operator.kind: unknown kind '{other}' (expected dense, mask, svd, inpaint_box, outpaint_half, superres or blur)"
             )))
         }
     };
@@ -424,6 +478,34 @@ impl Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_image_operators() {
+        let prior = r#""prior": {"kind": "gaussian", "mean": [0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0], "variance": 1}"#;
+        for (op, dy) in [
+            (r#"{"kind": "inpaint_box", "box": [1, 1, 2, 2]}"#, 12),
+            (r#"{"kind": "outpaint_half", "keep": "top"}"#, 8),
+            (r#"{"kind": "superres", "factor": 2, "image": [4, 4]}"#, 4),
+            (r#"{"kind": "blur", "sigma": 0.7}"#, 16),
+        ] {
+            let text = format!(
+                r#"{{{prior}, "operator": {op}, "y": [{}], "sigma_y": 0.1}}"#,
+                vec!["0"; dy].join(",")
+            );
+            let p = Problem::from_json(&text, None).unwrap();
+            assert_eq!(p.operator.unwrap().shape(), (dy, 16));
+        }
+        for (op, needle) in [
+            (r#"{"kind": "superres", "factor": 3}"#, "factor"),
+            (r#"{"kind": "inpaint_box", "box": [3, 3, 2, 2]}"#, "does not fit"),
+            (r#"{"kind": "outpaint_half", "keep": "middle"}"#, "unknown half"),
+            (r#"{"kind": "blur", "sigma": 0.7, "image": [3, 3]}"#, "dimension"),
+        ] {
+            let text = format!(r#"{{{prior}, "operator": {op}, "y": [0], "sigma_y": 0.1}}"#);
+            let e = Problem::from_json(&text, None).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
 
     #[test]
     fn parses_the_design_example_and_variants() {
