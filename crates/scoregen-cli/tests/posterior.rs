@@ -184,3 +184,73 @@ fn bad_posterior_input_exits_2_without_output() {
         assert_user_error(&run(&full), needle, &out);
     }
 }
+
+/// A trained model as the prior: the observation goes into the model's normalised
+/// coordinates and the samples come back; observed coordinates are kept exactly.
+#[test]
+fn model_prior_posterior_runs() {
+    let d = tmpdir("model");
+    let model = d.join("model");
+    let o = run(&[
+        "train",
+        "--data",
+        "builtin:moons",
+        "--n",
+        "500",
+        "--steps",
+        "30",
+        "--hidden",
+        "32",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let problem = format!(
+        r#"{{"prior": {{"kind": "model", "path": "{}"}},
+            "operator": {{"kind": "mask", "dim": 2, "observed": [0]}}, "y": [0.5], "sigma_y": 0}}"#,
+        model.display()
+    );
+    let p = write(&d, "p.json", &problem);
+    for m in ["smc-impute", "mcgdiff", "tds", "dps", "pigdm"] {
+        let out = d.join(format!("{m}.npy"));
+        let o = run(&[
+            "posterior",
+            "--problem",
+            &p,
+            "--method",
+            m,
+            "--n",
+            "64",
+            "--particles",
+            "32",
+            "--steps",
+            "20",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{m}: {}", String::from_utf8_lossy(&o.stderr));
+        let x: Vec<f64> = scoregen::data::read_points(&out)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(x.iter().all(|v| v.is_finite()), "{m}");
+        if m != "dps" && m != "pigdm" {
+            assert!(
+                x.chunks(2).all(|r| (r[0] - 0.5).abs() < 1e-9),
+                "{m}: observed coordinate changed"
+            );
+        }
+    }
+    let exact = run(&[
+        "posterior",
+        "--problem",
+        &p,
+        "--method",
+        "exact",
+        "--out",
+        d.join("e.npy").to_str().unwrap(),
+    ]);
+    assert_eq!(exact.status.code(), Some(2));
+}
