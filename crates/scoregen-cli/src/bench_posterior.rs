@@ -127,7 +127,7 @@ pub fn bench_gmm(b: BenchGmmArgs, quiet: bool) -> CliResult<()> {
         std::fs::create_dir_all(&b.out_dir).map_err(|e| CliError::user(format!("{}: {e}", b.out_dir.display())))?;
     }
     let names: Vec<String> = if b.methods == "all" {
-        ["mcgdiff", "tds", "dps", "pigdm", "tmpd", "ddrm"]
+        ["mcgdiff", "tds", "dcps", "dps", "pigdm", "tmpd", "ddrm"]
             .iter()
             .map(|s| s.to_string())
             .collect()
