@@ -10,9 +10,6 @@
 //! `assets/DejaVu-LICENSE.txt`) and registered with plotters' `ab_glyph` font
 //! support by [`register_font`].
 
-// TEMPORARY: `image_grid` and `line_plot` have no caller in main.rs yet; remove
-// this once they are wired into commands.
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -129,10 +126,14 @@ pub fn pair_plot(path: &Path, series: &[Series], title: &str, max_dims: usize) -
     save(path, format, size, &figure)
 }
 
+/// Fails early (before any work) if `path` is not a `.png` or `.svg` figure.
+pub fn check_figure_path(path: &Path) -> Result<(), String> {
+    OutputFormat::of(path).map(|_| ())
+}
+
 /// Draws `n` greyscale images of `h` x `w` pixels (row-major `[n, h*w]`) in a
 /// grid with `cols` columns. Values are min-max scaled over the whole grid
 /// (black = minimum, white = maximum); non-finite pixels are drawn red.
-#[allow(dead_code)] // first caller: the digits 8x8 figures of the learning issue
 pub fn image_grid(path: &Path, images: &[f64], h: usize, w: usize, cols: usize, title: &str) -> Result<(), String> {
     let format = OutputFormat::of(path)?;
     if h == 0 || w == 0 {
