@@ -64,7 +64,7 @@ fn bench_train(b: BenchTrainArgs) -> CliResult<()> {
                 ..Default::default()
             };
             let setup = TrainSetup {
-                arch: MlpConfig::reference(d),
+                arch: MlpConfig::reference(d).into(),
                 process: Process::ou(2.0, 5.0),
                 config,
                 checkpoint_dir: None,

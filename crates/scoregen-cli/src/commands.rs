@@ -13,7 +13,7 @@ use scoregen::rng::Noise;
 use scoregen::sample::{default_process, sample as run_sampler, SampleOptions, Sampler, SamplerParams};
 use scoregen::score::MixtureScore;
 
-use crate::plot::{pair_plot, Series};
+use crate::plot::{check_figure_path, image_grid, pair_plot, Series};
 use crate::progress::bar;
 use crate::{CliError, CliResult};
 
@@ -97,6 +97,14 @@ pub struct SampleArgs {
     /// Classifier-free guidance weight w: score = (1 + w) score(x | c) - w score(x).
     #[arg(long, default_value_t = 0.0)]
     pub guidance: f64,
+    /// Draw --n samples of every class of a class-conditional model (same seed, hence the
+    /// same initial noise, for each class); the output's rows are ordered by class.
+    #[arg(long, conflicts_with = "class")]
+    pub each_class: bool,
+    /// Also draw the samples of an image model as a grid of images (.png or .svg); with
+    /// --each-class one row per class.
+    #[arg(long)]
+    pub image_grid: Option<PathBuf>,
     #[command(flatten)]
     pub draws: Draws,
     #[command(flatten)]
@@ -180,34 +188,95 @@ pub fn sample(a: SampleArgs, quiet: bool) -> CliResult<()> {
     a.draws.check()?;
     let (n, out) = (a.draws.n, &a.draws.out);
     let (sampler, opts) = a.sampler.build(a.draws.seed)?;
+    if let Some(g) = &a.image_grid {
+        check_figure_path(g).map_err(CliError::user)?;
+        check_parent(g)?;
+    }
+    let mut grid = None;
     let x = match (&a.problem, &a.model) {
         (Some(problem), _) => {
-            if a.class.is_some() {
-                return Err(CliError::user("--class needs a --model"));
+            if a.class.is_some() || a.each_class {
+                return Err(CliError::user("--class and --each-class need a --model"));
+            }
+            if a.image_grid.is_some() {
+                return Err(CliError::user("--image-grid needs a --model of images"));
             }
             let law = Problem::from_file(problem)?.mixture()?.clone();
             sample_mixture(&law, &sampler, &opts, n, &a.sampler.sampler, quiet)?
         }
         (None, Some(dir)) => {
-            let (score, meta) = scoregen::nn::load_model(dir)?;
-            let score = match a.class {
-                Some(c) => score.conditional(c, a.guidance)?,
-                None if a.guidance != 0.0 => return Err(CliError::user("--guidance needs a --class")),
-                None => score,
+            let (_, meta) = scoregen::nn::load_model(dir)?;
+            let image = meta.arch.image_shape();
+            if a.image_grid.is_some() && image.is_none() {
+                return Err(CliError::user(format!(
+                    "--image-grid needs a model of images; {} is a {} model of vectors",
+                    dir.display(),
+                    meta.arch.kind()
+                )));
+            }
+            let classes: Vec<Option<u32>> = match (a.class, a.each_class) {
+                (_, true) if meta.arch.n_classes() == 0 => {
+                    return Err(CliError::user("--each-class: this model was trained without classes"))
+                }
+                (_, true) => (0..meta.arch.n_classes() as u32).map(Some).collect(),
+                (Some(c), false) => vec![Some(c)],
+                (None, false) if a.guidance != 0.0 => {
+                    return Err(CliError::user("--guidance needs a --class or --each-class"))
+                }
+                (None, false) => vec![None],
             };
-            let pb = bar(opts.steps as u64, &a.sampler.sampler, quiet);
-            let z = run_sampler(&score, &sampler, &opts, n, &mut |k, total| {
-                pb.set_length(total as u64);
-                pb.set_position(k as u64)
-            });
-            pb.finish_and_clear();
-            meta.normalisation.denormalise(&z?)?
+            let mut parts = vec![];
+            for class in classes {
+                let (score, _) = scoregen::nn::load_model(dir)?;
+                let score = match class {
+                    Some(c) => score.conditional(c, a.guidance)?,
+                    None => score,
+                };
+                let label = match class {
+                    Some(c) => format!("{} class {c}", a.sampler.sampler),
+                    None => a.sampler.sampler.clone(),
+                };
+                let pb = bar(opts.steps as u64, &label, quiet);
+                let z = run_sampler(&score, &sampler, &opts, n, &mut |k, total| {
+                    pb.set_length(total as u64);
+                    pb.set_position(k as u64)
+                });
+                pb.finish_and_clear();
+                parts.push(meta.normalisation.denormalise(&z?)?);
+            }
+            let x = Tensor::cat(&parts, 0).map_err(scoregen::Error::from)?;
+            if let (Some(g), Some((h, w))) = (&a.image_grid, image) {
+                let cols = if a.each_class {
+                    n
+                } else {
+                    (n as f64).sqrt().ceil() as usize
+                };
+                let title = if a.each_class {
+                    format!("{n} samples of each class (one row per class)")
+                } else {
+                    format!("{n} samples")
+                };
+                grid = Some((g, h, w, cols, title));
+            }
+            x
         }
         (None, None) => return Err(CliError::user("give --problem or --model")),
     };
     data::write_points(out, &x)?;
+    if let Some((g, h, w, cols, title)) = grid {
+        let (v, _) = rows_f64(&x)?;
+        image_grid(g, &v, h, w, cols, &title).map_err(|e| {
+            let _ = std::fs::remove_file(out);
+            CliError::user(e)
+        })?;
+    }
     if !quiet {
-        eprintln!("wrote {} samples of dimension {} to {}", n, x.dims()[1], out.display());
+        eprintln!(
+            "wrote {} samples of dimension {} to {}",
+            x.dims()[0],
+            x.dims()[1],
+            out.display()
+        );
     }
     Ok(())
 }
@@ -295,9 +364,20 @@ pub fn eval(a: EvalArgs) -> CliResult<()> {
 /// `scoregen plot`.
 #[derive(Args, Debug)]
 pub struct PlotArgs {
-    /// Samples (.npy or .csv).
+    /// Samples (.npy or .csv), or builtin:NAME for a built-in data set.
     #[arg(long)]
     pub samples: PathBuf,
+    /// Draw the rows as greyscale images of this shape (HxW, e.g. 8x8) in a grid instead of
+    /// a pair plot; a built-in image set (builtin:digits) implies its shape.
+    #[arg(long)]
+    pub image_shape: Option<String>,
+    /// Images per row of the grid [default: about sqrt(n)]; for a labelled built-in set the
+    /// first this many images of each class, one row per class [default: 8].
+    #[arg(long)]
+    pub cols: Option<usize>,
+    /// At most this many images in the grid.
+    #[arg(long, default_value_t = 100)]
+    pub max_images: usize,
     /// Optional reference samples drawn beside them.
     #[arg(long)]
     pub reference: Option<PathBuf>,
@@ -322,9 +402,72 @@ fn rows_f64(t: &Tensor) -> CliResult<(Vec<f64>, usize)> {
     Ok((v, d))
 }
 
+/// `scoregen plot --image-shape`: a grid of images (one row per class for labelled
+/// built-in sets).
+fn plot_images(a: &PlotArgs) -> CliResult<()> {
+    check_figure_path(&a.out).map_err(CliError::user)?;
+    if a.reference.is_some() {
+        return Err(CliError::user("--reference is not drawn with --image-shape"));
+    }
+    if a.cols == Some(0) || a.max_images == 0 {
+        return Err(CliError::user("--cols and --max-images must be positive"));
+    }
+    let arg = a.samples.to_string_lossy().to_string();
+    let (x, labels, shape) = match scoregen::data::builtin::parse_data_arg(&arg) {
+        Some(name) => {
+            let ds = scoregen::data::builtin::load(name, None, 0)?;
+            (ds.x, ds.labels.map(|l| (l, ds.n_classes)), ds.image_shape)
+        }
+        None => (data::read_points(&a.samples)?, None, None),
+    };
+    let (h, w) = match (a.image_shape.as_deref(), shape) {
+        (Some(s), _) => crate::train::parse_image_shape(s)?,
+        (None, Some(s)) => s,
+        (None, None) => return Err(CliError::user("give --image-shape HxW")),
+    };
+    let (v, d) = rows_f64(&x)?;
+    if d != h * w {
+        return Err(CliError::user(format!(
+            "image shape {h}x{w} has {} pixels, the rows {d}",
+            h * w
+        )));
+    }
+    let (images, cols, title) = match labels {
+        Some((labels, k)) => {
+            let cols = a.cols.unwrap_or(8);
+            let mut images = vec![];
+            for c in 0..k as u32 {
+                let rows: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == c).take(cols).collect();
+                if rows.len() < cols {
+                    return Err(CliError::user(format!("class {c} has fewer than {cols} rows")));
+                }
+                for i in rows {
+                    images.extend_from_slice(&v[i * d..(i + 1) * d]);
+                }
+            }
+            (
+                images,
+                cols,
+                format!("{arg}: the first {cols} of each class (one row per class)"),
+            )
+        }
+        None => {
+            let n = (v.len() / d).min(a.max_images);
+            let cols = a.cols.unwrap_or((n as f64).sqrt().ceil() as usize);
+            (v[..n * d].to_vec(), cols, a.title.clone())
+        }
+    };
+    let title = if a.title.is_empty() { title } else { a.title.clone() };
+    image_grid(&a.out, &images, h, w, cols, &title).map_err(CliError::user)
+}
+
 /// `scoregen plot`.
 pub fn plot(a: PlotArgs) -> CliResult<()> {
     check_parent(&a.out)?;
+    let is_builtin = scoregen::data::builtin::parse_data_arg(&a.samples.to_string_lossy()).is_some();
+    if a.image_shape.is_some() || is_builtin {
+        return plot_images(&a);
+    }
     let (xs, d) = rows_f64(&data::read_points(&a.samples)?)?;
     let mut series = vec![];
     let refdata = match &a.reference {

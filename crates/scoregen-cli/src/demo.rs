@@ -251,7 +251,7 @@ fn learned_moons(a: &DemoArgs, quiet: bool) -> CliResult<()> {
         ..Default::default()
     };
     let setup = TrainSetup {
-        arch,
+        arch: arch.into(),
         process: default_process(3.0 * 2f64.sqrt()),
         config,
         checkpoint_dir: Some(&dir),

@@ -126,6 +126,11 @@ pub fn pair_plot(path: &Path, series: &[Series], title: &str, max_dims: usize) -
     save(path, format, size, &figure)
 }
 
+/// Fails early (before any work) if `path` is not a `.png` or `.svg` figure.
+pub fn check_figure_path(path: &Path) -> Result<(), String> {
+    OutputFormat::of(path).map(|_| ())
+}
+
 /// Draws `n` greyscale images of `h` x `w` pixels (row-major `[n, h*w]`) in a
 /// grid with `cols` columns. Values are min-max scaled over the whole grid
 /// (black = minimum, white = maximum); non-finite pixels are drawn red.

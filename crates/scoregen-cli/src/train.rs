@@ -1,11 +1,16 @@
 //! `scoregen train`: denoising score matching on a data file or a built-in set.
+//!
+//! The network is an MLP for vector data and a convolutional U-Net for images (`--model`;
+//! by default `unet` when the data have an image shape — `builtin:digits`, or a file with
+//! `--image-shape HxW` — and `mlp` otherwise). Step count, batch size and learning rate
+//! default per network.
 
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use scoregen::data::{self, builtin};
-use scoregen::nn::{train, Loss, MlpConfig, TimeSampling, TrainConfig, TrainSetup};
+use scoregen::nn::{train, Arch, Loss, MlpConfig, TimeSampling, TrainConfig, TrainSetup, UnetConfig};
 use scoregen::sample::default_process;
 use scoregen::score::Parametrisation;
 
@@ -34,23 +39,37 @@ pub struct TrainArgs {
     /// Network output: eps, score or x0.
     #[arg(long, default_value = "eps")]
     pub param: String,
-    /// Hidden width of the MLP.
-    #[arg(long, default_value_t = 256)]
-    pub hidden: usize,
-    /// Hidden layers of the MLP.
-    #[arg(long, default_value_t = 3)]
-    pub depth: usize,
-    /// Optimiser steps.
-    #[arg(long, default_value_t = 4000)]
-    pub steps: usize,
-    /// Batch size.
-    #[arg(long, default_value_t = 512)]
-    pub batch: usize,
-    /// Peak learning rate (AdamW; warm-up then cosine decay).
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
+    /// Network: mlp or unet [default: unet for images (builtin:digits, --image-shape), else mlp].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Image shape HxW of the rows of a data file (e.g. 8x8; row-major pixels); built-in image
+    /// sets know theirs.
+    #[arg(long)]
+    pub image_shape: Option<String>,
+    /// Hidden width of the MLP [default: 256].
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// Hidden layers of the MLP [default: 3].
+    #[arg(long)]
+    pub depth: Option<usize>,
+    /// Channels of the U-Net's levels, full resolution first [default: 32, then 64 per
+    /// further level; 8x8 images: 32,64].
+    #[arg(long)]
+    pub channels: Option<String>,
+    /// Residual blocks per level and side of the U-Net [default: 1].
+    #[arg(long)]
+    pub blocks: Option<usize>,
+    /// Optimiser steps [default: 4000 (mlp), 1500 (unet)].
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Batch size [default: 512 (mlp), 64 (unet)].
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Peak learning rate (AdamW; warm-up then cosine decay) [default: 1e-3 (mlp), 2e-3 (unet)].
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// Loss: dsm (denoising), ssm (sliced), esm (exact; d JVPs a step) or ncsn (DSM over a
-    /// geometric ladder of 10 noise levels).
+    /// geometric ladder of 10 noise levels); ssm, esm and ncsn need the MLP.
     #[arg(long, default_value = "dsm")]
     pub loss: String,
     /// Training-time sampling: uniform, logsnr or mixed.
@@ -96,9 +115,13 @@ pub fn run(a: TrainArgs, quiet: bool) -> CliResult<()> {
     let param: Parametrisation = a.param.parse()?;
     let _: Loss = a.loss.parse()?;
     let time_sampling: TimeSampling = a.time_sampling.parse()?;
+    let mut image = a.image_shape.as_deref().map(parse_image_shape).transpose()?;
     let (x, mut labels, n_classes) = match builtin::parse_data_arg(&a.data) {
         Some(name) => {
             let ds = builtin::load(name, Some(a.n), a.seed)?;
+            if image.is_none() {
+                image = ds.image_shape;
+            }
             (ds.x, ds.labels, ds.n_classes)
         }
         None => {
@@ -125,13 +148,121 @@ pub fn run(a: TrainArgs, quiet: bool) -> CliResult<()> {
         let l = labels_from(&data::read_points(path)?, &path.display().to_string())?;
         let k = l.iter().max().map_or(0, |m| *m as usize + 1);
         labels = Some(l);
-        return train_on(a, x, labels, k, param, time_sampling, quiet);
+        let net = NetChoice::new(&a, image, param)?;
+        return train_on(a, x, labels, k, net, time_sampling, quiet);
     }
     if a.unconditional {
         labels = None;
     }
     let k = if labels.is_some() { n_classes } else { 0 };
-    train_on(a, x, labels, k, param, time_sampling, quiet)
+    let net = NetChoice::new(&a, image, param)?;
+    train_on(a, x, labels, k, net, time_sampling, quiet)
+}
+
+/// `HxW` (e.g. `8x8`) as `(height, width)`.
+pub fn parse_image_shape(s: &str) -> CliResult<(usize, usize)> {
+    let bad = || {
+        CliError::user(format!(
+            "image shape '{s}': expected HxW with positive integers, e.g. 8x8"
+        ))
+    };
+    let (h, w) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    let (h, w): (usize, usize) = (
+        h.trim().parse().map_err(|_| bad())?,
+        w.trim().parse().map_err(|_| bad())?,
+    );
+    if h == 0 || w == 0 {
+        return Err(bad());
+    }
+    Ok((h, w))
+}
+
+/// The network asked for, before the data dimension and classes are known.
+enum NetChoice {
+    Mlp {
+        hidden: usize,
+        depth: usize,
+        param: Parametrisation,
+    },
+    Unet(UnetConfig),
+}
+
+impl NetChoice {
+    fn new(a: &TrainArgs, image: Option<(usize, usize)>, param: Parametrisation) -> CliResult<Self> {
+        let kind = match a.model.as_deref() {
+            Some(m @ ("mlp" | "unet")) => m,
+            Some(m) => return Err(CliError::user(format!("unknown --model '{m}' (expected mlp or unet)"))),
+            None if image.is_some() => "unet",
+            None => "mlp",
+        };
+        let only = |flag: &str, given: bool, net: &str| -> CliResult<()> {
+            if given {
+                return Err(CliError::user(format!("{flag} applies to --model {net} only")));
+            }
+            Ok(())
+        };
+        if kind == "mlp" {
+            only("--channels", a.channels.is_some(), "unet")?;
+            only("--blocks", a.blocks.is_some(), "unet")?;
+            only("--image-shape", a.image_shape.is_some(), "unet")?;
+            return Ok(NetChoice::Mlp {
+                hidden: a.hidden.unwrap_or(256),
+                depth: a.depth.unwrap_or(3),
+                param,
+            });
+        }
+        only("--hidden", a.hidden.is_some(), "mlp")?;
+        only("--depth", a.depth.is_some(), "mlp")?;
+        let (h, w) = image
+            .ok_or_else(|| CliError::user("--model unet needs images: a built-in image set or --image-shape HxW"))?;
+        let mut cfg = UnetConfig {
+            param,
+            ..UnetConfig::for_image(h, w)
+        };
+        if let Some(c) = &a.channels {
+            cfg.channels = c
+                .split(',')
+                .map(|v| v.trim().parse::<usize>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| CliError::user(format!("--channels '{c}': expected integers separated by commas")))?;
+        }
+        if let Some(b) = a.blocks {
+            cfg.blocks = b;
+        }
+        Ok(NetChoice::Unet(cfg))
+    }
+
+    fn arch(self, dim: usize, n_classes: usize) -> CliResult<Arch> {
+        Ok(match self {
+            NetChoice::Mlp { hidden, depth, param } => Arch::Mlp(MlpConfig {
+                dim,
+                hidden,
+                depth,
+                fourier: 16,
+                n_classes,
+                param,
+            }),
+            NetChoice::Unet(cfg) => {
+                if cfg.dim() != dim {
+                    return Err(CliError::user(format!(
+                        "image shape {}x{} has {} pixels, the data {dim} columns",
+                        cfg.height,
+                        cfg.width,
+                        cfg.dim()
+                    )));
+                }
+                Arch::Unet(UnetConfig { n_classes, ..cfg })
+            }
+        })
+    }
+
+    /// Default (steps, batch, learning rate).
+    fn defaults(&self) -> (usize, usize, f64) {
+        match self {
+            NetChoice::Mlp { .. } => (4000, 512, 1e-3),
+            NetChoice::Unet(_) => (1500, 64, 2e-3),
+        }
+    }
 }
 
 fn train_on(
@@ -139,7 +270,7 @@ fn train_on(
     x: Tensor,
     labels: Option<Vec<u32>>,
     n_classes: usize,
-    param: Parametrisation,
+    net: NetChoice,
     time_sampling: TimeSampling,
     quiet: bool,
 ) -> CliResult<()> {
@@ -155,21 +286,16 @@ fn train_on(
             a.out.display()
         )));
     }
-    let arch = MlpConfig {
-        dim: d,
-        hidden: a.hidden,
-        depth: a.depth,
-        fourier: 16,
-        n_classes,
-        param,
-    };
+    let (steps, batch, lr) = net.defaults();
+    let (steps, batch, lr) = (a.steps.unwrap_or(steps), a.batch.unwrap_or(batch), a.lr.unwrap_or(lr));
+    let arch = net.arch(d, n_classes)?;
     // The horizon: the normalised data have unit variance per coordinate, radius ~ sqrt(d).
     let process = default_process(3.0 * (d as f64).sqrt());
     let config = TrainConfig {
         time_sampling,
-        steps: a.steps,
-        batch: a.batch,
-        lr: a.lr,
+        steps,
+        batch,
+        lr,
         checkpoint_every: a.checkpoint_every,
         seed: a.seed,
         loss: a.loss.parse()?,
@@ -184,14 +310,15 @@ fn train_on(
     };
     if !quiet {
         eprintln!(
-            "training on {n} x {d}{} ({} classes), {} steps, batch {}",
+            "training {} on {n} x {d}{} ({} classes), {} steps, batch {}",
+            setup.arch.kind(),
             if labels.is_some() { " with labels" } else { "" },
             n_classes,
-            a.steps,
-            a.batch
+            steps,
+            batch
         );
     }
-    let pb = bar(a.steps as u64, "train", quiet);
+    let pb = bar(steps as u64, "train", quiet);
     let r = train(&x, labels.as_deref(), &setup, &mut |p| {
         pb.set_position(p.step as u64);
         if p.step % 20 == 0 {

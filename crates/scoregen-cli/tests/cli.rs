@@ -383,3 +383,127 @@ fn train_then_sample_and_bad_training_input() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("3 labels for 4 rows"));
     assert!(!m2.exists());
 }
+
+#[test]
+fn train_unet_then_sample_a_grid_and_bad_image_flags() {
+    let d = tmpdir("unet");
+    let model = d.join("unet");
+    let ms = model.to_str().unwrap();
+    let path = |name: &str| d.join(name).to_str().unwrap().to_string();
+    let o = run(&[
+        "train",
+        "--data",
+        "builtin:digits",
+        "--model",
+        "unet",
+        "--channels",
+        "8,16",
+        "--steps",
+        "4",
+        "--batch",
+        "8",
+        "--out",
+        ms,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let meta = std::fs::read_to_string(model.join("checkpoint.json")).unwrap();
+    assert!(meta.contains("\"kind\": \"unet\""), "{meta}");
+    // Every class, 2 samples each, as .npy and as a grid of images.
+    let (out, grid) = (path("s.npy"), path("grid.png"));
+    let o = run(&[
+        "sample",
+        "--model",
+        ms,
+        "--each-class",
+        "--n",
+        "2",
+        "--steps",
+        "5",
+        "--image-grid",
+        &grid,
+        "--out",
+        &out,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::metadata(&grid).unwrap().len() > 0);
+    // 20 rows of 64 f32/f64 values: the .npy holds at least 20 * 64 * 4 bytes.
+    assert!(std::fs::metadata(&out).unwrap().len() >= 20 * 64 * 4);
+    let o = run(&[
+        "sample",
+        "--model",
+        ms,
+        "--class",
+        "3",
+        "--n",
+        "3",
+        "--steps",
+        "5",
+        "--out",
+        &path("c3.csv"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(path("c3.csv")).unwrap().lines().count(), 3);
+    // The real digits as a grid, one row per class.
+    let o = run(&["plot", "--samples", "builtin:digits", "--out", &path("real.png")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // An MLP model of vectors for the grid refusal below.
+    let mlp = d.join("mlp");
+    let o = run(&[
+        "train",
+        "--data",
+        "builtin:moons",
+        "--n",
+        "100",
+        "--steps",
+        "2",
+        "--batch",
+        "8",
+        "--hidden",
+        "8",
+        "--out",
+        mlp.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bad_model = d.join("bad-model");
+    let bm = bad_model.to_str().unwrap();
+    let train_cases: [(&[&str], &str); 7] = [
+        (&["--data", "builtin:moons", "--model", "unet"], "needs images"),
+        (&["--data", "builtin:digits", "--model", "cnn"], "unknown --model"),
+        (&["--data", "builtin:digits", "--image-shape", "4x4"], "16 pixels"),
+        (&["--data", "builtin:digits", "--image-shape", "8by8"], "image shape"),
+        (&["--data", "builtin:digits", "--hidden", "32"], "mlp only"),
+        (&["--data", "builtin:moons", "--channels", "8,16"], "unet only"),
+        (&["--data", "builtin:digits", "--channels", "8,12"], "groups"),
+    ];
+    for (args, needle) in train_cases {
+        let mut all = vec!["train"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--steps", "2", "--out", bm]);
+        assert_user_error(&run(&all), needle, &bad_model);
+    }
+    let none = d.join("none.npy");
+    let ns = none.to_str().unwrap();
+    let sample_cases: [(&[&str], &str); 4] = [
+        (
+            &["--model", mlp.to_str().unwrap(), "--image-grid", &path("g2.png")],
+            "model of images",
+        ),
+        (
+            &["--model", ms, "--image-grid", &path("g.txt")],
+            "unsupported file type",
+        ),
+        (
+            &["--model", mlp.to_str().unwrap(), "--each-class", "--class", "1"],
+            "cannot be used with",
+        ),
+        (&["--model", ms, "--class", "12"], "out of range"),
+    ];
+    for (args, needle) in sample_cases {
+        let mut all = vec!["sample", "--n", "2", "--steps", "3"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--out", ns]);
+        assert_user_error(&run(&all), needle, &none);
+    }
+    assert!(!d.join("g2.png").exists());
+    std::fs::remove_dir_all(&d).unwrap();
+}

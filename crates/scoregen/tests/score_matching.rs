@@ -27,7 +27,8 @@ fn score_errors(loss: Loss, steps: usize, ts: &[f64]) -> Vec<f64> {
             fourier: 16,
             n_classes: 0,
             param: Parametrisation::Eps,
-        },
+        }
+        .into(),
         process: process.clone(),
         config: TrainConfig {
             steps,

@@ -24,7 +24,7 @@ fn setup<'a>(
     resume: bool,
 ) -> TrainSetup<'a> {
     TrainSetup {
-        arch,
+        arch: arch.into(),
         process,
         config: cfg.clone(),
         checkpoint_dir: dir,

@@ -17,7 +17,7 @@ fn class_conditional_two_spheres() {
     let dir = std::env::temp_dir().join(format!("scoregen-spheres-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let setup = TrainSetup {
-        arch,
+        arch: arch.into(),
         process: default_process(3.0 * 3f64.sqrt()),
         config: TrainConfig::default(),
         checkpoint_dir: Some(&dir),

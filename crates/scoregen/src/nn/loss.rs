@@ -9,7 +9,7 @@
 
 use candle_core::Tensor;
 
-use super::mlp::Mlp;
+use super::network::ScoreNet;
 use crate::process::Process;
 use crate::score::Parametrisation;
 use crate::Result;
@@ -26,8 +26,8 @@ pub fn coefficients(process: &Process, t: &[f64], like: &Tensor) -> Result<(Tens
 
 /// The mean denoising score-matching loss of `net` on clean data `x0` (`[n, d]`) at times
 /// `t` (`n` values) with noise `eps` (`[n, d]`), in the network's parametrisation.
-pub fn dsm_loss(
-    net: &Mlp,
+pub fn dsm_loss<N: ScoreNet + ?Sized>(
+    net: &N,
     process: &Process,
     x0: &Tensor,
     t: &[f64],
@@ -39,7 +39,7 @@ pub fn dsm_loss(
     let tau: Vec<f64> = t.iter().map(|t| t / process.t_max()).collect();
     let tau = Tensor::from_vec(tau, (t.len(), 1), x0.device())?.to_dtype(x0.dtype())?;
     let out = net.forward(&xt, &tau, classes)?;
-    let resid = match net.config.param {
+    let resid = match net.param() {
         Parametrisation::Eps => (out - eps)?,
         Parametrisation::X0 => (out - x0)?,
         Parametrisation::Score => (out.broadcast_mul(&s)? + eps)?,

@@ -2,6 +2,10 @@
 //!
 //! * [`mlp`]: the MLP score network `s(t, x[, c])` with Fourier time features and an
 //!   optional class embedding (with a null class for classifier-free guidance);
+//! * [`unet`]: a small convolutional U-Net for images (residual blocks, GroupNorm, time and
+//!   class embeddings, skip connections between resolutions);
+//! * [`network`]: the [`ScoreNet`] interface, the serialisable [`Arch`] and the [`Network`]
+//!   of either architecture that the trainer, checkpoints and [`LearnedScore`] use;
 //! * [`loss`]: denoising score matching (deck 001) in the score / eps / x0 parametrisations;
 //! * [`train`]: Adam with warm-up and cosine decay, gradient clipping, EMA, validation,
 //!   atomic checkpoints and exact resume;
@@ -22,12 +26,16 @@ pub mod jvp;
 pub mod loss;
 pub mod mlp;
 pub mod model;
+pub mod network;
 pub mod rbm;
 pub mod score_matching;
 pub mod train;
+pub mod unet;
 
 pub use energy::{EnergyConfig, EnergyNet, EnergyScore};
 pub use mlp::{Mlp, MlpConfig};
 pub use model::LearnedScore;
+pub use network::{Arch, Network, ScoreNet};
 pub use score_matching::Loss;
 pub use train::{load_model, train, CheckpointMeta, TimeSampling, TrainConfig, TrainProgress, TrainReport, TrainSetup};
+pub use unet::{Unet, UnetConfig};

@@ -8,7 +8,7 @@
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::mlp::Mlp;
+use super::network::{Network, ScoreNet};
 use crate::process::Process;
 use crate::score::{tweedie, Score};
 use crate::{Error, Result};
@@ -47,6 +47,25 @@ impl Normalisation {
         Ok(Normalisation { mean, std })
     }
 
+    /// One mean and one standard deviation over all entries of `x` (`[n, d]`), repeated for
+    /// every coordinate: `z = (x - mean) / std` with pooled statistics. Used for images,
+    /// where per-pixel statistics would blow up near-constant border pixels and distort
+    /// the spatial structure a convolutional network relies on.
+    pub fn fit_pooled(x: &Tensor) -> Result<Self> {
+        let (n, d) = x.dims2()?;
+        if n < 2 {
+            return Err(Error::invalid("need at least 2 rows of data"));
+        }
+        let v: Vec<f64> = x.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64;
+        let std = if var > 1e-24 { var.sqrt() } else { 1.0 };
+        Ok(Normalisation {
+            mean: vec![mean; d],
+            std: vec![std; d],
+        })
+    }
+
     fn tensors(&self, like: &Tensor) -> Result<(Tensor, Tensor)> {
         let d = self.mean.len();
         let m = Tensor::from_vec(self.mean.clone(), (1, d), like.device())?.to_dtype(like.dtype())?;
@@ -69,7 +88,7 @@ impl Normalisation {
 
 /// A trained network with its process, as a [`Score`] in normalised coordinates.
 pub struct LearnedScore {
-    net: Mlp,
+    net: Network,
     process: Process,
     class: Option<u32>,
     guidance: f64,
@@ -77,9 +96,9 @@ pub struct LearnedScore {
 
 impl LearnedScore {
     /// The unconditional score of `net` (the null class if the network has classes).
-    pub fn new(net: Mlp, process: Process) -> Self {
+    pub fn new(net: impl Into<Network>, process: Process) -> Self {
         LearnedScore {
-            net,
+            net: net.into(),
             process,
             class: None,
             guidance: 0.0,
@@ -88,7 +107,7 @@ impl LearnedScore {
 
     /// The score given class `class` with classifier-free guidance weight `w >= 0`.
     pub fn conditional(mut self, class: u32, w: f64) -> Result<Self> {
-        let k = self.net.config.n_classes;
+        let k = self.net.n_classes();
         if k == 0 {
             return Err(Error::invalid("this model was trained without classes"));
         }
@@ -106,7 +125,7 @@ impl LearnedScore {
     }
 
     /// The network.
-    pub fn net(&self) -> &Mlp {
+    pub fn net(&self) -> &Network {
         &self.net
     }
 
@@ -120,13 +139,13 @@ impl LearnedScore {
             None => None,
         };
         let out = self.net.forward(&xin, &tau, classes.as_ref())?;
-        tweedie::to_score(self.net.config.param, &self.process, t, &xin, &out)
+        tweedie::to_score(self.net.param(), &self.process, t, &xin, &out)
     }
 }
 
 impl Score for LearnedScore {
     fn dim(&self) -> usize {
-        self.net.config.dim
+        self.net.dim()
     }
 
     fn process(&self) -> &Process {

@@ -33,6 +33,7 @@ use super::energy::EnergyNet;
 use super::jvp::mlp_score_jvp;
 use super::loss::{coefficients, dsm_loss};
 use super::mlp::Mlp;
+use super::network::Network;
 use crate::process::Process;
 use crate::rng::{stream, Noise, Purpose};
 use crate::score::tweedie;
@@ -379,11 +380,19 @@ pub struct LossBatch<'a> {
 
 impl Loss {
     /// The loss of `net` on `batch`.
-    pub fn eval(self, net: &Mlp, process: &Process, b: &LossBatch) -> Result<Tensor> {
+    /// Sliced, exact and NCSN score matching need the explicit JVPs of the MLP; the U-Net
+    /// trains by DSM only.
+    pub fn eval(self, network: &Network, process: &Process, b: &LossBatch) -> Result<Tensor> {
         let (n, d) = b.x0.dims2()?;
         let id = stream(Purpose::Train, (1 << 43) + b.index);
+        if self == Loss::Dsm {
+            return dsm_loss(network, process, b.x0, b.t, b.eps, b.classes);
+        }
+        let net: &Mlp = network
+            .as_mlp()
+            .ok_or_else(|| Error::invalid("losses ssm, esm and ncsn need the MLP network (the U-Net trains by dsm)"))?;
         match self {
-            Loss::Dsm => dsm_loss(net, process, b.x0, b.t, b.eps, b.classes),
+            Loss::Dsm => unreachable!("handled above"),
             Loss::Ssm => {
                 let v = Projection::Rademacher.draw(b.noise, id, 1, n, d, b.x0.dtype(), b.x0.device())?;
                 ssm_loss(

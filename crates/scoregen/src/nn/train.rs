@@ -21,8 +21,8 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::mlp::{Mlp, MlpConfig};
 use super::model::{LearnedScore, Normalisation};
+use super::network::{Arch, Network, ScoreNet};
 use super::score_matching::{Loss, LossBatch};
 use crate::io::write_atomic;
 use crate::process::Process;
@@ -189,8 +189,8 @@ pub struct TrainReport {
 pub struct CheckpointMeta {
     /// Format tag.
     pub format: String,
-    /// Architecture.
-    pub arch: MlpConfig,
+    /// Architecture (`{"kind": "mlp" | "unet", ...}`; format 1 stored a bare MLP config).
+    pub arch: Arch,
     /// The forward process the network was trained for.
     pub process: Process,
     /// Data normalisation.
@@ -205,11 +205,14 @@ pub struct CheckpointMeta {
     pub val_loss: Option<f64>,
 }
 
-const FORMAT: &str = "scoregen-checkpoint-1";
+/// Format 2: `arch` is tagged with its `kind`. Format 1 (MLP only, `arch` a bare
+/// [`super::MlpConfig`]) is still read.
+const FORMAT: &str = "scoregen-checkpoint-2";
+const FORMAT_1: &str = "scoregen-checkpoint-1";
 const META: &str = "checkpoint.json";
 
 struct State {
-    net: Mlp,
+    net: Network,
     ema: Vec<Tensor>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
@@ -246,8 +249,8 @@ fn rows(x: &Tensor, idx: &[u32]) -> Result<Tensor> {
 /// What to train and where to keep it.
 #[derive(Clone, Debug)]
 pub struct TrainSetup<'a> {
-    /// The network.
-    pub arch: MlpConfig,
+    /// The network's architecture.
+    pub arch: Arch,
     /// The forward process.
     pub process: Process,
     /// The settings.
@@ -258,8 +261,9 @@ pub struct TrainSetup<'a> {
     pub resume: bool,
 }
 
-/// Trains an MLP score network by denoising score matching on `data` (`[n, d]`, raw
-/// coordinates; normalised inside) with optional integer `labels` in `0..arch.n_classes`.
+/// Trains a score network (MLP or U-Net) by denoising score matching on `data` (`[n, d]`,
+/// raw coordinates; normalised inside, per coordinate for vector data, with pooled statistics
+/// for images) with optional integer `labels` in `0..arch.n_classes()`.
 /// With a checkpoint directory, checkpoints are written there; with `resume`, training
 /// continues from the checkpoint found there (which must have the same architecture,
 /// process and settings, except for a larger `steps`).
@@ -274,10 +278,10 @@ pub fn train(
     cfg.validate()?;
     process.validate()?;
     let (n, d) = data.dims2()?;
-    if d != arch.dim {
+    if d != arch.dim() {
         return Err(Error::invalid(format!(
             "data have dimension {d}, the network {}",
-            arch.dim
+            arch.dim()
         )));
     }
     let raw: Vec<f64> = data.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
@@ -288,7 +292,7 @@ pub fn train(
             i % d + 1
         )));
     }
-    match (labels, arch.n_classes) {
+    match (labels, arch.n_classes()) {
         (Some(_), 0) => return Err(Error::invalid("labels given but the network has no classes")),
         (Some(l), k) => {
             if l.len() != n {
@@ -335,8 +339,11 @@ pub fn train(
         (true, None) => return Err(Error::invalid("resume needs a checkpoint directory")),
         (false, _) => {
             let train_rows = rows(&Tensor::from_vec(raw.clone(), (n, d), &device)?, train_idx)?;
-            let norm = Normalisation::fit(&train_rows)?;
-            let net = Mlp::new(arch.clone(), cfg.seed, DType::F32, &device)?;
+            let norm = match arch.image_shape() {
+                Some(_) => Normalisation::fit_pooled(&train_rows)?,
+                None => Normalisation::fit(&train_rows)?,
+            };
+            let net = Network::new(&arch, cfg.seed, DType::F32, &device)?;
             let ema = net
                 .vars()
                 .iter()
@@ -364,7 +371,7 @@ pub fn train(
         .normalise(&Tensor::from_vec(raw, (n, d), &device)?)?
         .to_dtype(DType::F32)?;
     let lab = labels.map(|l| Tensor::from_vec(l.to_vec(), n, &device)).transpose()?;
-    let null = arch.n_classes as u32;
+    let null = arch.n_classes() as u32;
     // Fixed validation draws.
     let val = if n_val > 0 {
         let xv = rows(&x, val_idx)?;
@@ -472,7 +479,7 @@ pub fn train(
         }
         if let Some((xv, tv, ev, cv)) = &val {
             if st.step % cfg.eval_every == 0 || st.step == cfg.steps {
-                let ema_net = Mlp::with_values(arch.clone(), &st.ema, &device)?;
+                let ema_net = Network::with_values(&arch, &st.ema, &device)?;
                 let batch = LossBatch {
                     x0: xv,
                     t: tv,
@@ -514,7 +521,7 @@ pub fn train(
 fn save_state(
     dir: &Path,
     st: &State,
-    arch: &MlpConfig,
+    arch: &Arch,
     process: &Process,
     norm: &Normalisation,
     cfg: &TrainConfig,
@@ -563,15 +570,20 @@ pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
     let path = dir.join(META);
     let text =
         std::fs::read_to_string(&path).map_err(|e| Error::file(dir, format!("not a checkpoint ({META}: {e})")))?;
-    let meta: CheckpointMeta =
-        serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("corrupted checkpoint: {e}")))?;
-    if meta.format != FORMAT {
-        return Err(Error::file(
-            &path,
-            format!("unknown checkpoint format '{}'", meta.format),
-        ));
+    let corrupted = |e: serde_json::Error| Error::file(&path, format!("corrupted checkpoint: {e}"));
+    let mut value: serde_json::Value = serde_json::from_str(&text).map_err(corrupted)?;
+    match value.get("format").and_then(|f| f.as_str()) {
+        Some(FORMAT) => {}
+        Some(FORMAT_1) => {
+            // Format 1 knew only the MLP: tag its architecture.
+            if let Some(arch) = value.get_mut("arch").and_then(|a| a.as_object_mut()) {
+                arch.insert("kind".into(), "mlp".into());
+            }
+        }
+        Some(f) => return Err(Error::file(&path, format!("unknown checkpoint format '{f}'"))),
+        None => return Err(Error::file(&path, "corrupted checkpoint: no format tag")),
     }
-    Ok(meta)
+    serde_json::from_value(value).map_err(corrupted)
 }
 
 fn load_tensors(dir: &Path, meta: &CheckpointMeta, device: &Device) -> Result<HashMap<String, Tensor>> {
@@ -594,9 +606,8 @@ fn pick(map: &HashMap<String, Tensor>, prefix: &str, names: &[String], dir: &Pat
 fn load_state(dir: &Path, device: &Device) -> Result<(CheckpointMeta, State)> {
     let meta = read_meta(dir)?;
     let map = load_tensors(dir, &meta, device)?;
-    let probe = Mlp::new(meta.arch.clone(), 0, DType::F32, device)?;
-    let names = probe.names().to_vec();
-    let net = Mlp::with_values(meta.arch.clone(), &pick(&map, "param", &names, dir)?, device)
+    let names = Network::names_of(&meta.arch)?;
+    let net = Network::with_values(&meta.arch, &pick(&map, "param", &names, dir)?, device)
         .map_err(|e| Error::file(dir, e.to_string()))?;
     let st = State {
         net,
@@ -615,8 +626,7 @@ pub fn load_model(dir: &Path) -> Result<(LearnedScore, CheckpointMeta)> {
     let device = Device::Cpu;
     let meta = read_meta(dir)?;
     let map = load_tensors(dir, &meta, &device)?;
-    let probe = Mlp::new(meta.arch.clone(), 0, DType::F32, &device)?;
-    let ema = pick(&map, "ema", probe.names(), dir)?;
-    let net = Mlp::with_values(meta.arch.clone(), &ema, &device).map_err(|e| Error::file(dir, e.to_string()))?;
+    let ema = pick(&map, "ema", &Network::names_of(&meta.arch)?, dir)?;
+    let net = Network::with_values(&meta.arch, &ema, &device).map_err(|e| Error::file(dir, e.to_string()))?;
     Ok((LearnedScore::new(net, meta.process.clone()), meta))
 }
