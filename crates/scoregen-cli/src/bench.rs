@@ -27,6 +27,8 @@ enum BenchWhat {
     Gmm(crate::bench_posterior::BenchGmmArgs),
     /// Deck 000's Gaussian imputation example: exact vs replacement vs SMC, convergence in N.
     ImputeGauss(crate::bench_posterior::BenchImputeGaussArgs),
+    /// Inpainting, outpainting and super-resolution figures with a trained digits model.
+    Digits(crate::bench_posterior::BenchDigitsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -140,6 +142,7 @@ pub fn run(a: BenchArgs, quiet: bool) -> CliResult<()> {
         BenchWhat::Train(b) => bench_train(b),
         BenchWhat::Gmm(b) => crate::bench_posterior::bench_gmm(b, quiet),
         BenchWhat::ImputeGauss(b) => crate::bench_posterior::bench_impute_gauss(b),
+        BenchWhat::Digits(b) => crate::bench_posterior::bench_digits(b, quiet),
         BenchWhat::Sample(b) => {
             let sampler = Sampler::from_name(&b.sampler, &SamplerParams::default())?;
             println!(

@@ -18,7 +18,7 @@
 //! plugged into the sampler, the form these papers' VP samplers reduce to.
 
 use super::operator::SvdForm;
-use super::posterior::{check_finite, grid_with, Ctx, Kernel, Observation, PosteriorOptions};
+use super::posterior::{check_finite, grid_with, tame_rows, Ctx, Kernel, Observation, PosteriorOptions};
 use crate::{Error, Result};
 
 /// `N(y; A x0, sigma_y^2 I + r^2 A A^T)` through the SVD of `A`.
@@ -138,11 +138,13 @@ pub(crate) fn run_dps(
         let mean = ker.mean(&x, &sc);
         let z = ctx.normals(0, k, 0, n, d);
         let sd = ker.var.sqrt();
+        let mut step: Vec<f64> = g.iter().map(|g| zeta * g).collect();
+        tame_rows(&mut step, d, sd * (d as f64).sqrt());
         x = mean
             .iter()
             .zip(&z)
-            .zip(&g)
-            .map(|((m, z), g)| m + sd * z - zeta * g)
+            .zip(&step)
+            .map(|((m, z), g)| m + sd * z - g)
             .collect();
         check_finite(&x, "dps")?;
         progress(k + 1, steps);
@@ -304,11 +306,17 @@ pub(crate) fn run_gaussian(
         let w = obs.op.adjoint_rows(&sol);
         let (_, g) = ctx.denoise_vjp(t, &x, &w)?;
         let sc = ctx.score_from_x0(t, &x, &x0);
-        let guided: Vec<f64> = sc.iter().zip(&g).map(|(a, b)| a + b).collect();
-        let mean = ker.mean(&x, &guided);
+        let mean = ker.mean(&x, &sc);
         let z = ctx.normals(0, k, 0, n, d);
         let sd = ker.var.sqrt();
-        x = mean.iter().zip(&z).map(|(m, z)| m + sd * z).collect();
+        let mut step: Vec<f64> = g.iter().map(|g| ker.kappa * g).collect();
+        tame_rows(&mut step, d, sd * (d as f64).sqrt());
+        x = mean
+            .iter()
+            .zip(&z)
+            .zip(&step)
+            .map(|((m, z), g)| m + sd * z + g)
+            .collect();
         check_finite(&x, if tmpd { "tmpd" } else { "pigdm" })?;
         progress(k + 1, steps);
     }

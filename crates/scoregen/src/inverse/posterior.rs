@@ -409,6 +409,22 @@ pub(crate) fn check_finite(x: &[f64], what: &str) -> Result<()> {
     }
 }
 
+/// Tames guidance displacements row by row: a row `g` of length above `limit` is scaled
+/// down to length `limit`. Guidance methods cap their drift at one noise standard deviation
+/// per coordinate (`limit = sd sqrt(d)`): where `m(t)` is tiny the denoiser's Jacobian
+/// `(I - s d eps/d x)/m` of a learned model is dominated by its errors divided by `m`, and
+/// an uncapped step throws the particles out of the data's range (a NaN a few steps later).
+/// Particle methods stay exact (the weights use the tamed proposal).
+pub(crate) fn tame_rows(g: &mut [f64], d: usize, limit: f64) {
+    for row in g.chunks_mut(d) {
+        let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
+        if norm > limit {
+            let f = limit / norm;
+            row.iter_mut().for_each(|v| *v *= f);
+        }
+    }
+}
+
 /// `log N(x; mean, var)` of a scalar.
 pub(crate) fn log_normal(x: f64, mean: f64, var: f64) -> f64 {
     -0.5 * ((x - mean).powi(2) / var + (2.0 * std::f64::consts::PI * var).ln())

@@ -8,10 +8,13 @@
 //! `sigma_y = 0`, and tends to the likelihood as `t -> 0`. (The paper's twist
 //! `p(y | x0_hat)`, or Pi-GDM's `r_t^2 = s^2/(m^2+s^2)` inflation, is far too confident
 //! when the data are not of unit scale: on deck 003's mixture, with means 8 apart, its
-//! weights collapsed (ESS/N 0.001) where the denoiser switches modes.) Each step:
+//! weights collapsed (ESS/N 0.001) where the denoiser switches modes.) With more than
+//! [`TWEEDIE_MAX_DY`] observations (images) the twist falls back to Pi-GDM's covariance
+//! `r_t^2 A A^T + sigma_y^2 I`, suited to data of unit scale. Each step:
 //!
 //! * proposal `q(x' | x) = N(mean(x) + var grad_x log p~_t(y | x), var)` (the kernel tilted by
-//!   the twist's gradient);
+//!   the twist's gradient; the shift capped at one standard deviation per coordinate,
+//!   see `tame_rows`);
 //! * incremental weight `p(x' | x) p~_{t'}(y | x') / (q(x' | x) p~_t(y | x))`;
 //! * at the end (`sigma_y > 0`), the weight `N(y; A x0_hat, sigma_y^2 I) / p~_{t_min}(y | x)`
 //!   makes the target the posterior of the denoised output.
@@ -19,17 +22,57 @@
 //! Resampling by the ESS rule between steps. The weights are exact for any twist, so as
 //! particles grow the error goes to the discretisation error of the reverse chain.
 
-use super::guidance::{residuals, tweedie_solve, Projected};
-use super::posterior::{check_finite, grid_with, Ctx, Kernel, Observation, PosteriorOptions, RunOutput};
+use super::guidance::{pigdm_r2, residuals, tweedie_solve, GaussLik, Projected};
+use super::posterior::{check_finite, grid_with, tame_rows, Ctx, Kernel, Observation, PosteriorOptions, RunOutput};
 use crate::smc::{gather_rows, Particles};
 use crate::Result;
 
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
+/// Up to this many observations the twist uses the exact Tweedie covariance (one
+/// vector-Jacobian product per observation and step); above, Pi-GDM's.
+pub const TWEEDIE_MAX_DY: usize = 4;
+
 /// The twist at `t`: `(x0_hat, grad_x log p~_t, log p~_t)` per row.
-fn twist(ctx: &Ctx, obs: &Observation, a: &[f64], t: f64, x: &[f64]) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+fn twist(
+    ctx: &Ctx,
+    obs: &Observation,
+    a: &[f64],
+    lik: &GaussLik,
+    t: f64,
+    x: &[f64],
+) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
     let dy = obs.y.len();
-    let Projected { x0, e, sol, logdet } = tweedie_solve(ctx, obs, a, t, x)?;
+    let tweedie = if dy <= TWEEDIE_MAX_DY {
+        // A learned denoiser's Jacobian need not give a positive definite projection: fall
+        // back to Pi-GDM's covariance for that step (the twist value is carried to the next
+        // step's weight, so the weights stay consistent).
+        match tweedie_solve(ctx, obs, a, t, x) {
+            Ok(p) => Some(p),
+            Err(crate::Error::Numerical(_)) => None,
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    let Projected { x0, e, sol, logdet } = if let Some(p) = tweedie {
+        p
+    } else {
+        // Many observations (images): dy vector-Jacobian products a step are too many;
+        // use the Pi-GDM covariance r_t^2 A A^T + sigma_y^2 I (data of unit scale, as a
+        // trained model's normalised coordinates are).
+        let x0 = ctx.denoise(t, x)?;
+        let e = residuals(obs, &x0);
+        let r2 = pigdm_r2(ctx, t);
+        let mut sol = Vec::with_capacity(e.len());
+        let mut logdet = Vec::with_capacity(e.len() / dy);
+        for row in e.chunks(dy) {
+            let (u, _, ld) = lik.solve(r2, row);
+            sol.extend(u);
+            logdet.push(ld);
+        }
+        Projected { x0, e, sol, logdet }
+    };
     let logp: Vec<f64> = e
         .chunks(dy)
         .zip(sol.chunks(dy))
@@ -50,11 +93,12 @@ pub(crate) fn run(
 ) -> Result<RunOutput> {
     let (d, n, p) = (ctx.d, opts.particles, &ctx.p);
     let a_mat = obs.op.matrix();
+    let lik = GaussLik::new_relaxed(obs)?;
     let ts = grid_with(p, opts, &[])?;
     let steps = ts.len() - 1;
     let mut x = ctx.initial(run, n);
     let mut parts = Particles::new(n, opts.resampling, opts.ess_threshold);
-    let (mut x0, mut grad, mut logp) = twist(ctx, obs, &a_mat, ts[0], &x)?;
+    let (mut x0, mut grad, mut logp) = twist(ctx, obs, &a_mat, &lik, ts[0], &x)?;
     parts.reweight(&logp)?;
     for k in 0..steps {
         let (t, t1) = (ts[k], ts[k + 1]);
@@ -68,12 +112,14 @@ pub(crate) fn run(
         }
         let sc = ctx.score_from_x0(t, &x, &x0);
         let mean = ker.mean(&x, &sc);
-        let guided: Vec<f64> = mean.iter().zip(&grad).map(|(m, g)| m + ker.var * g).collect();
+        let mut step: Vec<f64> = grad.iter().map(|g| ker.var * g).collect();
+        tame_rows(&mut step, d, ker.var.sqrt() * (d as f64).sqrt());
+        let guided: Vec<f64> = mean.iter().zip(&step).map(|(m, g)| m + g).collect();
         let z = ctx.normals(run, k, 0, n, d);
         let sd = ker.var.sqrt();
         let x1: Vec<f64> = guided.iter().zip(&z).map(|(m, z)| m + sd * z).collect();
         check_finite(&x1, "tds")?;
-        let (nx0, ngrad, nlogp) = twist(ctx, obs, &a_mat, t1, &x1)?;
+        let (nx0, ngrad, nlogp) = twist(ctx, obs, &a_mat, &lik, t1, &x1)?;
         let mut logg = vec![0.0; n];
         for j in 0..n {
             let mut lr = 0.0;
