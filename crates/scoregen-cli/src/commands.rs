@@ -94,6 +94,10 @@ pub struct SampleArgs {
     /// Class to generate (class-conditional models).
     #[arg(long)]
     pub class: Option<u32>,
+    /// A class-conditional model without --class: sample its null-class (unconditional)
+    /// score instead of drawing classes from the training frequencies.
+    #[arg(long)]
+    pub null_class: bool,
     /// Classifier-free guidance weight w: score = (1 + w) score(x | c) - w score(x).
     #[arg(long, default_value_t = 0.0)]
     pub guidance: f64,
@@ -183,6 +187,66 @@ pub fn sample_mixture(
     Ok(x?)
 }
 
+/// Samples `n` points of a class-conditional model with classes drawn from `pi`
+/// (stream `(User, 1 << 40)` of the seed); class `c` runs the sampler with seed
+/// `seed + 1 + c`. Rows are in the order of the class draws.
+fn sample_class_mixture(
+    dir: &Path,
+    pi: &[f64],
+    sampler: &Sampler,
+    opts: &SampleOptions,
+    n: usize,
+    label: &str,
+    quiet: bool,
+) -> CliResult<Tensor> {
+    use scoregen::rng::{stream, Purpose};
+    let u = Noise::new(opts.seed).uniforms(stream(Purpose::User, 1 << 40), n);
+    let total: f64 = pi.iter().sum();
+    let cls: Vec<usize> = u
+        .iter()
+        .map(|&v| {
+            let mut acc = 0.0;
+            for (c, w) in pi.iter().enumerate() {
+                acc += w / total;
+                if v < acc {
+                    return c;
+                }
+            }
+            pi.len() - 1
+        })
+        .collect();
+    let d;
+    let mut rows: Vec<Vec<f64>> = vec![Vec::new(); n];
+    {
+        let (score, _) = scoregen::nn::load_model(dir)?;
+        d = scoregen::score::Score::dim(&score);
+    }
+    for c in 0..pi.len() {
+        let pos: Vec<usize> = (0..n).filter(|&i| cls[i] == c).collect();
+        if pos.is_empty() {
+            continue;
+        }
+        let (score, _) = scoregen::nn::load_model(dir)?;
+        let score = score.conditional(c as u32, 0.0)?;
+        let o = SampleOptions {
+            seed: opts.seed.wrapping_add(1 + c as u64),
+            ..opts.clone()
+        };
+        let pb = bar(o.steps as u64, &format!("{label} class {c}"), quiet);
+        let z = run_sampler(&score, sampler, &o, pos.len(), &mut |k, t| {
+            pb.set_length(t as u64);
+            pb.set_position(k as u64)
+        });
+        pb.finish_and_clear();
+        let (v, _) = rows_f64(&z?)?;
+        for (j, &i) in pos.iter().enumerate() {
+            rows[i] = v[j * d..(j + 1) * d].to_vec();
+        }
+    }
+    let flat: Vec<f64> = rows.into_iter().flatten().collect();
+    Ok(Tensor::from_vec(flat, (n, d), &Device::Cpu).map_err(scoregen::Error::from)?)
+}
+
 /// `scoregen sample`.
 pub fn sample(a: SampleArgs, quiet: bool) -> CliResult<()> {
     a.draws.check()?;
@@ -225,6 +289,28 @@ pub fn sample(a: SampleArgs, quiet: bool) -> CliResult<()> {
                 }
                 (None, false) => vec![None],
             };
+            // A class-conditional model without --class: draw each sample's class from the
+            // training label frequencies, p(x) = sum_c pi_c p(x | c) (unless --null-class).
+            if let (None, false, Some(pi), false) = (a.class, a.each_class, &meta.class_weights, a.null_class) {
+                let x = sample_class_mixture(dir, pi, &sampler, &opts, n, &a.sampler.sampler, quiet)?;
+                let x = meta.normalisation.denormalise(&x)?;
+                data::write_points(out, &x)?;
+                if let (Some(g), Some((h, w))) = (&a.image_grid, image) {
+                    let (v, _) = rows_f64(&x)?;
+                    let cols = (n as f64).sqrt().ceil() as usize;
+                    image_grid(g, &v, h, w, cols, &format!("{n} samples")).map_err(|e| {
+                        let _ = std::fs::remove_file(out);
+                        CliError::user(e)
+                    })?;
+                }
+                if !quiet {
+                    eprintln!(
+                        "wrote {n} samples (classes drawn from the training frequencies) to {}",
+                        out.display()
+                    );
+                }
+                return Ok(());
+            }
             let mut parts = vec![];
             for class in classes {
                 let (score, _) = scoregen::nn::load_model(dir)?;

@@ -203,6 +203,11 @@ pub struct CheckpointMeta {
     pub weights: String,
     /// Latest validation loss.
     pub val_loss: Option<f64>,
+    /// Class frequencies of the training labels (class-conditional models): the class prior
+    /// `pi_c` of `p(x) = sum_c pi_c p(x | c)` that `sample` draws classes from when no
+    /// class is asked for.
+    #[serde(default)]
+    pub class_weights: Option<Vec<f64>>,
 }
 
 /// Format 2: `arch` is tagged with its `kind`. Format 1 (MLP only, `arch` a bare
@@ -305,6 +310,13 @@ pub fn train(
         (None, 0) => {}
         (None, _) => return Err(Error::invalid("the network has classes but no labels were given")),
     }
+    let class_weights: Option<Vec<f64>> = labels.map(|l| {
+        let mut c = vec![0.0; arch.n_classes()];
+        for &k in l {
+            c[k as usize] += 1.0;
+        }
+        c.iter().map(|v| v / n as f64).collect()
+    });
     let device = Device::Cpu;
     let noise = Noise::new(cfg.seed);
     // Deterministic split: a permutation by sorted uniforms.
@@ -495,7 +507,7 @@ pub fn train(
         }
         if let Some(dir) = checkpoint_dir {
             if st.step % cfg.checkpoint_every == 0 || st.step == cfg.steps {
-                save_state(dir, &st, &arch, &process, &norm, cfg)?;
+                save_state(dir, &st, &arch, &process, &norm, cfg, class_weights.as_deref())?;
             }
         }
         progress(&TrainProgress {
@@ -525,6 +537,7 @@ fn save_state(
     process: &Process,
     norm: &Normalisation,
     cfg: &TrainConfig,
+    class_weights: Option<&[f64]>,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create checkpoint directory: {e}")))?;
     let mut map: HashMap<String, Tensor> = HashMap::new();
@@ -550,6 +563,7 @@ fn save_state(
         step: st.step,
         weights: weights.clone(),
         val_loss: st.val_loss,
+        class_weights: class_weights.map(|w| w.to_vec()),
     };
     let text = serde_json::to_string_pretty(&meta).map_err(|e| Error::invalid(e.to_string()))?;
     write_atomic(dir.join(META), |w| Ok(w.write_all(text.as_bytes())?))?;
