@@ -311,24 +311,30 @@ impl GaussianMixture {
         logp
     }
 
-    /// [`Self::eval`] row by row (any covariances).
-    fn eval_rows(&self, m: f64, s: f64, x: &[f64], grad: Option<&mut [f64]>, resp: Option<&mut [f64]>) -> Vec<f64> {
+    /// Per component of the law of `m x_0 + s eps`: the variances along its eigenvectors,
+    /// `m^2 lambda + s^2`, and its log-normaliser `log w - (log det + d log 2 pi) / 2`.
+    fn eigen_variances(&self, m: f64, s: f64) -> (Vec<Vec<f64>>, Vec<f64>) {
         let d = self.d;
-        let kk = self.comps.len();
-        let n = x.len() / d;
-        let s2 = s * s;
-        // Per component: variances along eigenvectors and log-normaliser.
         let var: Vec<Vec<f64>> = self
             .comps
             .iter()
-            .map(|c| c.lam.iter().map(|l| m * m * l + s2).collect())
+            .map(|c| c.lam.iter().map(|l| m * m * l + s * s).collect())
             .collect();
-        let lnorm: Vec<f64> = self
+        let lnorm = self
             .comps
             .iter()
             .zip(&var)
             .map(|(c, v)| c.log_w - 0.5 * (v.iter().map(|x| x.ln()).sum::<f64>() + d as f64 * LN_2PI))
             .collect();
+        (var, lnorm)
+    }
+
+    /// [`Self::eval`] row by row (any covariances).
+    fn eval_rows(&self, m: f64, s: f64, x: &[f64], grad: Option<&mut [f64]>, resp: Option<&mut [f64]>) -> Vec<f64> {
+        let d = self.d;
+        let kk = self.comps.len();
+        let n = x.len() / d;
+        let (var, lnorm) = self.eigen_variances(m, s);
         let mut logp = vec![0.0; n];
         const ROWS: usize = 64;
         let mut dummy_g = Vec::new();
@@ -459,18 +465,7 @@ impl GaussianMixture {
         }
         let d = self.d;
         let kk = self.comps.len();
-        let s2 = s * s;
-        let var: Vec<Vec<f64>> = self
-            .comps
-            .iter()
-            .map(|c| c.lam.iter().map(|l| m * m * l + s2).collect())
-            .collect();
-        let lnorm: Vec<f64> = self
-            .comps
-            .iter()
-            .zip(&var)
-            .map(|(c, v)| c.log_w - 0.5 * (v.iter().map(|x| x.ln()).sum::<f64>() + d as f64 * LN_2PI))
-            .collect();
+        let (var, lnorm) = self.eigen_variances(m, s);
         let mut score = vec![0.0; n * d];
         let mut hv = vec![0.0; n * d];
         const ROWS: usize = 64;
