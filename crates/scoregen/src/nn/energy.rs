@@ -361,6 +361,20 @@ impl Score for EnergyScore {
         let (_, g) = self.net.grad(&x.to_dtype(dt)?, &tau)?;
         Ok(g.detach().to_dtype(x.dtype())?)
     }
+
+    /// Exact through the explicit Hessian-vector product: the score is `grad_x f`, so
+    /// `x0_hat = (x + s^2 grad f)/m` and `J^T v = (v + s^2 H v)/m` (`H` symmetric).
+    fn denoise_vjp(&self, t: f64, x: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let n = x.dims2()?.0;
+        let dt = self.net.dtype();
+        let tau = Tensor::full(self.tau(t), (n, 1), x.device())?.to_dtype(dt)?;
+        let (_, g, hv) = self.net.grad_hvp(&x.to_dtype(dt)?, &tau, &v.to_dtype(dt)?)?;
+        let p = self.process();
+        let (m, s2) = (p.m(t), p.s(t).powi(2));
+        let x0 = (x + g.detach().to_dtype(x.dtype())?.affine(s2, 0.0)?)?.affine(1.0 / m, 0.0)?;
+        let jv = (v + hv.detach().to_dtype(x.dtype())?.affine(s2, 0.0)?)?.affine(1.0 / m, 0.0)?;
+        Ok((x0, jv))
+    }
 }
 
 /// The JSON of an energy checkpoint.

@@ -152,7 +152,30 @@ impl Score for LearnedScore {
         &self.process
     }
 
+    /// Detached: the parameters are `Var`s, so an attached output would carry the autograd
+    /// graph, and a sampler feeding it back step after step would keep every step's graph
+    /// alive (memory growing without bound).
     fn score(&self, t: f64, x: &Tensor) -> Result<Tensor> {
+        Ok(self.attached_score(t, x)?.detach())
+    }
+
+    /// Through the attached score, so candle's backward reaches `x`.
+    fn denoise_vjp(&self, t: f64, x: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let xv = candle_core::Var::from_tensor(&x.detach())?;
+        let sc = self.attached_score(t, xv.as_tensor())?;
+        let x0 = crate::score::tweedie::x0_from_score(&self.process, t, xv.as_tensor(), &sc)?;
+        let grads = (x0.clone() * v.detach())?.sum_all()?.backward()?;
+        let g = match grads.get(xv.as_tensor()) {
+            Some(g) => g.clone(),
+            None => xv.as_tensor().zeros_like()?,
+        };
+        Ok((x0.detach(), g.detach()))
+    }
+}
+
+impl LearnedScore {
+    /// The score with its autograd graph (for input gradients).
+    fn attached_score(&self, t: f64, x: &Tensor) -> Result<Tensor> {
         let s = match self.class {
             None => self.raw_score(t, x, None)?,
             Some(c) if self.guidance == 0.0 => self.raw_score(t, x, Some(c))?,
