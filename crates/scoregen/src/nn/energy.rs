@@ -138,23 +138,7 @@ impl EnergyNet {
     pub fn with_values(config: EnergyConfig, values: &[Tensor], device: &Device) -> Result<Self> {
         let dtype = values.first().map(|v| v.dtype()).unwrap_or(DType::F32);
         let net = EnergyNet::new(config, 0, dtype, device)?;
-        if values.len() != net.vars.len() {
-            return Err(Error::invalid(format!(
-                "energy network: {} parameter tensors for {} parameters",
-                values.len(),
-                net.vars.len()
-            )));
-        }
-        for (var, v) in net.vars.iter().zip(values) {
-            if var.dims() != v.dims() {
-                return Err(Error::invalid(format!(
-                    "energy network: parameter of shape {:?}, expected {:?}",
-                    v.dims(),
-                    var.dims()
-                )));
-            }
-            var.set(v)?;
-        }
+        super::set_parameters("energy network", &net.vars, &net.names, values)?;
         Ok(net)
     }
 

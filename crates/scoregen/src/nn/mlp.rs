@@ -113,23 +113,7 @@ impl Mlp {
             values.first().map(|v| v.dtype()).unwrap_or(DType::F32),
             device,
         )?;
-        if values.len() != net.vars.len() {
-            return Err(Error::invalid(format!(
-                "mlp: {} parameter tensors for {} parameters",
-                values.len(),
-                net.vars.len()
-            )));
-        }
-        for (var, v) in net.vars.iter().zip(values) {
-            if var.dims() != v.dims() {
-                return Err(Error::invalid(format!(
-                    "mlp: parameter of shape {:?}, expected {:?}",
-                    v.dims(),
-                    var.dims()
-                )));
-            }
-            var.set(v)?;
-        }
+        super::set_parameters("mlp", &net.vars, &net.names, values)?;
         Ok(net)
     }
 

@@ -39,3 +39,31 @@ pub use network::{Arch, Network, ScoreNet};
 pub use score_matching::Loss;
 pub use train::{load_model, train, CheckpointMeta, TimeSampling, TrainConfig, TrainProgress, TrainReport, TrainSetup};
 pub use unet::{Unet, UnetConfig};
+
+/// Sets `vars` (named `names`) to `values`, checking their count and shapes; `what` names
+/// the network in errors. Shared by the `with_values` constructors of every network.
+pub(crate) fn set_parameters(
+    what: &str,
+    vars: &[candle_core::Var],
+    names: &[String],
+    values: &[candle_core::Tensor],
+) -> crate::Result<()> {
+    if values.len() != vars.len() {
+        return Err(crate::Error::invalid(format!(
+            "{what}: {} parameter tensors for {} parameters",
+            values.len(),
+            vars.len()
+        )));
+    }
+    for ((var, v), name) in vars.iter().zip(values).zip(names) {
+        if var.dims() != v.dims() {
+            return Err(crate::Error::invalid(format!(
+                "{what}: parameter {name} of shape {:?}, expected {:?}",
+                v.dims(),
+                var.dims()
+            )));
+        }
+        var.set(&v.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}

@@ -252,23 +252,7 @@ impl Unet {
     pub fn with_values(config: UnetConfig, values: &[Tensor], device: &Device) -> Result<Self> {
         let dtype = values.first().map(|v| v.dtype()).unwrap_or(DType::F32);
         let net = Unet::new(config, 0, dtype, device)?;
-        if values.len() != net.vars.len() {
-            return Err(Error::invalid(format!(
-                "unet: {} parameter tensors for {} parameters",
-                values.len(),
-                net.vars.len()
-            )));
-        }
-        for ((var, v), name) in net.vars.iter().zip(values).zip(&net.names) {
-            if var.dims() != v.dims() {
-                return Err(Error::invalid(format!(
-                    "unet: parameter {name} of shape {:?}, expected {:?}",
-                    v.dims(),
-                    var.dims()
-                )));
-            }
-            var.set(&v.to_dtype(dtype)?)?;
-        }
+        super::set_parameters("unet", &net.vars, &net.names, values)?;
         Ok(net)
     }
 
