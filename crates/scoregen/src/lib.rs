@@ -32,6 +32,7 @@
 
 pub mod data;
 pub mod error;
+pub mod impute;
 pub mod inverse;
 pub mod io;
 pub mod linalg;
