@@ -27,6 +27,9 @@ enum BenchWhat {
     Gmm(crate::bench_posterior::BenchGmmArgs),
     /// Deck 000's Gaussian imputation example: exact vs replacement vs SMC, convergence in N.
     ImputeGauss(crate::bench_posterior::BenchImputeGaussArgs),
+    /// Tabular imputation: mask complete tables (MCAR / MAR / MNAR), impute, RMSE and MAE
+    /// next to mean and kNN imputation.
+    Impute(crate::bench_impute::BenchImputeArgs),
     /// Inpainting, outpainting and super-resolution figures with a trained digits model.
     Digits(crate::bench_posterior::BenchDigitsArgs),
 }
@@ -143,6 +146,7 @@ pub fn run(a: BenchArgs, quiet: bool) -> CliResult<()> {
         BenchWhat::Gmm(b) => crate::bench_posterior::bench_gmm(b, quiet),
         BenchWhat::ImputeGauss(b) => crate::bench_posterior::bench_impute_gauss(b),
         BenchWhat::Digits(b) => crate::bench_posterior::bench_digits(b, quiet),
+        BenchWhat::Impute(b) => crate::bench_impute::run(b, quiet),
         BenchWhat::Sample(b) => {
             let sampler = Sampler::from_name(&b.sampler, &SamplerParams::default())?;
             println!(

@@ -5,10 +5,12 @@
 //! failures with 1, and no output file is left behind.
 
 mod bench;
+mod bench_impute;
 mod bench_posterior;
 mod commands;
 mod demo;
 mod ebm;
+mod impute;
 mod plot;
 mod posterior;
 mod progress;
@@ -47,6 +49,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Benchmarks that print numbers (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Impute the missing cells of a CSV table (numbers and labels) by posterior sampling.
+    Impute(impute::ImputeArgs),
     /// Energy-based models: an RBM by CD-k, or an energy network by CD / score matching + Langevin.
     Ebm(ebm::EbmArgs),
 }
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a, quiet),
         Command::Bench(a) => bench::run(a, quiet),
         Command::Ebm(a) => ebm::run(a, quiet),
+        Command::Impute(a) => impute::run(a, quiet),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -120,7 +120,7 @@ fn column_label(header: Option<&[String]>, j: usize) -> String {
 }
 
 /// Whether a (trimmed) cell is a missing-value marker.
-fn is_missing_marker(s: &str) -> bool {
+pub(crate) fn is_missing_marker(s: &str) -> bool {
     s.is_empty() || ["nan", "na", "n/a", "null"].iter().any(|m| s.eq_ignore_ascii_case(m))
 }
 
@@ -172,53 +172,18 @@ fn csv_error(path: &Path, bytes: &[u8], e: ::csv::Error) -> Error {
 /// `opts.allow_missing` is false. Blank lines are skipped.
 pub fn read_csv(path: impl AsRef<Path>, opts: &CsvOptions) -> Result<Table> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-    let mut reader = ::csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(opts.delimiter)
-        .from_reader(&bytes[..]);
-    // File line numbers from byte offsets (the csv crate's own line count skips blank
-    // lines). Records come in order, so the newlines are counted once overall.
-    let (mut seen_byte, mut seen_line) = (0usize, 1u64);
-    let mut line_of = |rec: &::csv::StringRecord| -> u64 {
-        let byte = rec.position().map_or(seen_byte, |p| p.byte() as usize);
-        let mut byte = byte.clamp(seen_byte, bytes.len());
-        // The reported start includes the blank lines skipped before the record.
-        while byte < bytes.len() && matches!(bytes[byte], b'\r' | b'\n') {
-            byte += 1;
-        }
-        seen_line += bytes[seen_byte..byte].iter().filter(|&&b| b == b'\n').count() as u64;
-        seen_byte = byte;
-        seen_line
-    };
-
-    let mut records = reader.records();
-    let first = match records.next() {
-        None => return Err(Error::file(path, "the file is empty (no rows)")),
-        Some(r) => r.map_err(|e| csv_error(path, &bytes, e))?,
-    };
+    let (records, lines_all) = read_records(path, opts.delimiter)?;
+    let first = &records[0];
     let cols = first.len();
     let is_header = match opts.header {
         HeaderMode::Yes => true,
         HeaderMode::No => false,
         HeaderMode::Auto => first.iter().any(|c| matches!(parse_cell(c), Cell::Text)),
     };
-    let header: Option<Vec<String>> = is_header.then(|| first.iter().map(str::to_string).collect());
-
+    let header: Option<Vec<String>> = is_header.then(|| first.clone());
+    let skip = usize::from(is_header);
     let mut values = Vec::new();
-    let mut raw = Vec::new();
-    let mut lines = Vec::new();
-    let data_rows = (!is_header).then_some(Ok(first)).into_iter().chain(records);
-    for rec in data_rows {
-        let rec = rec.map_err(|e| csv_error(path, &bytes, e))?;
-        let line = line_of(&rec);
-        if rec.len() != cols {
-            return Err(Error::file(
-                path,
-                format!("row {line} has {} fields, expected {cols}", rec.len()),
-            ));
-        }
+    for (rec, &line) in records.iter().zip(&lines_all).skip(skip) {
         for (j, text) in rec.iter().enumerate() {
             let v = match parse_cell(text) {
                 Cell::Number(v) => v,
@@ -255,9 +220,9 @@ pub fn read_csv(path: impl AsRef<Path>, opts: &CsvOptions) -> Result<Table> {
             };
             values.push(v);
         }
-        raw.push(rec.iter().map(str::to_string).collect::<Vec<_>>());
-        lines.push(line);
     }
+    let raw: Vec<Vec<String>> = records.into_iter().skip(skip).collect();
+    let lines: Vec<u64> = lines_all.into_iter().skip(skip).collect();
     if raw.is_empty() {
         return Err(Error::file(path, "no data rows (only a header)"));
     }
@@ -269,6 +234,58 @@ pub fn read_csv(path: impl AsRef<Path>, opts: &CsvOptions) -> Result<Table> {
         raw,
         lines,
     })
+}
+
+/// Reads every record of a delimited text file as strings, with the 1-based file line
+/// where each starts. Errors: unreadable or non-UTF-8 file, an empty file, a record with a
+/// different number of fields than the first (`row R has X fields, expected Y`). Blank
+/// lines are skipped.
+pub(crate) fn read_records(path: &Path, delimiter: u8) -> Result<(Vec<Vec<String>>, Vec<u64>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    parse_records(path, &bytes, delimiter)
+}
+
+/// [`read_records`] on the bytes of a file (`path` names it in messages).
+pub(crate) fn parse_records(path: &Path, bytes: &[u8], delimiter: u8) -> Result<(Vec<Vec<String>>, Vec<u64>)> {
+    let mut reader = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delimiter)
+        .from_reader(bytes);
+    // File line numbers from byte offsets (the csv crate's own line count skips blank
+    // lines). Records come in order, so the newlines are counted once overall.
+    let (mut seen_byte, mut seen_line) = (0usize, 1u64);
+    let mut line_of = |rec: &::csv::StringRecord| -> u64 {
+        let byte = rec.position().map_or(seen_byte, |p| p.byte() as usize);
+        let mut byte = byte.clamp(seen_byte, bytes.len());
+        // The reported start includes the blank lines skipped before the record.
+        while byte < bytes.len() && matches!(bytes[byte], b'\r' | b'\n') {
+            byte += 1;
+        }
+        seen_line += bytes[seen_byte..byte].iter().filter(|&&b| b == b'\n').count() as u64;
+        seen_byte = byte;
+        seen_line
+    };
+    let mut records = Vec::new();
+    let mut lines = Vec::new();
+    let mut cols = None;
+    for rec in reader.records() {
+        let rec = rec.map_err(|e| csv_error(path, bytes, e))?;
+        let line = line_of(&rec);
+        let c = *cols.get_or_insert(rec.len());
+        if rec.len() != c {
+            return Err(Error::file(
+                path,
+                format!("row {line} has {} fields, expected {c}", rec.len()),
+            ));
+        }
+        records.push(rec.iter().map(str::to_string).collect::<Vec<_>>());
+        lines.push(line);
+    }
+    if records.is_empty() {
+        return Err(Error::file(path, "the file is empty (no rows)"));
+    }
+    Ok((records, lines))
 }
 
 /// Guesses the delimiter of a whitespace- or comma-separated text file from its first

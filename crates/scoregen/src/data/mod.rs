@@ -10,7 +10,7 @@
 //! numbers.
 
 pub mod builtin;
-mod csv;
+pub(crate) mod csv;
 mod npy;
 
 use std::path::Path;

@@ -3,7 +3,20 @@
 //!
 //! * [`mechanism`]: missingness mechanisms (MCAR, and DiffPuter's logistic MAR / MNAR) to
 //!   mask a complete table for benchmarks;
+//! * [`table`]: CSV tables with numeric and categorical columns, and their one-hot,
+//!   standardised encoding;
+//! * [`datasets`]: the built-in real tables (breast cancer, wine, iris, digits, penguins);
+//! * [`fit`]: training on the incomplete table (masked DSM, then EM rounds);
+//! * [`sampler`]: row-by-row posterior imputation, multiple imputations, uncertainty;
 //! * [`baseline`]: mean and k-nearest-neighbour imputation, the classical reference points.
 
 pub mod baseline;
+pub mod datasets;
+pub mod fit;
 pub mod mechanism;
+pub mod sampler;
+pub mod table;
+
+pub use fit::{fit, FitOptions, FitProgress, StoredEncoding};
+pub use sampler::{impute_table, row_posterior, Imputation, ImputeOptions};
+pub use table::{ColumnKind, Encoding, MixedTable};

@@ -450,7 +450,8 @@ pub(crate) fn same_time(a: f64, b: f64, p: &Process) -> bool {
 }
 
 /// Samples the posterior of `score`'s prior given `obs` with `method`. `progress` receives
-/// (done, total) steps.
+/// (done, total) steps. An operator with no rows (nothing observed) gives prior samples
+/// from the DDPM chain, whatever the method.
 pub fn sample_posterior(
     score: &dyn Score,
     obs: &Observation,
@@ -467,6 +468,26 @@ pub fn sample_posterior(
         return Err(Error::invalid("posterior: the ESS threshold must be in [0, 1]"));
     }
     let ctx = Ctx::new(score, opts.seed);
+    if obs.op.shape().0 == 0 && !matches!(method, Method::Exact) {
+        // Nothing observed: the posterior is the prior, drawn by the plain DDPM chain (the
+        // replacement sampler with an empty mask); every method would reduce to it.
+        let empty = Observation {
+            op: Operator::Mask {
+                dim: d,
+                observed: Vec::new(),
+            },
+            y: Vec::new(),
+            sigma_y: 0.0,
+        };
+        let samples = super::replacement::run(&ctx, &empty, opts, 1, progress)?;
+        return Ok(PosteriorReport {
+            samples,
+            runs: usize::from(method.is_smc()),
+            ess_min: 1.0,
+            ess_mean: 1.0,
+            ..Default::default()
+        });
+    }
     if method.is_smc() {
         let runs = opts.n.div_ceil(opts.particles);
         let total = runs * opts.steps;

@@ -33,6 +33,9 @@ pub(crate) fn run(
     let ts = grid_with(p, opts, &[])?;
     let steps = ts.len() - 1;
     let overwrite = |x: &mut [f64], t: f64, z: &[f64]| {
+        if observed.is_empty() {
+            return;
+        }
         let (m, s) = (p.m(t), p.s(t));
         for (row, zr) in x.chunks_mut(d).zip(z.chunks(observed.len())) {
             for (j, &i) in observed.iter().enumerate() {

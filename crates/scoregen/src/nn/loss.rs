@@ -34,6 +34,41 @@ pub fn dsm_loss<N: ScoreNet + ?Sized>(
     eps: &Tensor,
     classes: Option<&Tensor>,
 ) -> Result<Tensor> {
+    Ok(dsm_residual(net, process, x0, t, eps, classes)?.sqr()?.mean_all()?)
+}
+
+/// [`dsm_loss`] restricted to observed cells (MissDiff, Ouyang et al. 2023): with the
+/// `[n, d]` 1/0 tensor `observed`, `sum(observed * residual^2) / max(sum(observed), 1)`.
+/// Missing cells of `x0` hold any finite fill; they enter `x_t` (the network's input) but
+/// not the loss.
+pub fn masked_dsm_loss<N: ScoreNet + ?Sized>(
+    net: &N,
+    process: &Process,
+    x0: &Tensor,
+    t: &[f64],
+    eps: &Tensor,
+    classes: Option<&Tensor>,
+    observed: &Tensor,
+) -> Result<Tensor> {
+    let resid = dsm_residual(net, process, x0, t, eps, classes)?;
+    let w = observed.to_dtype(resid.dtype())?;
+    let count = w
+        .to_dtype(candle_core::DType::F64)?
+        .sum_all()?
+        .to_scalar::<f64>()?
+        .max(1.0);
+    Ok((resid.sqr()? * w)?.sum_all()?.affine(1.0 / count, 0.0)?)
+}
+
+/// The per-cell DSM residual `[n, d]` in the network's parametrisation (see the table above).
+fn dsm_residual<N: ScoreNet + ?Sized>(
+    net: &N,
+    process: &Process,
+    x0: &Tensor,
+    t: &[f64],
+    eps: &Tensor,
+    classes: Option<&Tensor>,
+) -> Result<Tensor> {
     let (m, s) = coefficients(process, t, x0)?;
     let xt = (x0.broadcast_mul(&m)? + eps.broadcast_mul(&s)?)?;
     let tau: Vec<f64> = t.iter().map(|t| t / process.t_max()).collect();
@@ -44,5 +79,5 @@ pub fn dsm_loss<N: ScoreNet + ?Sized>(
         Parametrisation::X0 => (out - x0)?,
         Parametrisation::Score => (out.broadcast_mul(&s)? + eps)?,
     };
-    Ok(resid.sqr()?.mean_all()?)
+    Ok(resid)
 }

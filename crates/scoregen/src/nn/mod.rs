@@ -37,7 +37,9 @@ pub use mlp::{Mlp, MlpConfig};
 pub use model::LearnedScore;
 pub use network::{Arch, Network, ScoreNet};
 pub use score_matching::Loss;
-pub use train::{load_model, train, CheckpointMeta, TimeSampling, TrainConfig, TrainProgress, TrainReport, TrainSetup};
+pub use train::{
+    load_model, train, train_masked, CheckpointMeta, TimeSampling, TrainConfig, TrainProgress, TrainReport, TrainSetup,
+};
 pub use unet::{Unet, UnetConfig};
 
 /// Sets `vars` (named `names`) to `values`, checking their count and shapes; `what` names

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::energy::EnergyNet;
 use super::jvp::mlp_score_jvp;
-use super::loss::{coefficients, dsm_loss};
+use super::loss::{coefficients, dsm_loss, masked_dsm_loss};
 use super::mlp::Mlp;
 use super::network::Network;
 use crate::process::Process;
@@ -370,6 +370,9 @@ pub struct LossBatch<'a> {
     pub eps: &'a Tensor,
     /// Classes, if any.
     pub classes: Option<&'a Tensor>,
+    /// `[n, d]` 1/0 weights of the observed cells of a table with missing values (DSM only,
+    /// [`masked_dsm_loss`]); `None`: every cell counts.
+    pub observed: Option<&'a Tensor>,
     /// The trainer's `t_min` (the low end of the NCSN ladder).
     pub t_min: f64,
     /// The source of the loss's own draws (SSM projections, NCSN levels) ...
@@ -386,7 +389,13 @@ impl Loss {
         let (n, d) = b.x0.dims2()?;
         let id = stream(Purpose::Train, (1 << 43) + b.index);
         if self == Loss::Dsm {
-            return dsm_loss(network, process, b.x0, b.t, b.eps, b.classes);
+            return match b.observed {
+                Some(m) => masked_dsm_loss(network, process, b.x0, b.t, b.eps, b.classes, m),
+                None => dsm_loss(network, process, b.x0, b.t, b.eps, b.classes),
+            };
+        }
+        if b.observed.is_some() {
+            return Err(Error::invalid("only the dsm loss can be restricted to observed cells"));
         }
         let net: &Mlp = network
             .as_mlp()

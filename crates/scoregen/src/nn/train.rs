@@ -278,6 +278,22 @@ pub fn train(
     setup: &TrainSetup,
     progress: &mut dyn FnMut(&TrainProgress),
 ) -> Result<TrainReport> {
+    train_masked(data, None, labels, setup, progress)
+}
+
+/// [`train`] on a table with missing cells: `observed` (row-major `[n, d]`, `true` where a
+/// cell was observed) restricts the denoising loss to observed coordinates (MissDiff,
+/// Ouyang et al. 2023): `sum(mask * residual^2) / sum(mask)` over the batch. `data` must be
+/// finite everywhere; what the caller put in the missing cells (a fill) only enters as
+/// network input. With `observed = None` this is [`train`]. Only [`Loss::Dsm`] supports a
+/// mask.
+pub fn train_masked(
+    data: &Tensor,
+    observed: Option<&[bool]>,
+    labels: Option<&[u32]>,
+    setup: &TrainSetup,
+    progress: &mut dyn FnMut(&TrainProgress),
+) -> Result<TrainReport> {
     let (arch, process, cfg) = (setup.arch.clone(), setup.process.clone(), &setup.config);
     let (checkpoint_dir, resume) = (setup.checkpoint_dir, setup.resume);
     cfg.validate()?;
@@ -383,6 +399,23 @@ pub fn train(
         .normalise(&Tensor::from_vec(raw, (n, d), &device)?)?
         .to_dtype(DType::F32)?;
     let lab = labels.map(|l| Tensor::from_vec(l.to_vec(), n, &device)).transpose()?;
+    let mask = match observed {
+        Some(o) => {
+            if o.len() != n * d {
+                return Err(Error::invalid(format!(
+                    "the observed mask has {} cells, the data {}",
+                    o.len(),
+                    n * d
+                )));
+            }
+            if cfg.loss != Loss::Dsm {
+                return Err(Error::invalid("training with missing cells needs the dsm loss"));
+            }
+            let v: Vec<f32> = o.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
+            Some(Tensor::from_vec(v, (n, d), &device)?)
+        }
+        None => None,
+    };
     let null = arch.n_classes() as u32;
     // Fixed validation draws.
     let val = if n_val > 0 {
@@ -394,7 +427,8 @@ pub fn train(
         );
         let ev = noise.normal_tensor(stream(Purpose::Train, (1 << 42) + 2), n_val, d, DType::F32, &device)?;
         let cv = lab.as_ref().map(|l| rows(l, val_idx)).transpose()?;
-        Some((xv, tv, ev, cv))
+        let mv = mask.as_ref().map(|m| rows(m, val_idx)).transpose()?;
+        Some((xv, tv, ev, cv, mv))
     } else {
         None
     };
@@ -429,11 +463,13 @@ pub fn train(
             }
             None => None,
         };
+        let mb = mask.as_ref().map(|m| rows(m, &idx)).transpose()?;
         let batch = LossBatch {
             x0: &x0,
             t: &t,
             eps: &eps,
             classes: classes.as_ref(),
+            observed: mb.as_ref(),
             t_min: cfg.t_min,
             noise: &noise,
             index: k,
@@ -489,7 +525,7 @@ pub fn train(
         if recent.len() > 100 {
             recent.pop_front();
         }
-        if let Some((xv, tv, ev, cv)) = &val {
+        if let Some((xv, tv, ev, cv, mv)) = &val {
             if st.step % cfg.eval_every == 0 || st.step == cfg.steps {
                 let ema_net = Network::with_values(&arch, &st.ema, &device)?;
                 let batch = LossBatch {
@@ -497,6 +533,7 @@ pub fn train(
                     t: tv,
                     eps: ev,
                     classes: cv.as_ref(),
+                    observed: mv.as_ref(),
                     t_min: cfg.t_min,
                     noise: &noise,
                     index: 1 << 44,

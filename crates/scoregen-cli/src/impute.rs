@@ -1,0 +1,269 @@
+//! `scoregen impute`: fill the missing cells of a CSV table by posterior sampling with a
+//! score model trained on the incomplete table itself (or given with `--model`).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use scoregen::impute::datasets::load_table;
+use scoregen::impute::{
+    fit, impute_table, Encoding, FitOptions, FitProgress, ImputeOptions, MixedTable, StoredEncoding,
+};
+use scoregen::inverse::Method;
+use scoregen::nn::load_model;
+use scoregen::nn::model::Normalisation;
+use scoregen::process::TimeGrid;
+use scoregen::score::Score;
+use scoregen::smc::Resampling;
+
+use crate::commands::check_parent;
+use crate::progress::bar;
+use crate::{CliError, CliResult};
+
+/// Posterior-sampling settings shared by `impute` and `bench impute`.
+#[derive(Args, Debug, Clone)]
+pub struct ImputeSettings {
+    /// Posterior method: smc-impute (deck 000), mcgdiff, tds, replacement (or any other of
+    /// `scoregen posterior`'s methods except exact).
+    #[arg(long, default_value = "smc-impute")]
+    pub method: String,
+    /// Posterior samples (particles) per row.
+    #[arg(long, default_value_t = 64)]
+    pub particles: usize,
+    /// Reverse steps.
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+    /// Time grid: uniform, quadratic, edm, edm:RHO, logsnr.
+    #[arg(long, default_value = "quadratic")]
+    pub grid: String,
+    /// SMC resampling scheme: multinomial, stratified, systematic, residual.
+    #[arg(long, default_value = "systematic")]
+    pub resampling: String,
+    /// Training steps of the first (masked denoising score matching) round.
+    #[arg(long, default_value_t = 3000)]
+    pub train_steps: usize,
+    /// EM rounds after it (impute, then retrain on the completed table; DiffPuter).
+    #[arg(long, default_value_t = 2)]
+    pub em_rounds: usize,
+    /// Training steps per EM round.
+    #[arg(long, default_value_t = 1500)]
+    pub em_steps: usize,
+    /// Hidden width of the MLP.
+    #[arg(long, default_value_t = 256)]
+    pub hidden: usize,
+}
+
+impl ImputeSettings {
+    /// The posterior settings.
+    pub fn impute_options(&self, seed: u64, draws: usize) -> CliResult<ImputeOptions> {
+        if self.particles == 0 || self.steps == 0 {
+            return Err(CliError::user("--particles and --steps must be positive"));
+        }
+        let method: Method = self.method.parse()?;
+        if matches!(method, Method::Exact) {
+            return Err(CliError::user(
+                "--method exact needs a Gaussian-mixture prior; a table model is a network",
+            ));
+        }
+        let mut o = ImputeOptions {
+            method,
+            draws,
+            ..Default::default()
+        };
+        o.posterior.particles = self.particles;
+        o.posterior.steps = self.steps;
+        o.posterior.grid = self.grid.parse::<TimeGrid>()?;
+        o.posterior.resampling = self.resampling.parse::<Resampling>()?;
+        o.posterior.seed = seed;
+        Ok(o)
+    }
+
+    /// The training settings.
+    pub fn fit_options(&self, seed: u64) -> CliResult<FitOptions> {
+        if self.train_steps == 0 || self.hidden == 0 {
+            return Err(CliError::user("--train-steps and --hidden must be positive"));
+        }
+        let mut f = FitOptions {
+            em_rounds: self.em_rounds,
+            em_steps: self.em_steps.max(1),
+            ..Default::default()
+        };
+        f.train.steps = self.train_steps;
+        f.train.seed = seed;
+        f.mlp.hidden = self.hidden;
+        f.impute.posterior.seed = seed;
+        Ok(f)
+    }
+}
+
+/// `scoregen impute`.
+#[derive(Args, Debug)]
+pub struct ImputeArgs {
+    /// The table: a CSV file with a header (empty, NA, NaN, N/A, null = missing), or
+    /// builtin:penguins (or another built-in table).
+    #[arg(long)]
+    pub data: String,
+    /// A model trained by an earlier `scoregen impute` (its --save-model directory); without
+    /// it, a model is trained on this table.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Where the trained model goes (default: OUT's name with `-model`).
+    #[arg(long)]
+    pub save_model: Option<PathBuf>,
+    /// Columns to read as labels (names or 1-based numbers, comma separated); columns that
+    /// are mostly text are labels anyway.
+    #[arg(long, value_delimiter = ',')]
+    pub categorical: Vec<String>,
+    /// Also write M multiple imputations (OUT.imp1.csv ... OUT.impM.csv) and the per-cell
+    /// uncertainty (OUT.sd.csv: posterior sd of a number, 1 - p(mode) of a label).
+    #[arg(long, default_value_t = 0)]
+    pub imputations: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The completed table (CSV): posterior means of numbers, posterior modes of labels.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub settings: ImputeSettings,
+}
+
+/// `OUT` with `.csv` replaced by `suffix`.
+fn sibling(out: &Path, suffix: &str) -> PathBuf {
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    out.with_file_name(format!("{stem}{suffix}"))
+}
+
+/// Reads `--data`.
+pub fn read_table(data: &str, categorical: &[String]) -> CliResult<MixedTable> {
+    match data.strip_prefix("builtin:") {
+        Some(name) => Ok(load_table(name)?),
+        None => Ok(MixedTable::read(data, categorical)?),
+    }
+}
+
+/// Trains a table model with progress bars.
+pub fn train_table_model(
+    table: &MixedTable,
+    enc: &Encoding,
+    fo: &FitOptions,
+    dir: &Path,
+    quiet: bool,
+) -> CliResult<(scoregen::nn::LearnedScore, Normalisation)> {
+    let total = fo.train.steps + fo.em_rounds * fo.em_steps;
+    let pb = bar(total as u64, "train", quiet);
+    let r = fit(table, enc, fo, dir, &mut |p| match p {
+        FitProgress::Train { round, progress } => {
+            pb.set_message(if round == 0 {
+                "train".to_string()
+            } else {
+                format!("EM round {round}")
+            });
+            pb.set_position(progress.step as u64);
+        }
+        FitProgress::Impute { .. } => {}
+    });
+    pb.finish_and_clear();
+    Ok(r?)
+}
+
+/// The number of rows with a missing cell.
+fn rows_with_missing(table: &MixedTable) -> usize {
+    (0..table.rows)
+        .filter(|&i| (0..table.cols).any(|j| table.is_missing(i, j)))
+        .count()
+}
+
+/// Imputes with a progress bar.
+pub fn run_impute(
+    score: &dyn Score,
+    norm: Option<&Normalisation>,
+    table: &MixedTable,
+    enc: &Encoding,
+    io: &ImputeOptions,
+    quiet: bool,
+) -> CliResult<scoregen::impute::Imputation> {
+    let rows = rows_with_missing(table);
+    let pb = bar(rows as u64, "impute", quiet);
+    let r = impute_table(score, norm, table, enc, io, &|k, _| pb.set_position(k as u64));
+    pb.finish_and_clear();
+    Ok(r?)
+}
+
+/// `scoregen impute`.
+pub fn run(a: ImputeArgs, quiet: bool) -> CliResult<()> {
+    if a.out.extension().and_then(|e| e.to_str()) != Some("csv") {
+        return Err(CliError::user(format!("{}: output must end in .csv", a.out.display())));
+    }
+    check_parent(&a.out)?;
+    let io = a.settings.impute_options(a.seed, a.imputations)?;
+    let table = read_table(&a.data, &a.categorical)?;
+    let started = Instant::now();
+    let (table, enc, score, norm) = match &a.model {
+        Some(dir) => {
+            let stored = StoredEncoding::load(dir)?;
+            let (table, enc) = stored.apply(&table)?;
+            let (score, meta) = load_model(dir)?;
+            (table, enc, score, meta.normalisation)
+        }
+        None => {
+            if let Some(c) = table.empty_column() {
+                return Err(CliError::user(format!(
+                    "column {c} has no observed value: nothing to learn it from (drop the column, or \
+                     pass --model with a model trained on a table that has it)"
+                )));
+            }
+            let enc = Encoding::fit(&table);
+            let dir = a.save_model.clone().unwrap_or_else(|| sibling(&a.out, "-model"));
+            let fo = a.settings.fit_options(a.seed)?;
+            let (score, norm) = train_table_model(&table, &enc, &fo, &dir, quiet)?;
+            if !quiet {
+                eprintln!("model saved to {}", dir.display());
+            }
+            (table, enc, score, norm)
+        }
+    };
+    let imp = run_impute(&score, Some(&norm), &table, &enc, &io, quiet)?;
+    let write =
+        |path: &Path, cells: &[f64]| table.write_filled(path, &|i, j| table.format_value(j, cells[i * table.cols + j]));
+    write(&a.out, &imp.completed)?;
+    for (k, draw) in imp.draws.iter().enumerate() {
+        write(&sibling(&a.out, &format!(".imp{}.csv", k + 1)), draw)?;
+    }
+    if a.imputations > 0 {
+        let unc = |i: usize, j: usize| {
+            let v = imp.uncertainty[i * table.cols + j];
+            match &table.kinds[j] {
+                scoregen::impute::ColumnKind::Categorical { .. } => format!("{v:.3}"),
+                _ => table.format_value(j, v),
+            }
+        };
+        // Observed cells of the uncertainty table are empty.
+        let blank = MixedTable {
+            raw: vec![vec![String::new(); table.cols]; table.rows],
+            ..table.clone()
+        };
+        blank.write_filled(sibling(&a.out, ".sd.csv"), &unc)?;
+    }
+    let missing = table.n_missing();
+    let low = imp.ess_min.iter().filter(|&&e| e < 0.05).count();
+    if !quiet {
+        eprintln!(
+            "imputed {missing} cells in {} rows ({} with nothing observed: prior draws) with {} in {:.1} s",
+            rows_with_missing(&table),
+            imp.prior_rows,
+            io.method.name(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if low > 0 {
+        eprintln!(
+            "warning: {low} row(s) had an effective sample size below 5% of the particles at some step \
+             (weight degeneracy); raise --particles for steadier imputations"
+        );
+    }
+    Ok(())
+}
