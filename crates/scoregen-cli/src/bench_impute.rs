@@ -113,7 +113,7 @@ pub fn run(a: BenchImputeArgs, quiet: bool) -> CliResult<()> {
     let models = a.models.clone().unwrap_or_else(|| tmp.clone());
     let method = a.settings.method.clone();
     println!(
-        "bench impute: {} masks, rate {}, {} repeats; {} ({} particles, {} steps) on an MLP trained \
+        "bench impute: {} masks, rate {}, {} repeats; {} ({} particles, {} steps) on an MLP ({}) trained \
          {} + {} x {} steps; {} threads",
         mech.name(),
         a.rate,
@@ -121,6 +121,9 @@ pub fn run(a: BenchImputeArgs, quiet: bool) -> CliResult<()> {
         method,
         a.settings.particles,
         a.settings.steps,
+        a.settings
+            .hidden
+            .map_or_else(|| "width 8 d in 64..256".to_string(), |h| format!("width {h}")),
         a.settings.train_steps,
         a.settings.em_rounds,
         a.settings.em_steps,

@@ -43,14 +43,14 @@ pub struct ImputeSettings {
     #[arg(long, default_value_t = 3000)]
     pub train_steps: usize,
     /// EM rounds after it (impute, then retrain on the completed table; DiffPuter).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 4)]
     pub em_rounds: usize,
     /// Training steps per EM round.
     #[arg(long, default_value_t = 1500)]
     pub em_steps: usize,
-    /// Hidden width of the MLP.
-    #[arg(long, default_value_t = 256)]
-    pub hidden: usize,
+    /// Hidden width of the MLP (default: 8 x the encoded dimension, within 64..256).
+    #[arg(long)]
+    pub hidden: Option<usize>,
 }
 
 impl ImputeSettings {
@@ -80,7 +80,7 @@ impl ImputeSettings {
 
     /// The training settings.
     pub fn fit_options(&self, seed: u64) -> CliResult<FitOptions> {
-        if self.train_steps == 0 || self.hidden == 0 {
+        if self.train_steps == 0 || self.hidden == Some(0) {
             return Err(CliError::user("--train-steps and --hidden must be positive"));
         }
         let mut f = FitOptions {
@@ -90,7 +90,7 @@ impl ImputeSettings {
         };
         f.train.steps = self.train_steps;
         f.train.seed = seed;
-        f.mlp.hidden = self.hidden;
+        f.hidden = self.hidden;
         f.impute.posterior.seed = seed;
         Ok(f)
     }

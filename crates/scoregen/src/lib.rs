@@ -5,7 +5,9 @@
 //! The library is layered (DESIGN.md §2): [`process`] (forward processes, time grids),
 //! [`score`] (the [`score::Score`] trait, Tweedie conversions, exact Gaussian-mixture
 //! scores), [`sample`] (the reverse-time sampler family), [`metrics`] (sliced Wasserstein,
-//! MMD, ...), [`data`] (files). One tensor type, `candle_core::Tensor` of shape `[n, d]`,
+//! MMD, ...), [`data`] (files), and on top of [`nn`] and [`inverse`], [`impute`] (tables
+//! with missing cells: training on incomplete data and row-wise posterior imputation; a
+//! module DESIGN.md §2 does not list, added for tabular imputation). One tensor type, `candle_core::Tensor` of shape `[n, d]`,
 //! flows through every layer. The library never prints.
 //!
 //! ```

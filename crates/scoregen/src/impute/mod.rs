@@ -17,6 +17,6 @@ pub mod mechanism;
 pub mod sampler;
 pub mod table;
 
-pub use fit::{fit, FitOptions, FitProgress, StoredEncoding};
+pub use fit::{default_hidden, fit, FitOptions, FitProgress, StoredEncoding};
 pub use sampler::{impute_table, row_posterior, Imputation, ImputeOptions};
 pub use table::{ColumnKind, Encoding, MixedTable};
