@@ -1,46 +1,17 @@
 //! The `scoregen` binary: bad input exits with code 2, a one-line message and no output
 //! file; seeds give byte-identical files.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+mod common;
+use common::{assert_user_error, run, tmpdir};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_scoregen"))
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("scoregen-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().arg("--quiet").args(args).output().unwrap()
-}
-
 const GOOD: &str = r#"{"prior": {"kind": "gaussian_mixture", "weights": [1, 2], "means": [[-2, 0], [2, 1]],
     "covariances": [[[1, 0.3], [0.3, 0.5]], [[0.5, 0], [0, 0.5]]]}}"#;
-
-/// Asserts exit code 2, a one-line stderr naming `needle`, and no file at `out`.
-fn assert_user_error(o: &Output, needle: &str, out: &Path) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    assert!(
-        err.to_lowercase().contains(&needle.to_lowercase()),
-        "'{err}' should mention '{needle}'"
-    );
-    assert!(!out.exists(), "{} must not exist", out.display());
-    let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .filter(|n| n.to_string_lossy().contains("tmp"))
-        .collect();
-    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
-}
 
 #[test]
 fn bad_problem_files_exit_2_without_output() {

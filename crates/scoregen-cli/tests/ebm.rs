@@ -1,34 +1,8 @@
 //! `scoregen ebm` and `scoregen train --loss`: bad input exits with code 2, a one-line
 //! message and no output; good runs write the model, samples and figures.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_scoregen"))
-        .arg("--quiet")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("scoregen-ebm-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn assert_user_error(o: &Output, needle: &str, out: &Path) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(
-        err.to_lowercase().contains(&needle.to_lowercase()),
-        "'{err}' should mention '{needle}'"
-    );
-    assert!(!out.exists(), "{} must not exist", out.display());
-}
+mod common;
+use common::{assert_user_error, run, tmpdir};
 
 #[test]
 fn bad_ebm_input_exits_2_without_output() {

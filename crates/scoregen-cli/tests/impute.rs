@@ -2,29 +2,8 @@
 //! decoded, multiple imputations and uncertainty written, a saved model reused, rows and
 //! columns with nothing observed, malformed CSV (exit 2, nothing written).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("scoregen-impute-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_scoregen"))
-        .arg("--quiet")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn write(d: &Path, name: &str, text: &str) -> String {
-    let p = d.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.to_string_lossy().into_owned()
-}
+mod common;
+use common::{assert_user_error, run, tmpdir, write};
 
 /// Tiny training and sampling so that a test takes seconds.
 const FAST: [&str; 10] = [
@@ -39,17 +18,6 @@ const FAST: [&str; 10] = [
     "--steps",
     "20",
 ];
-
-fn assert_user_error(o: &Output, needle: &str, out: &Path) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(
-        err.to_lowercase().contains(&needle.to_lowercase()),
-        "'{err}' should mention '{needle}'"
-    );
-    assert!(!out.exists(), "{} must not exist", out.display());
-}
 
 /// A small mixed table: a label column, two correlated numbers (one with odd formatting),
 /// a quoted label with a comma, a row with nothing observed.

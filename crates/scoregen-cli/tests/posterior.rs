@@ -1,43 +1,11 @@
 //! `scoregen posterior`: every method on a problem file, exact observations kept, bad input
 //! exits with code 2 and writes nothing, seeds reproduce bytes.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("scoregen-post-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_scoregen"))
-        .arg("--quiet")
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
+use common::{assert_user_error, run, tmpdir, write};
 
 const DECK000: &str = r#"{"prior": {"kind": "gaussian", "mean": [0, 0], "covariance": [[1, 1.5], [1.5, 5]]},
  "operator": {"kind": "mask", "observed": [0]}, "y": [0.5], "sigma_y": 0}"#;
-
-fn write(d: &Path, name: &str, text: &str) -> String {
-    let p = d.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.to_string_lossy().into_owned()
-}
-
-fn assert_user_error(o: &Output, needle: &str, out: &Path) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(
-        err.to_lowercase().contains(&needle.to_lowercase()),
-        "'{err}' should mention '{needle}'"
-    );
-    assert!(!out.exists(), "{} must not exist", out.display());
-}
 
 #[test]
 fn every_method_writes_samples_and_keeps_exact_observations() {
