@@ -250,3 +250,41 @@ fn bench_impute_scores_against_mean_and_knn() {
     let o = run(&["bench", "impute", "--mechanism", "sideways"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// The acceptance check on the built-in tables with default settings (minutes per table:
+/// `cargo test --release -p scoregen-cli --test impute -- --ignored`); the full table with
+/// five repeats is in BENCHMARKS.md.
+#[test]
+#[ignore]
+fn default_settings_beat_mean_and_knn_on_real_tables() {
+    let d = tmpdir("accept");
+    let csv = d.join("r.csv");
+    let o = run(&[
+        "bench",
+        "impute",
+        "--data",
+        "builtin:iris,builtin:wine,builtin:breast-cancer",
+        "--repeats",
+        "2",
+        "--out",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    for table in ["iris", "wine", "breast-cancer"] {
+        let rmse = |method: &str| -> f64 {
+            let v: Vec<f64> = text
+                .lines()
+                .map(|l| l.split(',').collect::<Vec<_>>())
+                .filter(|f| f[0] == table && f[4] == method)
+                .map(|f| f[6].parse().unwrap())
+                .collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        let (ours, mean, knn) = (rmse("scoregen/smc-impute"), rmse("mean"), rmse("knn"));
+        assert!(
+            ours < mean && ours < knn,
+            "{table}: ours {ours}, mean {mean}, knn {knn}"
+        );
+    }
+}

@@ -180,7 +180,7 @@ fn smc_imputations_match_the_exact_conditional_law() {
 fn replacement_is_biased_where_smc_is_not() {
     // Deck 000: replacing the observed part by its forward-noised value does not sample the
     // conditional; the same check that smc-impute passes must fail for it.
-    let p = pooled(Method::Replacement { jumps: 0 }, 400, 64);
+    let p = pooled(Method::Replacement { jumps: 1 }, 400, 64);
     let k = p.u.len() as f64;
     let v = mean(&p.u.iter().map(|u| u * u).collect::<Vec<_>>());
     let e2 = mean(&p.mean_err.iter().map(|e| e * e).collect::<Vec<_>>());

@@ -122,8 +122,7 @@ pub fn row_posterior(
 /// Rows per batch times particles: the size of one network evaluation in [`batched_rows`].
 const BATCH_ROWS_TIMES_PARTICLES: usize = 1 << 15;
 
-/// Deck 000's SMC imputation (or, with `weighted = false`, plain replacement) for many rows
-/// at once: every row is its own particle system, but one network evaluation serves a
+/// Deck 000's SMC imputation for many rows at once: every row is its own particle system, but one network evaluation serves a
 /// batch of rows. `w` holds the rows in the network's coordinates (NaN where missing).
 ///
 /// The observed part follows the forward process pinned at `t_min` (`y_{t_min} = m(t_min) y`,
@@ -139,7 +138,6 @@ fn batched_rows(
     w: &[Vec<f64>],
     seeds: &[u64],
     opts: &PosteriorOptions,
-    weighted: bool,
 ) -> Result<Vec<(Vec<f64>, f64)>> {
     let d = score.dim();
     let (r, n) = (w.len(), opts.particles);
@@ -227,7 +225,7 @@ fn batched_rows(
         for i in 0..r {
             let block = i * n * d..(i + 1) * n * d;
             let mut m_i = mean[block.clone()].to_vec();
-            if weighted && !observed[i].is_empty() {
+            if !observed[i].is_empty() {
                 let logg: Vec<f64> = m_i
                     .chunks(d)
                     .map(|row| {
@@ -283,15 +281,6 @@ fn batched_rows(
     Ok(out)
 }
 
-/// Whether `method` runs batched over rows ([`batched_rows`]).
-fn batched(method: &Method) -> Option<bool> {
-    match method {
-        Method::SmcImpute => Some(true),
-        Method::Replacement { jumps: 0 } => Some(false),
-        _ => None,
-    }
-}
-
 /// Equal-weight posterior samples (encoded coordinates) and smallest ESS / N of the rows
 /// `todo` of the encoded table `z`.
 fn row_samples(
@@ -311,7 +300,7 @@ fn row_samples(
     }
     let total = todo.len();
     let seed = opts.posterior.seed;
-    let Some(weighted) = batched(&opts.method) else {
+    if opts.method != Method::SmcImpute {
         let done = AtomicUsize::new(0);
         return todo
             .par_iter()
@@ -325,7 +314,7 @@ fn row_samples(
                 r
             })
             .collect();
-    };
+    }
     let to_net = |c: usize, v: f64| norm.map_or(v, |nm| (v - nm.mean[c]) / nm.std[c]);
     let from_net = |c: usize, v: f64| norm.map_or(v, |nm| nm.mean[c] + nm.std[c] * v);
     let chunk = (BATCH_ROWS_TIMES_PARTICLES / opts.posterior.particles.max(1)).max(1);
@@ -336,7 +325,7 @@ fn row_samples(
             .map(|&i| (0..d).map(|c| to_net(c, z[i * d + c])).collect())
             .collect();
         let seeds: Vec<u64> = rows.iter().map(|&i| row_seed(seed, i)).collect();
-        for (mut x, ess) in batched_rows(score, &w, &seeds, &opts.posterior, weighted)? {
+        for (mut x, ess) in batched_rows(score, &w, &seeds, &opts.posterior)? {
             for row in x.chunks_mut(d) {
                 for c in 0..d {
                     row[c] = from_net(c, row[c]);
