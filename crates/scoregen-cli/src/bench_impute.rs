@@ -247,6 +247,11 @@ pub fn run(a: BenchImputeArgs, quiet: bool) -> CliResult<()> {
             let io = a.settings.impute_options(seed, 0)?;
             let imp = run_impute(&score, Some(&norm), &masked, &enc, &io, quiet)?;
             push(&format!("scoregen/{method}"), &imp.completed, t.elapsed().as_secs_f64());
+            let sampled = (0..n).filter(|&i| (0..d).any(|j| masked.is_missing(i, j))).count();
+            let low = imp.ess_min.iter().filter(|&&e| e < 0.05).count();
+            println!(
+                "{name:<14} repeat {r}  weight degeneracy: {low} of {sampled} rows had ESS < 5% of the particles at some step"
+            );
         }
     }
     if a.models.is_none() {

@@ -30,6 +30,10 @@ pub struct ImputeSettings {
     /// Posterior samples (particles) per row.
     #[arg(long, default_value_t = 64)]
     pub particles: usize,
+    /// Independent particle systems per row, pooled (steadier means when many cells are
+    /// observed and the weights degenerate).
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
     /// Reverse steps.
     #[arg(long, default_value_t = 100)]
     pub steps: usize,
@@ -56,8 +60,8 @@ pub struct ImputeSettings {
 impl ImputeSettings {
     /// The posterior settings.
     pub fn impute_options(&self, seed: u64, draws: usize) -> CliResult<ImputeOptions> {
-        if self.particles == 0 || self.steps == 0 {
-            return Err(CliError::user("--particles and --steps must be positive"));
+        if self.particles == 0 || self.steps == 0 || self.runs == 0 {
+            return Err(CliError::user("--particles, --runs and --steps must be positive"));
         }
         let method: Method = self.method.parse()?;
         if matches!(method, Method::Exact) {
@@ -68,6 +72,7 @@ impl ImputeSettings {
         let mut o = ImputeOptions {
             method,
             draws,
+            runs: self.runs,
             ..Default::default()
         };
         o.posterior.particles = self.particles;

@@ -215,6 +215,7 @@ fn imputation_is_reproducible_and_thread_independent() {
     let (t, enc) = table(50);
     let opts = ImputeOptions {
         draws: 3,
+        runs: 2,
         ..Default::default()
     };
     let a = impute_table(&score, None, &t, &enc, &opts, &|_, _| {}).unwrap();

@@ -8,8 +8,9 @@
 //! * the uncertainty of a missing number is its posterior standard deviation, of a missing
 //!   label the posterior probability that it differs from the mode, `1 - p(mode)`;
 //! * `M` multiple imputations are `M` of the samples drawn uniformly without replacement
-//!   (with replacement when `M > N`). For an SMC method they come from one particle
-//!   system, so when its ESS is low they repeat; raise `particles` to make them independent.
+//!   (with replacement when `M > N`). For an SMC method with one run they come from one
+//!   particle system, so when its ESS is low they repeat; `runs` independent systems per
+//!   row (their samples pooled) make them, and the mean, steadier.
 //!
 //! A row with no observed cell has an empty mask: its "posterior" is the prior, drawn by the
 //! same method. Rows are independent problems with their own seeds and run in parallel;
@@ -37,6 +38,10 @@ pub struct ImputeOptions {
     pub posterior: PosteriorOptions,
     /// Number of multiple imputations `M` to return (0: none).
     pub draws: usize,
+    /// Independent particle systems per row (`>= 1`), pooled: `runs x particles` samples.
+    /// When the weights of one system degenerate (many observed cells), its particles share
+    /// one ancestor and their mean is one draw; independent runs average that out.
+    pub runs: usize,
 }
 
 impl Default for ImputeOptions {
@@ -49,6 +54,7 @@ impl Default for ImputeOptions {
                 ..Default::default()
             },
             draws: 0,
+            runs: 1,
         }
     }
 }
@@ -298,6 +304,12 @@ fn row_samples(
             score.dim()
         )));
     }
+    let po = &opts.posterior;
+    if po.particles == 0 || po.steps == 0 || !(0.0..=1.0).contains(&po.ess_threshold) {
+        return Err(Error::invalid(
+            "impute: particles and steps must be >= 1 and the ESS threshold in [0, 1]",
+        ));
+    }
     let total = todo.len();
     let seed = opts.posterior.seed;
     if opts.method != Method::SmcImpute {
@@ -361,7 +373,26 @@ pub fn impute_table(
         draws: Vec<Vec<f64>>,
         ess: f64,
     }
-    let posterior = row_samples(score, norm, &z, d, &todo, opts, progress)?;
+    if opts.runs == 0 {
+        return Err(Error::invalid("impute: runs must be >= 1"));
+    }
+    let mut posterior: Vec<(Vec<f64>, f64)> = Vec::new();
+    for run in 0..opts.runs {
+        let mut o = opts.clone();
+        if run > 0 {
+            o.posterior.seed = row_seed(opts.posterior.seed ^ 0x5EED_0000_0000, run);
+        }
+        let prog = |k: usize, total: usize| progress(run * total + k, opts.runs * total);
+        let got = row_samples(score, norm, &z, d, &todo, &o, &prog)?;
+        if run == 0 {
+            posterior = got;
+        } else {
+            for ((x, e), (x2, e2)) in posterior.iter_mut().zip(got) {
+                x.extend(x2);
+                *e = e.min(e2);
+            }
+        }
+    }
     let outs: Vec<(usize, RowOut)> = todo
         .par_iter()
         .zip(posterior.into_par_iter())
