@@ -17,22 +17,28 @@ use crate::{Error, Result};
 /// The number of neighbours of [`knn_impute`] by default (scikit-learn's default).
 pub const DEFAULT_K: usize = 5;
 
-/// Checks the shape and values of a table with missing cells.
-fn check_table(x: &[f64], n: usize, d: usize) -> Result<()> {
+/// Checks that a row-major table of `len` values has shape `n x d` with `n, d >= 1`;
+/// returns the number of cells. Shared by the imputers and the masking mechanisms.
+pub(super) fn check_shape(len: usize, n: usize, d: usize) -> Result<usize> {
     if n == 0 || d == 0 {
         return Err(Error::invalid(format!(
-            "a table to impute needs at least one row and one column, got {n} x {d}"
+            "a table needs at least one row and one column, got {n} x {d}"
         )));
     }
     let cells = n
         .checked_mul(d)
         .ok_or_else(|| Error::invalid(format!("table size {n} x {d} overflows")))?;
-    if x.len() != cells {
+    if len != cells {
         return Err(Error::invalid(format!(
-            "table has {} values, expected {n} x {d} = {cells}",
-            x.len()
+            "table has {len} values, expected {n} x {d} = {cells}"
         )));
     }
+    Ok(cells)
+}
+
+/// Checks the shape and values of a table with missing cells.
+fn check_table(x: &[f64], n: usize, d: usize) -> Result<()> {
+    check_shape(x.len(), n, d)?;
     if let Some(k) = x.iter().position(|v| v.is_infinite()) {
         return Err(Error::invalid(format!(
             "row {}, column {} is {}: values must be finite (NaN marks a missing cell)",

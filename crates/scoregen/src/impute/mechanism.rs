@@ -195,20 +195,7 @@ pub fn make_mask(x: &[f64], n: usize, d: usize, mech: Mechanism, rate: f64, seed
     if !(rate > 0.0 && rate < 1.0) {
         return Err(Error::invalid(format!("missing rate must be in (0, 1), got {rate}")));
     }
-    if n == 0 || d == 0 {
-        return Err(Error::invalid(format!(
-            "a table to mask needs at least one row and one column, got {n} x {d}"
-        )));
-    }
-    let cells = n
-        .checked_mul(d)
-        .ok_or_else(|| Error::invalid(format!("table size {n} x {d} overflows")))?;
-    if x.len() != cells {
-        return Err(Error::invalid(format!(
-            "table has {} values, expected {n} x {d} = {cells}",
-            x.len()
-        )));
-    }
+    let cells = super::baseline::check_shape(x.len(), n, d)?;
     if let Some(k) = x.iter().position(|v| !v.is_finite()) {
         return Err(Error::invalid(format!(
             "a complete table must be finite: row {}, column {} is {}",
