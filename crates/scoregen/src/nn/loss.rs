@@ -81,3 +81,57 @@ fn dsm_residual<N: ScoreNet + ?Sized>(
     };
     Ok(resid)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::{Mlp, MlpConfig};
+    use crate::rng::{stream, Noise, Purpose};
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn masked_dsm_is_the_mean_squared_residual_over_observed_cells() {
+        let (n, d) = (7, 3);
+        let dev = Device::Cpu;
+        let net = Mlp::new(MlpConfig::reference(d), 1, DType::F64, &dev).unwrap();
+        let p = Process::ou(2.0, 5.0);
+        let noise = Noise::new(2);
+        let x0 = noise
+            .normal_tensor(stream(Purpose::User, 0), n, d, DType::F64, &dev)
+            .unwrap();
+        let eps = noise
+            .normal_tensor(stream(Purpose::User, 1), n, d, DType::F64, &dev)
+            .unwrap();
+        let t: Vec<f64> = noise
+            .uniforms(stream(Purpose::User, 2), n)
+            .iter()
+            .map(|u| 0.01 + 4.0 * u)
+            .collect();
+        // All observed: the plain DSM loss.
+        let ones = Tensor::ones((n, d), DType::F64, &dev).unwrap();
+        let a = masked_dsm_loss(&net, &p, &x0, &t, &eps, None, &ones)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        let b = dsm_loss(&net, &p, &x0, &t, &eps, None)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!((a - b).abs() < 1e-12 * b, "{a} vs {b}");
+        // A mask: the mean of the squared residuals of the kept cells, computed by hand.
+        let keep: Vec<f64> = (0..n * d).map(|k| f64::from(u8::from(k % 3 != 1))).collect();
+        let m = Tensor::from_vec(keep.clone(), (n, d), &dev).unwrap();
+        let got = masked_dsm_loss(&net, &p, &x0, &t, &eps, None, &m)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        let r: Vec<f64> = dsm_residual(&net, &p, &x0, &t, &eps, None)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want = r.iter().zip(&keep).map(|(r, k)| k * r * r).sum::<f64>() / keep.iter().sum::<f64>();
+        assert!((got - want).abs() < 1e-12 * want, "{got} vs {want}");
+    }
+}
