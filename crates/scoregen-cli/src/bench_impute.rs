@@ -145,7 +145,7 @@ pub fn run(a: BenchImputeArgs, quiet: bool) -> CliResult<()> {
                 "{name}: {} real missing cells in {} rows imputed in {:.1} s (no truth, no score); mean \
                  posterior sd by column:",
                 full.n_missing(),
-                (0..n).filter(|&i| (0..d).any(|j| full.is_missing(i, j))).count(),
+                full.incomplete_rows().len(),
                 started.elapsed().as_secs_f64()
             );
             for j in 0..d {
@@ -247,7 +247,7 @@ pub fn run(a: BenchImputeArgs, quiet: bool) -> CliResult<()> {
             let io = a.settings.impute_options(seed, 0)?;
             let imp = run_impute(&score, Some(&norm), &masked, &enc, &io, quiet)?;
             push(&format!("scoregen/{method}"), &imp.completed, t.elapsed().as_secs_f64());
-            let sampled = (0..n).filter(|&i| (0..d).any(|j| masked.is_missing(i, j))).count();
+            let sampled = masked.incomplete_rows().len();
             let low = imp.ess_min.iter().filter(|&&e| e < 0.05).count();
             println!(
                 "{name:<14} repeat {r}  weight degeneracy: {low} of {sampled} rows had ESS < 5% of the particles at some step"

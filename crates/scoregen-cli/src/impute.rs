@@ -175,13 +175,6 @@ pub fn train_table_model(
     Ok(r?)
 }
 
-/// The number of rows with a missing cell.
-fn rows_with_missing(table: &MixedTable) -> usize {
-    (0..table.rows)
-        .filter(|&i| (0..table.cols).any(|j| table.is_missing(i, j)))
-        .count()
-}
-
 /// Imputes with a progress bar.
 pub fn run_impute(
     score: &dyn Score,
@@ -191,7 +184,7 @@ pub fn run_impute(
     io: &ImputeOptions,
     quiet: bool,
 ) -> CliResult<scoregen::impute::Imputation> {
-    let rows = rows_with_missing(table);
+    let rows = table.incomplete_rows().len();
     let pb = bar(rows as u64, "impute", quiet);
     let r = impute_table(score, norm, table, enc, io, &|k, _| pb.set_position(k as u64));
     pb.finish_and_clear();
@@ -258,7 +251,7 @@ pub fn run(a: ImputeArgs, quiet: bool) -> CliResult<()> {
     if !quiet {
         eprintln!(
             "imputed {missing} cells in {} rows ({} with nothing observed: prior draws) with {} in {:.1} s",
-            rows_with_missing(&table),
+            table.incomplete_rows().len(),
             imp.prior_rows,
             io.method.name(),
             started.elapsed().as_secs_f64()

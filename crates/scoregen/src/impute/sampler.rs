@@ -202,7 +202,7 @@ fn batched_rows(
     for k in 0..steps {
         let (t, t1) = (ts[k], ts[k + 1]);
         let ker = Kernel::new(&p, t, t1);
-        let xt = candle_core::Tensor::from_vec(x.clone(), (r * n, d), &device)?;
+        let xt = candle_core::Tensor::from_slice(&x, (r * n, d), &device)?;
         let sc: Vec<f64> = score
             .score(t, &xt)?
             .to_dtype(candle_core::DType::F64)?
@@ -213,7 +213,7 @@ fn batched_rows(
                 "impute: the score is not finite at t = {t:.4}"
             )));
         }
-        let mut mean = ker.mean(&x, &sc);
+        let mean = ker.mean(&x, &sc);
         // The bridge step of the observed part.
         let (a, v) = (p.m(t) / p.m(t1), p.transition(t1, t).1);
         let (vt, vt1) = (vr(t), vr(t1));
@@ -253,13 +253,12 @@ fn batched_rows(
                 *o = m + ker.var.sqrt() * z;
             }
         }
-        mean.clear();
         x = next;
         set_obs(&mut x, &y);
     }
     let mut out = Vec::with_capacity(r);
     let xd = if opts.denoise {
-        let xt = candle_core::Tensor::from_vec(x.clone(), (r * n, d), &device)?;
+        let xt = candle_core::Tensor::from_slice(&x, (r * n, d), &device)?;
         score
             .denoise(t0, &xt)?
             .to_dtype(candle_core::DType::F64)?
@@ -366,7 +365,7 @@ pub fn impute_table(
         return Err(Error::invalid("impute: method 'exact' needs a Gaussian-mixture prior"));
     }
     let z = enc.encode(table);
-    let todo: Vec<usize> = (0..n).filter(|&i| (0..cols).any(|j| table.is_missing(i, j))).collect();
+    let todo = table.incomplete_rows();
     struct RowOut {
         mean: Vec<f64>,
         unc: Vec<f64>,

@@ -232,6 +232,13 @@ impl MixedTable {
         self.cells[i * self.cols + j].is_nan()
     }
 
+    /// The rows with at least one missing cell.
+    pub fn incomplete_rows(&self) -> Vec<usize> {
+        (0..self.rows)
+            .filter(|&i| (0..self.cols).any(|j| self.is_missing(i, j)))
+            .collect()
+    }
+
     /// Number of missing cells.
     pub fn n_missing(&self) -> usize {
         self.cells.iter().filter(|v| v.is_nan()).count()
