@@ -13,6 +13,7 @@ use scoregen::rng::Noise;
 use scoregen::sample::{default_process, sample as run_sampler, SampleOptions, Sampler, SamplerParams};
 use scoregen::score::MixtureScore;
 
+use crate::output::Outputs;
 use crate::plot::{check_figure_path, image_grid, pair_plot, Series};
 use crate::progress::bar;
 use crate::{CliError, CliResult};
@@ -252,10 +253,21 @@ pub fn sample(a: SampleArgs, quiet: bool) -> CliResult<()> {
     a.draws.check()?;
     let (n, out) = (a.draws.n, &a.draws.out);
     let (sampler, opts) = a.sampler.build(a.draws.seed)?;
-    if let Some(g) = &a.image_grid {
-        check_figure_path(g).map_err(CliError::user)?;
-        check_parent(g)?;
+    let mut outs = Outputs::new();
+    if let Some(p) = &a.problem {
+        outs.input("--problem", p);
     }
+    if let Some(m) = &a.model {
+        outs.input("--model", m);
+    }
+    let out_tmp = outs.file("--out", out)?;
+    let grid_tmp = match &a.image_grid {
+        Some(g) => {
+            check_figure_path(g).map_err(CliError::user)?;
+            Some(outs.file("--image-grid", g)?)
+        }
+        None => None,
+    };
     let mut grid = None;
     let x = match (&a.problem, &a.model) {
         (Some(problem), _) => {
@@ -294,15 +306,13 @@ pub fn sample(a: SampleArgs, quiet: bool) -> CliResult<()> {
             if let (None, false, Some(pi), false) = (a.class, a.each_class, &meta.class_weights, a.null_class) {
                 let x = sample_class_mixture(dir, pi, &sampler, &opts, n, &a.sampler.sampler, quiet)?;
                 let x = meta.normalisation.denormalise(&x)?;
-                data::write_points(out, &x)?;
-                if let (Some(g), Some((h, w))) = (&a.image_grid, image) {
+                data::write_points(&out_tmp, &x)?;
+                if let (Some(g), Some((h, w))) = (&grid_tmp, image) {
                     let (v, _) = rows_f64(&x)?;
                     let cols = (n as f64).sqrt().ceil() as usize;
-                    image_grid(g, &v, h, w, cols, &format!("{n} samples")).map_err(|e| {
-                        let _ = std::fs::remove_file(out);
-                        CliError::user(e)
-                    })?;
+                    image_grid(g, &v, h, w, cols, &format!("{n} samples")).map_err(CliError::user)?;
                 }
+                outs.commit()?;
                 if !quiet {
                     eprintln!(
                         "wrote {n} samples (classes drawn from the training frequencies) to {}",
@@ -331,7 +341,7 @@ pub fn sample(a: SampleArgs, quiet: bool) -> CliResult<()> {
                 parts.push(meta.normalisation.denormalise(&z?)?);
             }
             let x = Tensor::cat(&parts, 0).map_err(scoregen::Error::from)?;
-            if let (Some(g), Some((h, w))) = (&a.image_grid, image) {
+            if let (Some(_), Some((h, w))) = (&a.image_grid, image) {
                 let cols = if a.each_class {
                     n
                 } else {
@@ -342,20 +352,18 @@ pub fn sample(a: SampleArgs, quiet: bool) -> CliResult<()> {
                 } else {
                     format!("{n} samples")
                 };
-                grid = Some((g, h, w, cols, title));
+                grid = grid_tmp.as_ref().map(|g| (g, h, w, cols, title));
             }
             x
         }
         (None, None) => return Err(CliError::user("give --problem or --model")),
     };
-    data::write_points(out, &x)?;
+    data::write_points(&out_tmp, &x)?;
     if let Some((g, h, w, cols, title)) = grid {
         let (v, _) = rows_f64(&x)?;
-        image_grid(g, &v, h, w, cols, &title).map_err(|e| {
-            let _ = std::fs::remove_file(out);
-            CliError::user(e)
-        })?;
+        image_grid(g, &v, h, w, cols, &title).map_err(CliError::user)?;
     }
+    outs.commit()?;
     if !quiet {
         eprintln!(
             "wrote {} samples of dimension {} to {}",
@@ -381,10 +389,14 @@ pub struct ExactArgs {
 pub fn exact(a: ExactArgs, quiet: bool) -> CliResult<()> {
     a.draws.check()?;
     let Draws { n, seed, out } = &a.draws;
+    let mut outs = Outputs::new();
+    outs.input("--problem", &a.problem);
+    let out_tmp = outs.file("--out", out)?;
     let law = Problem::from_file(&a.problem)?.mixture()?.clone();
     let x = law.sample(*n, &Noise::new(*seed), 0);
     let t = Tensor::from_vec(x, (*n, law.dim()), &Device::Cpu).map_err(scoregen::Error::from)?;
-    data::write_points(out, &t)?;
+    data::write_points(&out_tmp, &t)?;
+    outs.commit()?;
     if !quiet {
         eprintln!("wrote {n} exact samples to {}", out.display());
     }
@@ -551,6 +563,16 @@ fn plot_images(a: &PlotArgs) -> CliResult<()> {
 pub fn plot(a: PlotArgs) -> CliResult<()> {
     check_parent(&a.out)?;
     let is_builtin = scoregen::data::builtin::parse_data_arg(&a.samples.to_string_lossy()).is_some();
+    let mut outs = Outputs::new();
+    if !is_builtin {
+        outs.input("--samples", &a.samples);
+    }
+    if let Some(r) = &a.reference {
+        outs.input("--reference", r);
+    }
+    // The figure writers are atomic already; this only refuses an --out that is an input.
+    outs.file("--out", &a.out)?;
+    drop(outs);
     if a.image_shape.is_some() || is_builtin {
         return plot_images(&a);
     }

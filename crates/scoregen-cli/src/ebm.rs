@@ -17,6 +17,7 @@ use scoregen::nn::score_matching::SigmaLadder;
 use scoregen::nn::{EnergyConfig, EnergyNet, EnergyScore};
 use scoregen::rng::{stream, Noise, Purpose};
 
+use crate::output::Outputs;
 use crate::plot::{image_grid, pair_plot, Series};
 use crate::progress::bar;
 use crate::{CliError, CliResult};
@@ -130,12 +131,39 @@ fn check_out(out: &Path, model_file: &str) -> CliResult<()> {
     Ok(())
 }
 
-fn make_out(out: &Path) -> CliResult<()> {
-    std::fs::create_dir_all(out).map_err(|e| CliError::user(format!("{}: cannot create directory: {e}", out.display())))
+/// Stages the files `names` (a name ending in `/` is a directory) of the output directory
+/// `out`: a new `out` is staged as a whole, in an existing one each entry is staged on its
+/// own. Returns the staging path of each entry; nothing appears in `out` before commit.
+fn stage_out(outs: &mut Outputs, a: &EbmArgs, names: &[&str]) -> CliResult<Vec<PathBuf>> {
+    if builtin::parse_data_arg(&a.data).is_none() {
+        outs.input("--data", &a.data);
+    }
+    if a.out.is_dir() {
+        names
+            .iter()
+            .map(|n| match n.strip_suffix('/') {
+                Some(d) => outs.dir("--out", a.out.join(d)),
+                None => outs.file("--out", a.out.join(n)),
+            })
+            .collect()
+    } else {
+        let d = outs.dir("--out", &a.out)?;
+        Ok(names.iter().map(|n| d.join(n.trim_end_matches('/'))).collect())
+    }
+}
+
+/// Creates the parent of a staged output (the staged `--out` directory itself when `--out`
+/// is new).
+fn make_parent(p: &Path) -> CliResult<()> {
+    let parent = p.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .map_err(|e| CliError::user(format!("{}: cannot create directory: {e}", parent.display())))
 }
 
 fn run_rbm(a: EbmArgs, quiet: bool) -> CliResult<()> {
     check_out(&a.out, "rbm.json")?;
+    let mut outs = Outputs::new();
+    let staged = stage_out(&mut outs, &a, &["rbm.json", "samples.npy", "samples.png"])?;
     if !(0.0..=1.0).contains(&a.threshold) {
         return Err(CliError::user(format!(
             "--threshold must be in [0, 1], got {}",
@@ -185,10 +213,10 @@ fn run_rbm(a: EbmArgs, quiet: bool) -> CliResult<()> {
     let u = Noise::new(a.seed).uniforms(stream(Purpose::Init, 0), n_samples * d);
     let v0: Vec<f64> = u.iter().map(|&u| if u <= 0.5 { 1.0 } else { 0.0 }).collect();
     let (_, pv) = rbm.gibbs(&v0, a.gibbs_steps, a.seed)?;
-    make_out(&a.out)?;
-    rbm.save(&a.out.join("rbm.json"))?;
+    make_parent(&staged[0])?;
+    rbm.save(&staged[0])?;
     let samples = Tensor::from_vec(pv.clone(), (n_samples, d), &Device::Cpu).map_err(err)?;
-    data::write_points(a.out.join("samples.npy"), &samples)?;
+    data::write_points(&staged[1], &samples)?;
     let (h, w) = shape.unwrap_or_else(|| {
         let s = (d as f64).sqrt().round() as usize;
         if s * s == d {
@@ -197,9 +225,8 @@ fn run_rbm(a: EbmArgs, quiet: bool) -> CliResult<()> {
             (1, d)
         }
     });
-    let png = a.out.join("samples.png");
     image_grid(
-        &png,
+        &staged[2],
         &pv,
         h,
         w,
@@ -207,6 +234,7 @@ fn run_rbm(a: EbmArgs, quiet: bool) -> CliResult<()> {
         &format!("RBM Gibbs samples, p(v | h) after {} sweeps", a.gibbs_steps),
     )
     .map_err(CliError::user)?;
+    outs.commit()?;
     println!(
         "trained in {:.1}s: error at epoch 1 {:.5} (untrained {:.5}), at the end {:.5}; wrote rbm.json, samples.npy, \
          samples.png in {}",
@@ -221,6 +249,8 @@ fn run_rbm(a: EbmArgs, quiet: bool) -> CliResult<()> {
 
 fn run_energy(a: EbmArgs, quiet: bool) -> CliResult<()> {
     check_out(&a.out, "model")?;
+    let mut outs = Outputs::new();
+    let staged = stage_out(&mut outs, &a, &["model/", "samples.npy", "samples.png"])?;
     let train = a.train.as_str();
     if !matches!(train, "cd" | "ssm" | "dsm") {
         return Err(CliError::user(format!(
@@ -360,7 +390,7 @@ fn run_energy(a: EbmArgs, quiet: bool) -> CliResult<()> {
         (xs, note, net)
     };
     let xs = norm.denormalise(&zs.to_dtype(DType::F64).map_err(err)?)?;
-    make_out(&a.out)?;
+    make_parent(&staged[0])?;
     let meta = EnergyMeta {
         format: String::new(),
         arch: net.config.clone(),
@@ -369,8 +399,8 @@ fn run_energy(a: EbmArgs, quiet: bool) -> CliResult<()> {
         trained_by: train.to_string(),
         step: a.steps,
     };
-    save_energy(&a.out.join("model"), &net, &meta)?;
-    data::write_points(a.out.join("samples.npy"), &xs)?;
+    save_energy(&staged[0], &net, &meta)?;
+    data::write_points(&staged[1], &xs)?;
     let xv: Vec<f64> = xs.flatten_all().and_then(|t| t.to_vec1()).map_err(err)?;
     let dv: Vec<f64> = x
         .to_dtype(DType::F64)
@@ -378,7 +408,7 @@ fn run_energy(a: EbmArgs, quiet: bool) -> CliResult<()> {
         .and_then(|t| t.to_vec1())
         .map_err(err)?;
     pair_plot(
-        &a.out.join("samples.png"),
+        &staged[2],
         &[
             Series {
                 label: "data",
@@ -395,6 +425,7 @@ fn run_energy(a: EbmArgs, quiet: bool) -> CliResult<()> {
         4,
     )
     .map_err(CliError::user)?;
+    outs.commit()?;
     println!(
         "trained by {train} in {train_s:.1}s (last loss {:.4}); sampled {n_samples} by {note}",
         rep.losses.last().copied().unwrap_or(f64::NAN)

@@ -17,6 +17,7 @@ use scoregen::score::Score;
 use scoregen::smc::Resampling;
 
 use crate::commands::check_parent;
+use crate::output::Outputs;
 use crate::progress::bar;
 use crate::{CliError, CliResult};
 
@@ -198,16 +199,39 @@ pub fn run(a: ImputeArgs, quiet: bool) -> CliResult<()> {
     }
     check_parent(&a.out)?;
     let io = a.settings.impute_options(a.seed, a.imputations)?;
+    // Every output is staged and checked against the inputs before any work.
+    let mut outs = Outputs::new();
+    if !a.data.starts_with("builtin:") {
+        outs.input("--data", &a.data);
+    }
+    if let Some(m) = &a.model {
+        outs.input("--model", m);
+    }
+    let out_tmp = outs.file("--out", &a.out)?;
+    let mut draw_tmps = vec![];
+    for k in 1..=a.imputations {
+        draw_tmps.push(outs.file("--imputations", sibling(&a.out, &format!(".imp{k}.csv")))?);
+    }
+    let sd_tmp = match a.imputations {
+        0 => None,
+        _ => Some(outs.file("--imputations", sibling(&a.out, ".sd.csv"))?),
+    };
+    let model_target = a.save_model.clone().unwrap_or_else(|| sibling(&a.out, "-model"));
+    let model_tmp = match a.model {
+        Some(_) => None,
+        None => Some(outs.dir("--save-model", &model_target)?),
+    };
     let table = read_table(&a.data, &a.categorical)?;
     let started = Instant::now();
-    let (table, enc, score, norm) = match &a.model {
-        Some(dir) => {
+    let (table, enc, score, norm) = match (&a.model, &model_tmp) {
+        (Some(dir), _) => {
             let stored = StoredEncoding::load(dir)?;
             let (table, enc) = stored.apply(&table)?;
             let (score, meta) = load_model(dir)?;
             (table, enc, score, meta.normalisation)
         }
-        None => {
+        (None, dir) => {
+            let dir = dir.as_ref().expect("staged above");
             if let Some(c) = table.empty_column() {
                 return Err(CliError::user(format!(
                     "column {c} has no observed value: nothing to learn it from (drop the column, or \
@@ -215,23 +239,19 @@ pub fn run(a: ImputeArgs, quiet: bool) -> CliResult<()> {
                 )));
             }
             let enc = Encoding::fit(&table);
-            let dir = a.save_model.clone().unwrap_or_else(|| sibling(&a.out, "-model"));
             let fo = a.settings.fit_options(a.seed)?;
-            let (score, norm) = train_table_model(&table, &enc, &fo, &dir, quiet)?;
-            if !quiet {
-                eprintln!("model saved to {}", dir.display());
-            }
+            let (score, norm) = train_table_model(&table, &enc, &fo, dir, quiet)?;
             (table, enc, score, norm)
         }
     };
     let imp = run_impute(&score, Some(&norm), &table, &enc, &io, quiet)?;
     let write =
         |path: &Path, cells: &[f64]| table.write_filled(path, &|i, j| table.format_value(j, cells[i * table.cols + j]));
-    write(&a.out, &imp.completed)?;
-    for (k, draw) in imp.draws.iter().enumerate() {
-        write(&sibling(&a.out, &format!(".imp{}.csv", k + 1)), draw)?;
+    write(&out_tmp, &imp.completed)?;
+    for (draw, path) in imp.draws.iter().zip(&draw_tmps) {
+        write(path, draw)?;
     }
-    if a.imputations > 0 {
+    if let Some(sd) = &sd_tmp {
         let unc = |i: usize, j: usize| {
             let v = imp.uncertainty[i * table.cols + j];
             match &table.kinds[j] {
@@ -244,7 +264,11 @@ pub fn run(a: ImputeArgs, quiet: bool) -> CliResult<()> {
             raw: vec![vec![String::new(); table.cols]; table.rows],
             ..table.clone()
         };
-        blank.write_filled(sibling(&a.out, ".sd.csv"), &unc)?;
+        blank.write_filled(sd, &unc)?;
+    }
+    outs.commit()?;
+    if model_tmp.is_some() && !quiet {
+        eprintln!("model saved to {}", model_target.display());
     }
     let missing = table.n_missing();
     let low = imp.ess_min.iter().filter(|&&e| e < 0.05).count();

@@ -11,6 +11,7 @@ mod commands;
 mod demo;
 mod ebm;
 mod impute;
+mod output;
 mod plot;
 mod posterior;
 mod progress;

@@ -17,6 +17,7 @@ use scoregen::score::{MixtureScore, Score};
 use scoregen::smc::Resampling;
 
 use crate::commands::check_output;
+use crate::output::Outputs;
 use crate::progress::bar;
 use crate::{CliError, CliResult};
 
@@ -138,6 +139,12 @@ pub fn posterior(a: PosteriorArgs, quiet: bool) -> CliResult<()> {
     let method = a.method()?;
     let opts = a.options()?;
     let problem = Problem::from_file(&a.problem)?;
+    let mut outs = Outputs::new();
+    outs.input("--problem", &a.problem);
+    if let Prior::Model(dir) = &problem.prior {
+        outs.input("the problem's model", dir);
+    }
+    let out_tmp = outs.file("--out", &a.out)?;
     let obs = problem.observation()?;
     let start = Instant::now();
     let (samples, dx, report) = match (&problem.prior, &method) {
@@ -174,7 +181,8 @@ pub fn posterior(a: PosteriorArgs, quiet: bool) -> CliResult<()> {
     };
     let secs = start.elapsed().as_secs_f64();
     let t = Tensor::from_vec(samples, (opts.n, dx), &Device::Cpu).map_err(scoregen::Error::from)?;
-    data::write_points(&a.out, &t)?;
+    data::write_points(&out_tmp, &t)?;
+    outs.commit()?;
     if !quiet {
         eprintln!(
             "{}: wrote {} posterior samples of dimension {dx} to {} ({secs:.1} s)",
