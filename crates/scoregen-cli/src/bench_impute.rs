@@ -93,9 +93,7 @@ pub fn run(a: BenchImputeArgs, quiet: bool) -> CliResult<()> {
     if !(a.rate > 0.0 && a.rate < 1.0) {
         return Err(CliError::user(format!("--rate must be in (0, 1), got {}", a.rate)));
     }
-    if a.repeats == 0 {
-        return Err(CliError::user("--repeats must be at least 1"));
-    }
+    crate::limits::count("--repeats", a.repeats, 1, 1000)?;
     let tables: Vec<(String, MixedTable)> = a
         .data
         .iter()

@@ -13,10 +13,12 @@ use scoregen::rng::Noise;
 use scoregen::sample::{default_process, sample as run_sampler, SampleOptions, Sampler, SamplerParams};
 use scoregen::score::MixtureScore;
 
+use crate::limits;
 use crate::output::Outputs;
 use crate::plot::{check_figure_path, image_grid, pair_plot, Series};
 use crate::progress::bar;
 use crate::{CliError, CliResult};
+use scoregen::budget::Estimate;
 
 /// Options of the sampler family shared by the commands that sample.
 #[derive(Args, Debug, Clone)]
@@ -67,9 +69,8 @@ impl SamplerArgs {
         };
         let sampler = Sampler::from_name(&self.sampler, &params)?;
         let grid = self.grid.as_deref().map(|g| g.parse::<TimeGrid>()).transpose()?;
-        if self.steps == 0 {
-            return Err(CliError::user("--steps must be positive"));
-        }
+        limits::count("--steps", self.steps, 1, limits::MAX_STEPS)?;
+        limits::count("--corrector-steps", self.corrector_steps, 0, limits::MAX_ROUNDS)?;
         let opts = SampleOptions {
             steps: self.steps,
             grid,
@@ -134,9 +135,7 @@ impl Draws {
     /// Checks, before any work, that `n > 0` and that the output can be written.
     fn check(&self) -> CliResult<()> {
         check_output(&self.out)?;
-        if self.n == 0 {
-            return Err(CliError::user("--n must be positive"));
-        }
+        limits::count("--n", self.n, 1, usize::MAX)?;
         Ok(())
     }
 }
@@ -278,11 +277,26 @@ pub fn sample(a: SampleArgs, quiet: bool) -> CliResult<()> {
                 return Err(CliError::user("--image-grid needs a --model of images"));
             }
             let law = Problem::from_file(problem)?.mixture()?.clone();
+            let k = law.n_components();
+            let e = limits::rows(Estimate::new(), "--n", n, law.dim(), 12);
+            limits::check_memory(&e.add(
+                "--n",
+                format!("--n {n} x {k} components x 4 buffers of f64"),
+                n as f64 * k as f64,
+                32.0,
+            ))?;
             sample_mixture(&law, &sampler, &opts, n, &a.sampler.sampler, quiet)?
         }
         (None, Some(dir)) => {
             let (_, meta) = scoregen::nn::load_model(dir)?;
             let image = meta.arch.image_shape();
+            let rows_out = if a.each_class {
+                n.saturating_mul(meta.arch.n_classes().max(1))
+            } else {
+                n
+            };
+            let e = limits::rows(Estimate::new(), "--n", rows_out, meta.arch.dim(), 12);
+            limits::check_memory(&limits::network(e, "--n", n, &meta.arch, "the model (--model)"))?;
             if a.image_grid.is_some() && image.is_none() {
                 return Err(CliError::user(format!(
                     "--image-grid needs a model of images; {} is a {} model of vectors",
@@ -393,6 +407,7 @@ pub fn exact(a: ExactArgs, quiet: bool) -> CliResult<()> {
     outs.input("--problem", &a.problem);
     let out_tmp = outs.file("--out", out)?;
     let law = Problem::from_file(&a.problem)?.mixture()?.clone();
+    limits::check_memory(&limits::rows(Estimate::new(), "--n", *n, law.dim(), 3))?;
     let x = law.sample(*n, &Noise::new(*seed), 0);
     let t = Tensor::from_vec(x, (*n, law.dim()), &Device::Cpu).map_err(scoregen::Error::from)?;
     data::write_points(&out_tmp, &t)?;
@@ -428,6 +443,7 @@ pub struct EvalArgs {
 
 /// `scoregen eval`.
 pub fn eval(a: EvalArgs) -> CliResult<()> {
+    limits::count("--directions", a.directions, 1, 100_000)?;
     let x = data::read_points(&a.samples)?
         .to_dtype(DType::F64)
         .map_err(scoregen::Error::from)?;
@@ -436,6 +452,24 @@ pub fn eval(a: EvalArgs) -> CliResult<()> {
         .map_err(scoregen::Error::from)?;
     let problem = a.problem.as_ref().map(Problem::from_file).transpose()?;
     let law = problem.as_ref().map(|p| p.mixture()).transpose()?;
+    {
+        let (n, d) = x.dims2().map_err(scoregen::Error::from)?;
+        let m = r.dims2().map_err(scoregen::Error::from)?.0;
+        let e = limits::rows(Estimate::new(), "--samples", n, d, 3);
+        let e = limits::rows(e, "--reference", m, d, 3).add(
+            "--samples",
+            format!("covariances and their square roots in dimension {d} (d x d x 8 buffers of f64)"),
+            d as f64 * d as f64 * 8.0,
+            8.0,
+        );
+        let e = e.add(
+            "--directions",
+            format!("--directions {} x (samples + reference + dimension)", a.directions),
+            a.directions as f64 * (n + m + d) as f64,
+            8.0,
+        );
+        limits::check_memory(&e)?;
+    }
     let sliced = metrics::SlicedOptions {
         directions: a.directions,
         seed: a.sw_seed,

@@ -38,11 +38,17 @@ fn err(e: candle_core::Error) -> CliError {
 
 /// `scoregen demo`.
 pub fn run(a: DemoArgs, quiet: bool) -> CliResult<()> {
+    crate::limits::count("--n", a.n, 2, usize::MAX)?;
+    // Each sampler's state, the exact references and the metrics' copies, 2-D.
+    crate::limits::check_memory(&crate::limits::rows(
+        scoregen::budget::Estimate::new(),
+        "--n",
+        a.n,
+        2,
+        40,
+    ))?;
     std::fs::create_dir_all(&a.out_dir)
         .map_err(|e| CliError::user(format!("{}: cannot create: {e}", a.out_dir.display())))?;
-    if a.n < 2 {
-        return Err(CliError::user("--n must be at least 2"));
-    }
     let law = GaussianMixture::grid25(2, &Noise::new(a.seed))?;
     let n = a.n;
     let to_t = |v: Vec<f64>| Tensor::from_vec(v, (n, 2), &Device::Cpu).map_err(err);

@@ -17,10 +17,12 @@ use scoregen::nn::score_matching::SigmaLadder;
 use scoregen::nn::{EnergyConfig, EnergyNet, EnergyScore};
 use scoregen::rng::{stream, Noise, Purpose};
 
+use crate::limits;
 use crate::output::Outputs;
 use crate::plot::{image_grid, pair_plot, Series};
 use crate::progress::bar;
 use crate::{CliError, CliResult};
+use scoregen::budget::Estimate;
 
 /// `scoregen ebm`.
 #[derive(Args, Debug)]
@@ -107,9 +109,48 @@ pub fn run(a: EbmArgs, quiet: bool) -> CliResult<()> {
     }
 }
 
+/// Bounds the counts and checks the memory of a run on `n x d` data, before any work.
+fn check_sizes(a: &EbmArgs, n: usize, d: usize) -> CliResult<()> {
+    limits::count("--k", a.k, 1, limits::MAX_ROUNDS)?;
+    limits::count("--epochs", a.epochs, 1, limits::MAX_TRAIN_STEPS)?;
+    limits::count("--gibbs-steps", a.gibbs_steps, 0, limits::MAX_STEPS)?;
+    limits::count("--depth", a.depth, 1, 1000)?;
+    limits::count("--steps", a.steps, 1, limits::MAX_TRAIN_STEPS)?;
+    limits::count("--batch", a.batch, 1, usize::MAX)?;
+    limits::count("--sgld-steps", a.sgld_steps, 0, limits::MAX_STEPS)?;
+    limits::count("--langevin-steps", a.langevin_steps, 0, limits::MAX_STEPS)?;
+    let hidden = a.hidden.unwrap_or(128);
+    limits::count("--hidden", hidden, 1, usize::MAX)?;
+    let samples = a.samples.unwrap_or(64);
+    let e = limits::rows(Estimate::new(), "--n", n, d, 4);
+    let e = limits::rows(e, "--samples", samples, d, 12);
+    let h = hidden as f64;
+    let e = e
+        .add(
+            "--hidden",
+            format!(
+                "--hidden {hidden} x (dimension {d} + --hidden x --depth {}) x 6 buffers",
+                a.depth
+            ),
+            h * (d as f64 + h * a.depth as f64) * 6.0,
+            8.0,
+        )
+        .add(
+            "--batch",
+            format!(
+                "--batch {} x --hidden {hidden} x --depth {} activations",
+                a.batch, a.depth
+            ),
+            a.batch.max(samples) as f64 * h * (a.depth as f64 + 1.0) * 8.0,
+            8.0,
+        );
+    limits::check_memory(&e)
+}
+
 fn load(a: &EbmArgs) -> CliResult<(Tensor, Option<(usize, usize)>)> {
     match builtin::parse_data_arg(&a.data) {
         Some(name) => {
+            limits::builtin_points(a.n)?;
             let ds = builtin::load(name, Some(a.n), a.seed)?;
             Ok((ds.x, ds.image_shape))
         }
@@ -176,6 +217,7 @@ fn run_rbm(a: EbmArgs, quiet: bool) -> CliResult<()> {
     }
     let (x, shape) = load(&a)?;
     let (n, d) = x.dims2().map_err(err)?;
+    check_sizes(&a, n, d)?;
     let raw: Vec<f64> = x
         .to_dtype(DType::F64)
         .and_then(|x| x.flatten_all())

@@ -17,9 +17,12 @@ use scoregen::score::Score;
 use scoregen::smc::Resampling;
 
 use crate::commands::check_parent;
+use crate::limits;
 use crate::output::Outputs;
 use crate::progress::bar;
 use crate::{CliError, CliResult};
+use scoregen::budget::Estimate;
+use scoregen::nn::Arch;
 
 /// Posterior-sampling settings shared by `impute` and `bench impute`.
 #[derive(Args, Debug, Clone)]
@@ -61,9 +64,10 @@ pub struct ImputeSettings {
 impl ImputeSettings {
     /// The posterior settings.
     pub fn impute_options(&self, seed: u64, draws: usize) -> CliResult<ImputeOptions> {
-        if self.particles == 0 || self.steps == 0 || self.runs == 0 {
-            return Err(CliError::user("--particles, --runs and --steps must be positive"));
-        }
+        limits::count("--particles", self.particles, 1, usize::MAX)?;
+        limits::count("--runs", self.runs, 1, limits::MAX_ROUNDS)?;
+        limits::count("--steps", self.steps, 1, limits::MAX_STEPS)?;
+        limits::count("--imputations", draws, 0, limits::MAX_ROUNDS)?;
         let method: Method = self.method.parse()?;
         if matches!(method, Method::Exact) {
             return Err(CliError::user(
@@ -84,10 +88,27 @@ impl ImputeSettings {
         Ok(o)
     }
 
+    /// Checks the memory of imputing `rows x cols` cells (encoded dimension `dim`) with
+    /// `draws` multiple imputations, through a network of architecture `arch`.
+    pub fn check_memory(&self, rows: usize, cols: usize, dim: usize, draws: usize, arch: &Arch) -> CliResult<()> {
+        let e = limits::rows(Estimate::new(), "--imputations", rows, cols, draws.saturating_add(8));
+        // The batched sampler holds up to 2^15 (row, particle) pairs, times the runs; the
+        // row-by-row methods one row's particles.
+        let pairs = self
+            .particles
+            .saturating_mul(self.runs)
+            .max((1 << 15).min(rows.saturating_mul(self.particles)));
+        let e = limits::rows(e, "--particles", pairs, dim, 12);
+        limits::check_memory(&limits::network(e, "--particles", pairs, arch, "--hidden"))
+    }
+
     /// The training settings.
     pub fn fit_options(&self, seed: u64) -> CliResult<FitOptions> {
-        if self.train_steps == 0 || self.hidden == Some(0) {
-            return Err(CliError::user("--train-steps and --hidden must be positive"));
+        limits::count("--train-steps", self.train_steps, 1, limits::MAX_TRAIN_STEPS)?;
+        limits::count("--em-rounds", self.em_rounds, 0, 1000)?;
+        limits::count("--em-steps", self.em_steps, 0, limits::MAX_TRAIN_STEPS)?;
+        if let Some(h) = self.hidden {
+            limits::count("--hidden", h, 1, usize::MAX)?;
         }
         let mut f = FitOptions {
             em_rounds: self.em_rounds,
@@ -227,6 +248,9 @@ pub fn run(a: ImputeArgs, quiet: bool) -> CliResult<()> {
         (Some(dir), _) => {
             let stored = StoredEncoding::load(dir)?;
             let (table, enc) = stored.apply(&table)?;
+            let meta = scoregen::nn::train::read_meta(dir)?;
+            a.settings
+                .check_memory(table.rows, table.cols, enc.dim(), a.imputations, &meta.arch)?;
             let (score, meta) = load_model(dir)?;
             (table, enc, score, meta.normalisation)
         }
@@ -240,6 +264,12 @@ pub fn run(a: ImputeArgs, quiet: bool) -> CliResult<()> {
             }
             let enc = Encoding::fit(&table);
             let fo = a.settings.fit_options(a.seed)?;
+            let arch = Arch::Mlp(scoregen::nn::MlpConfig {
+                hidden: fo.hidden.unwrap_or(256),
+                ..scoregen::nn::MlpConfig::reference(enc.dim())
+            });
+            a.settings
+                .check_memory(table.rows, table.cols, enc.dim(), a.imputations, &arch)?;
             let (score, norm) = train_table_model(&table, &enc, &fo, dir, quiet)?;
             (table, enc, score, norm)
         }

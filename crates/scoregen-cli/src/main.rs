@@ -11,6 +11,7 @@ mod commands;
 mod demo;
 mod ebm;
 mod impute;
+mod limits;
 mod output;
 mod plot;
 mod posterior;
@@ -28,6 +29,10 @@ struct Cli {
     /// No progress bars or informational output on stderr.
     #[arg(long, global = true)]
     quiet: bool,
+    /// Refuse runs whose estimated memory exceeds this (e.g. 2G, 512M) [default: the
+    /// memory the machine has available].
+    #[arg(long, global = true, value_name = "SIZE")]
+    max_memory: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -86,7 +91,15 @@ impl From<scoregen::Error> for CliError {
 pub type CliResult<T> = Result<T, CliError>;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // Negative numbers are values, so that `--n -1` is refused by the option's own
+    // validation ("invalid value '-1' for '--n'") rather than read as a stray flag.
+    fn negatives(c: clap::Command) -> clap::Command {
+        c.allow_negative_numbers(true).mut_subcommands(negatives)
+    }
+    let parsed = negatives(<Cli as clap::CommandFactory>::command())
+        .try_get_matches()
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -111,6 +124,10 @@ fn main() -> ExitCode {
         }
     };
     let quiet = cli.quiet;
+    if let Err(e) = limits::set_budget(cli.max_memory.as_deref()) {
+        eprintln!("error: {}", e.msg);
+        return ExitCode::from(2);
+    }
     let r = match cli.command {
         Command::Train(a) => train::run(a, quiet),
         Command::Sample(a) => commands::sample(a, quiet),

@@ -17,9 +17,11 @@ use scoregen::score::{MixtureScore, Score};
 use scoregen::smc::Resampling;
 
 use crate::commands::check_output;
+use crate::limits;
 use crate::output::Outputs;
 use crate::progress::bar;
 use crate::{CliError, CliResult};
+use scoregen::budget::Estimate;
 
 /// `scoregen posterior`.
 #[derive(Args, Debug)]
@@ -99,9 +101,12 @@ impl PosteriorArgs {
 
     /// The shared options.
     pub fn options(&self) -> CliResult<PosteriorOptions> {
-        if self.n == 0 || self.particles == 0 || self.steps == 0 {
-            return Err(CliError::user("--n, --particles and --steps must be positive"));
-        }
+        limits::count("--n", self.n, 1, usize::MAX)?;
+        limits::count("--particles", self.particles, 1, usize::MAX)?;
+        limits::count("--steps", self.steps, 1, limits::MAX_STEPS)?;
+        limits::count("--jumps", self.jumps, 1, limits::MAX_ROUNDS)?;
+        limits::count("--blocks", self.blocks, 1, limits::MAX_ROUNDS)?;
+        limits::count("--langevin", self.langevin, 0, limits::MAX_STEPS)?;
         Ok(PosteriorOptions {
             n: self.n,
             particles: self.particles,
@@ -145,6 +150,31 @@ pub fn posterior(a: PosteriorArgs, quiet: bool) -> CliResult<()> {
         outs.input("the problem's model", dir);
     }
     let out_tmp = outs.file("--out", &a.out)?;
+    {
+        let arch = match &problem.prior {
+            Prior::Model(dir) => Some(scoregen::nn::train::read_meta(dir)?.arch),
+            Prior::Mixture(_) => None,
+        };
+        let dx = match (&problem.prior, &arch) {
+            (Prior::Mixture(law), _) => law.dim(),
+            (_, Some(arch)) => arch.dim(),
+            _ => 0,
+        };
+        let dy = problem.y.as_ref().map_or(0, Vec::len);
+        let p = opts.particles.min(opts.n);
+        let e = limits::rows(Estimate::new(), "--particles", p, dx, 16);
+        let e = limits::rows(e, "--n", opts.n, dx, 2).add(
+            "--particles",
+            format!("--particles {p} x {dy} observations x 4 buffers of f64"),
+            p as f64 * dy as f64 * 4.0,
+            8.0,
+        );
+        let e = match &arch {
+            Some(arch) => limits::network(e, "--particles", p, arch, "the problem's model"),
+            None => e,
+        };
+        limits::check_memory(&e)?;
+    }
     let obs = problem.observation()?;
     let start = Instant::now();
     let (samples, dx, report) = match (&problem.prior, &method) {

@@ -14,8 +14,10 @@ use scoregen::nn::{train, Arch, Loss, MlpConfig, TimeSampling, TrainConfig, Trai
 use scoregen::sample::default_process;
 use scoregen::score::Parametrisation;
 
+use crate::limits;
 use crate::progress::bar;
 use crate::{CliError, CliResult};
+use scoregen::budget::Estimate;
 
 /// `scoregen train`.
 #[derive(Args, Debug)]
@@ -118,6 +120,7 @@ pub fn run(a: TrainArgs, quiet: bool) -> CliResult<()> {
     let mut image = a.image_shape.as_deref().map(parse_image_shape).transpose()?;
     let (x, mut labels, n_classes) = match builtin::parse_data_arg(&a.data) {
         Some(name) => {
+            limits::builtin_points(a.n)?;
             let ds = builtin::load(name, Some(a.n), a.seed)?;
             if image.is_none() {
                 image = ds.image_shape;
@@ -289,6 +292,22 @@ fn train_on(
     let (steps, batch, lr) = net.defaults();
     let (steps, batch, lr) = (a.steps.unwrap_or(steps), a.batch.unwrap_or(batch), a.lr.unwrap_or(lr));
     let arch = net.arch(d, n_classes)?;
+    limits::count("--steps", steps, 1, limits::MAX_TRAIN_STEPS)?;
+    limits::count("--batch", batch, 1, usize::MAX)?;
+    limits::count("--checkpoint-every", a.checkpoint_every, 0, usize::MAX)?;
+    let e = limits::rows(Estimate::new(), "--data", n, d, 3).add(
+        "--data",
+        format!("{n_classes} classes (labels up to {})", n_classes.saturating_sub(1)),
+        n_classes as f64,
+        8.0 * 4.0,
+    );
+    limits::check_memory(&limits::network(
+        e,
+        "--batch",
+        batch,
+        &arch,
+        "--hidden, --depth or --channels",
+    ))?;
     // The horizon: the normalised data have unit variance per coordinate, radius ~ sqrt(d).
     let process = default_process(3.0 * (d as f64).sqrt());
     let config = TrainConfig {

@@ -20,7 +20,7 @@ fn bad_ebm_input_exits_2_without_output() {
         (vec!["--model", "rbm", "--data", "builtin:gmm25"], "outside [0, 1]"),
         (
             vec!["--model", "rbm", "--data", "builtin:digits", "--k", "0"],
-            "rbm: need k",
+            "--k must be at least 1",
         ),
         (
             vec!["--model", "rbm", "--data", "builtin:digits", "--threshold", "2"],

@@ -137,7 +137,7 @@ fn bad_posterior_input_exits_2_without_output() {
         (vec!["--problem", &dense, "--method", "smc-impute"], "mask"),
         (
             vec!["--problem", &good, "--method", "tds", "--particles", "0"],
-            "positive",
+            "--particles must be at least 1",
         ),
         (
             vec!["--problem", &good, "--method", "tds", "--resampling", "lottery"],

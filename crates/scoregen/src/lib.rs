@@ -32,6 +32,7 @@
 // Index loops read like the formulas they implement in the numerical kernels.
 #![allow(clippy::needless_range_loop)]
 
+pub mod budget;
 pub mod data;
 pub mod error;
 pub mod impute;
