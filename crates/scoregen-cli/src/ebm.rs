@@ -121,6 +121,9 @@ fn check_sizes(a: &EbmArgs, n: usize, d: usize) -> CliResult<()> {
     limits::count("--langevin-steps", a.langevin_steps, 0, limits::MAX_STEPS)?;
     let hidden = a.hidden.unwrap_or(128);
     limits::count("--hidden", hidden, 1, usize::MAX)?;
+    if let Some(lr) = a.lr {
+        limits::learning_rate(lr)?;
+    }
     let samples = a.samples.unwrap_or(64);
     let e = limits::rows(Estimate::new(), "--n", n, d, 4);
     let e = limits::rows(e, "--samples", samples, d, 12);

@@ -75,3 +75,15 @@ pub fn network(e: Estimate, option: &str, n: usize, arch: &scoregen::nn::Arch, s
 pub fn builtin_points(n: usize) -> CliResult<()> {
     check_memory(&rows(Estimate::new(), "--n", n, 16, 4))
 }
+
+/// Fails unless the learning rate given by `--lr` is finite and in `(0, 10]` (larger steps
+/// only make a network diverge).
+pub fn learning_rate(lr: f64) -> CliResult<()> {
+    if lr.is_finite() && lr > 0.0 && lr <= 10.0 {
+        Ok(())
+    } else {
+        Err(crate::CliError::user(format!(
+            "--lr must be a number in (0, 10], got {lr}"
+        )))
+    }
+}

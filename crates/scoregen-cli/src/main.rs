@@ -143,7 +143,14 @@ fn main() -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", e.msg.replace('\n', " "));
+            // One line: the message's first line (a backend error may append a backtrace).
+            let first = e
+                .msg
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("unknown error");
+            eprintln!("error: {first}");
             ExitCode::from(if e.user { 2 } else { 1 })
         }
     }

@@ -291,6 +291,7 @@ fn train_on(
     }
     let (steps, batch, lr) = net.defaults();
     let (steps, batch, lr) = (a.steps.unwrap_or(steps), a.batch.unwrap_or(batch), a.lr.unwrap_or(lr));
+    limits::learning_rate(lr)?;
     let arch = net.arch(d, n_classes)?;
     limits::count("--steps", steps, 1, limits::MAX_TRAIN_STEPS)?;
     limits::count("--batch", batch, 1, usize::MAX)?;

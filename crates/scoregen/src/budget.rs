@@ -125,8 +125,9 @@ impl MemoryBudget {
     }
 
     /// The memory this machine has available now: `MemAvailable` of `/proc/meminfo`,
-    /// capped by a cgroup limit (`memory.max`, v2) if there is one; 8 GiB where neither can
-    /// be read.
+    /// capped by a cgroup limit (`memory.max`, v2) and by four fifths of the process's
+    /// address-space limit (`ulimit -v`) where there are such limits; 8 GiB where none of
+    /// these can be read.
     pub fn from_system() -> Self {
         let mut bytes: Option<u64> = None;
         if let Ok(text) = std::fs::read_to_string("/proc/meminfo") {
@@ -140,6 +141,19 @@ impl MemoryBudget {
         if let Ok(text) = std::fs::read_to_string("/sys/fs/cgroup/memory.max") {
             if let Ok(limit) = text.trim().parse::<u64>() {
                 bytes = Some(bytes.map_or(limit, |b| b.min(limit)));
+            }
+        }
+        // An address-space limit (`ulimit -v`) caps what can be allocated too; leave a fifth
+        // of it for the program itself, its libraries and thread stacks.
+        if let Ok(text) = std::fs::read_to_string("/proc/self/limits") {
+            let soft = text
+                .lines()
+                .find(|l| l.starts_with("Max address space"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<u64>().ok());
+            if let Some(limit) = soft {
+                let usable = limit / 5 * 4;
+                bytes = Some(bytes.map_or(usable, |b| b.min(usable)));
             }
         }
         MemoryBudget {
