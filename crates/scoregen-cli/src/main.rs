@@ -90,6 +90,15 @@ impl From<scoregen::Error> for CliError {
 /// Result of a command.
 pub type CliResult<T> = Result<T, CliError>;
 
+/// `s` cut to at most `max` characters (on a character boundary), with `...` where cut, so
+/// that an error quoting a huge cell stays one readable line.
+fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 fn main() -> ExitCode {
     // Negative numbers are values, so that `--n -1` is refused by the option's own
     // validation ("invalid value '-1' for '--n'") rather than read as a stray flag.
@@ -150,7 +159,7 @@ fn main() -> ExitCode {
                 .map(str::trim)
                 .find(|l| !l.is_empty())
                 .unwrap_or("unknown error");
-            eprintln!("error: {first}");
+            eprintln!("error: {}", shorten(first, 500));
             ExitCode::from(if e.user { 2 } else { 1 })
         }
     }

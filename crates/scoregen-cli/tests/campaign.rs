@@ -1487,10 +1487,20 @@ fn run_capped(args: &[String], out: &Path) -> Option<std::process::Output> {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Drain both pipes while waiting, so that a long message cannot block the child.
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = vec![];
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out_t = drain(Box::new(child.stdout.take().unwrap()));
+    let err_t = drain(Box::new(child.stderr.take().unwrap()));
     let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return Some(child.wait_with_output().unwrap());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
         if start.elapsed() > TIME_LIMIT {
             let _ = child.kill();
@@ -1498,7 +1508,12 @@ fn run_capped(args: &[String], out: &Path) -> Option<std::process::Output> {
             return None;
         }
         std::thread::sleep(Duration::from_millis(5));
-    }
+    };
+    Some(std::process::Output {
+        status,
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+    })
 }
 
 /// Every `.npy` / `.csv` output below `dir` must be readable with finite numbers.
