@@ -244,14 +244,18 @@ fn run_rbm(a: EbmArgs, quiet: bool) -> CliResult<()> {
         seed: a.seed,
         ..Default::default()
     };
-    if !quiet {
-        eprintln!(
+    // Announced with the first epoch, after the library's validation.
+    let mut header = (!quiet).then(|| {
+        format!(
             "RBM: {n} x {d} binary (threshold {}), {} hidden, CD-{}, {} epochs",
             a.threshold, cfg.hidden, cfg.k, cfg.epochs
-        );
-    }
+        )
+    });
     let started = Instant::now();
     let (rbm, rep) = train_rbm(&v, d, &cfg, &mut |e, r| {
+        if let Some(h) = header.take() {
+            eprintln!("{h}");
+        }
         println!("epoch {e}: reconstruction error {r:.5}")
     })?;
     // Gibbs samples from uniform random binary states.
@@ -345,14 +349,18 @@ fn run_energy(a: EbmArgs, quiet: bool) -> CliResult<()> {
     let lr = a.lr.unwrap_or(1e-3);
     let box_r = 1.2 * zmax;
     let (sigma_min, sigma_max, levels) = (0.03, (3.0f64).max(zmax), 10);
-    if !quiet {
-        eprintln!(
+    // Announced with the first step, after the library's validation.
+    let mut header = (!quiet).then(|| {
+        format!(
             "energy model: {n} x {d} (normalised), training by {train}, {} steps",
             a.steps
-        );
-    }
+        )
+    });
     let pb = bar(a.steps as u64, "train", quiet);
     let mut tick = |k: usize, l: f64| {
+        if let Some(h) = header.take() {
+            pb.suspend(|| eprintln!("{h}"));
+        }
         pb.set_position(k as u64);
         if k.is_multiple_of(20) {
             pb.set_message(format!("loss {l:.4}"));

@@ -328,18 +328,23 @@ fn train_on(
         checkpoint_dir: Some(&a.out),
         resume: a.resume,
     };
-    if !quiet {
-        eprintln!(
+    // Announced once training has started, i.e. after the library's own validation, so
+    // that a refused run prints its error line alone.
+    let mut header = (!quiet).then(|| {
+        format!(
             "training {} on {n} x {d}{} ({} classes), {} steps, batch {}",
             setup.arch.kind(),
             if labels.is_some() { " with labels" } else { "" },
             n_classes,
             steps,
             batch
-        );
-    }
+        )
+    });
     let pb = bar(steps as u64, "train", quiet);
     let r = train(&x, labels.as_deref(), &setup, &mut |p| {
+        if let Some(h) = header.take() {
+            pb.suspend(|| eprintln!("{h}"));
+        }
         pb.set_position(p.step as u64);
         if p.step % 20 == 0 {
             let val = p.val_loss.map(|v| format!(" val {v:.4}")).unwrap_or_default();
