@@ -35,10 +35,16 @@ impl Error {
         Error::InvalidInput(msg.into())
     }
 
-    /// Shorthand for [`Error::File`].
+    /// Shorthand for [`Error::File`]; control characters in the path (a newline in a file
+    /// name) are written as escapes, so that the message stays one line.
     pub fn file(path: impl AsRef<std::path::Path>, msg: impl Into<String>) -> Self {
+        let path = path.as_ref().display().to_string();
         Error::File {
-            path: path.as_ref().display().to_string(),
+            path: if path.contains(char::is_control) {
+                excerpt_n(&path, usize::MAX)
+            } else {
+                path
+            },
             message: msg.into(),
         }
     }

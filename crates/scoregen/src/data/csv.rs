@@ -146,13 +146,21 @@ fn parse_cell(raw: &str) -> Cell {
     }
 }
 
+/// The number of line ends in `bytes[from..to]`: `\n`, and `\r` not followed by `\n` (the
+/// csv crate ends a record at either, so a lone `\r` starts a new line too).
+fn line_ends(bytes: &[u8], from: usize, to: usize) -> u64 {
+    (from..to)
+        .filter(|&i| bytes[i] == b'\n' || (bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n')))
+        .count() as u64
+}
+
 fn csv_error(path: &Path, bytes: &[u8], e: ::csv::Error) -> Error {
     let line = e.position().map(|p| {
         let mut byte = (p.byte() as usize).min(bytes.len());
         while byte < bytes.len() && matches!(bytes[byte], b'\r' | b'\n') {
             byte += 1;
         }
-        1 + bytes[..byte].iter().filter(|&&b| b == b'\n').count()
+        1 + line_ends(bytes, 0, byte) as usize
     });
     let msg = match (e.kind(), line) {
         (::csv::ErrorKind::Io(io), _) => format!("cannot read: {}", one_line(io)),
@@ -262,7 +270,7 @@ pub(crate) fn parse_records(path: &Path, bytes: &[u8], delimiter: u8) -> Result<
     let (mut seen_byte, mut seen_line) = (0usize, 1u64);
     let mut line_at = |byte: usize| -> u64 {
         let byte = byte.clamp(seen_byte, bytes.len());
-        seen_line += bytes[seen_byte..byte].iter().filter(|&&b| b == b'\n').count() as u64;
+        seen_line += line_ends(bytes, seen_byte, byte);
         seen_byte = byte;
         seen_line
     };
@@ -537,6 +545,7 @@ mod tests {
             ("x\n1\n\n3\n\n\n6\n\n", "lf"),
             ("x\r\n1\r\n\r\n3\r\n\r\n\r\n6\r\n\r\n", "crlf"),
             ("\n\nx\n1\n\n3\n\n\n6\n", "leading"),
+            ("x\r1\r\r3\r\r\r6\r\r", "cr"),
         ] {
             let p = write(&dir, &format!("{name}.csv"), text);
             let t = read_csv(&p, &missing_ok()).unwrap();

@@ -699,7 +699,7 @@ pub fn param_count(arch: &Arch) -> u128 {
 /// [`MAX_CHECKPOINT_PARAMS`]), the process, the normalisation (one finite mean and one
 /// finite positive standard deviation per coordinate), the class weights (one finite,
 /// non-negative frequency per class, not all zero), the training settings and the weights
-/// file's name (a plain file name in the checkpoint directory). Messages are plain; the
+/// file's name (a plain file name of at most 255 bytes in the checkpoint directory). Messages are plain; the
 /// caller names the file.
 fn check_meta(meta: &CheckpointMeta) -> Result<()> {
     let bad = |m: String| Err(Error::invalid(m));
@@ -771,15 +771,17 @@ fn check_meta(meta: &CheckpointMeta) -> Result<()> {
                 number(w[j])
             ));
         }
-        if !(w.iter().sum::<f64>() > 0.0) {
+        if w.iter().sum::<f64>() <= 0.0 {
             return bad("class_weights: every class has weight zero".into());
         }
     }
     let name = meta.weights.as_str();
     let plain = !name.is_empty()
+        && name.len() <= 255
         && name != "."
         && name != ".."
-        && !name.contains(['/', '\\', '\0'])
+        && !name.contains(['/', '\\'])
+        && !name.contains(char::is_control)
         && Path::new(name).file_name().is_some_and(|f| f == name);
     if !plain {
         return bad(format!(
