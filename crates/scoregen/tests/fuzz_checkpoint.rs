@@ -348,3 +348,40 @@ fn bad_checkpoint_values_are_clear_user_errors() {
     let e = load_model(&ck).err().unwrap();
     assert!(e.is_user_error() && e.to_string().contains("corrupted weights"), "{e}");
 }
+
+/// `param_count`, which bounds a checkpoint before any network is built, is the exact
+/// number of parameters of the network that is then built.
+#[test]
+fn param_count_is_exact() {
+    use scoregen::nn::train::param_count;
+    use scoregen::nn::{Network, ScoreNet};
+    let mut archs = vec![];
+    for (depth, n_classes) in [(1, 0), (3, 0), (2, 5)] {
+        archs.push(Arch::Mlp(MlpConfig {
+            dim: 5,
+            hidden: 7,
+            depth,
+            fourier: 6,
+            n_classes,
+            param: Parametrisation::Eps,
+        }));
+    }
+    for (channels, blocks, n_classes) in [(vec![4], 1, 0), (vec![4, 8], 2, 3), (vec![8, 4, 12], 3, 0)] {
+        archs.push(Arch::Unet(UnetConfig {
+            height: 8,
+            width: 8,
+            channels,
+            blocks,
+            groups: 4,
+            fourier: 4,
+            time_dim: 6,
+            n_classes,
+            param: Parametrisation::Eps,
+        }));
+    }
+    for arch in archs {
+        let net = Network::new(&arch, 0, DType::F32, &Device::Cpu).unwrap();
+        let n: usize = net.vars().iter().map(|v| v.elem_count()).sum();
+        assert_eq!(param_count(&arch), n as u128, "{arch:?}");
+    }
+}

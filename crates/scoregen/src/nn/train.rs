@@ -699,8 +699,10 @@ pub fn param_count(arch: &Arch) -> u128 {
 /// [`MAX_CHECKPOINT_PARAMS`]), the process, the normalisation (one finite mean and one
 /// finite positive standard deviation per coordinate), the class weights (one finite,
 /// non-negative frequency per class, not all zero), the training settings and the weights
-/// file's name (a plain file name of at most 255 bytes in the checkpoint directory). Messages are plain; the
-/// caller names the file.
+/// file's name (a plain file name of at most 255 bytes in the checkpoint directory).
+/// Messages are plain; the caller names the file. The networks' own checks (zero sizes,
+/// odd Fourier counts, indivisible image sides) run when [`layout`] builds the network,
+/// which is cheap once the sizes are bounded.
 fn check_meta(meta: &CheckpointMeta) -> Result<()> {
     let bad = |m: String| Err(Error::invalid(m));
     let arch = &meta.arch;
@@ -734,8 +736,6 @@ fn check_meta(meta: &CheckpointMeta) -> Result<()> {
             arch.kind()
         ));
     }
-    // Zero sizes, odd Fourier counts, indivisible image sides, ...: the networks' own checks,
-    // cheap now that the sizes are bounded.
     if count == 0 {
         return bad("arch: the network has no parameters".into());
     }
@@ -792,9 +792,11 @@ fn check_meta(meta: &CheckpointMeta) -> Result<()> {
     Ok(())
 }
 
-/// Reads a checkpoint's JSON and checks it (see the sizes and values checked by
-/// [`param_count`] and the module's limits); every problem is an [`Error::File`] naming
-/// `checkpoint.json`.
+/// Reads a checkpoint's JSON and checks every size and value in it before anything is
+/// allocated from them (the architecture's parameter count, [`param_count`], within
+/// [`MAX_CHECKPOINT_PARAMS`]; its dimension and classes within [`MAX_CHECKPOINT_DIM`] and
+/// [`MAX_CLASSES`]; the process, training settings, normalisation, class weights and
+/// weights file name valid); every problem is an [`Error::File`] naming `checkpoint.json`.
 pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
     let path = dir.join(META);
     let text = std::fs::read_to_string(&path)
