@@ -97,19 +97,8 @@ fn labels_from(t: &Tensor, what: &str) -> CliResult<Vec<u32>> {
         .and_then(|x| x.flatten_all())
         .and_then(|x| x.to_vec1())
         .map_err(scoregen::Error::from)?;
-    v.iter()
-        .enumerate()
-        .map(|(i, &c)| {
-            if c >= 0.0 && c.fract() == 0.0 && c < u32::MAX as f64 {
-                Ok(c as u32)
-            } else {
-                Err(CliError::user(format!(
-                    "{what}: label {c} in row {} is not a non-negative integer",
-                    i + 1
-                )))
-            }
-        })
-        .collect()
+    // Checked against the largest class count before anything per class is allocated.
+    Ok(scoregen::data::labels_from(&v, what)?.0)
 }
 
 /// `scoregen train`.

@@ -87,7 +87,8 @@ pub fn gmm25_law() -> GaussianMixture {
 pub fn load(name: &str, n: Option<usize>, seed: u64) -> Result<Dataset> {
     if !NAMES.contains(&name) {
         return Err(Error::invalid(format!(
-            "unknown built-in data set '{name}' (expected {})",
+            "unknown built-in data set '{}' (expected {})",
+            crate::error::excerpt(name),
             NAMES.join(", ")
         )));
     }

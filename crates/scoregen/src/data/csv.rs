@@ -7,6 +7,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use super::write_atomic;
+use crate::error::{excerpt, one_line};
 use crate::{Error, Result};
 
 /// Whether the first row of a CSV file is a header.
@@ -114,7 +115,7 @@ impl Table {
 /// `'name'` for a named column, else the 1-based column number.
 fn column_label(header: Option<&[String]>, j: usize) -> String {
     match header.and_then(|h| h.get(j)) {
-        Some(name) if !name.trim().is_empty() => format!("'{name}'"),
+        Some(name) if !name.trim().is_empty() => format!("'{}'", excerpt(name)),
         _ => format!("{}", j + 1),
     }
 }
@@ -145,19 +146,27 @@ fn parse_cell(raw: &str) -> Cell {
     }
 }
 
+/// The number of line ends in `bytes[from..to]`: `\n`, and `\r` not followed by `\n` (the
+/// csv crate ends a record at either, so a lone `\r` starts a new line too).
+fn line_ends(bytes: &[u8], from: usize, to: usize) -> u64 {
+    (from..to)
+        .filter(|&i| bytes[i] == b'\n' || (bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n')))
+        .count() as u64
+}
+
 fn csv_error(path: &Path, bytes: &[u8], e: ::csv::Error) -> Error {
     let line = e.position().map(|p| {
         let mut byte = (p.byte() as usize).min(bytes.len());
         while byte < bytes.len() && matches!(bytes[byte], b'\r' | b'\n') {
             byte += 1;
         }
-        1 + bytes[..byte].iter().filter(|&&b| b == b'\n').count()
+        1 + line_ends(bytes, 0, byte) as usize
     });
     let msg = match (e.kind(), line) {
-        (::csv::ErrorKind::Io(io), _) => format!("cannot read: {io}"),
+        (::csv::ErrorKind::Io(io), _) => format!("cannot read: {}", one_line(io)),
         (::csv::ErrorKind::Utf8 { .. }, Some(l)) => format!("row {l} is not valid UTF-8"),
         (::csv::ErrorKind::Utf8 { .. }, None) => "not valid UTF-8".to_string(),
-        _ => format!("cannot parse: {e}"),
+        _ => format!("cannot parse: {}", one_line(e)),
     };
     Error::file(path, msg)
 }
@@ -169,7 +178,8 @@ fn csv_error(path: &Path, bytes: &[u8], e: ::csv::Error) -> Error {
 /// an empty file or a header without data rows; a row with a different number of fields
 /// than the first (`row R has X fields, expected Y`); a cell that is not a number
 /// (`row R, column 'NAME': 'text' is not a number`); an infinite value; a missing cell when
-/// `opts.allow_missing` is false. Blank lines are skipped.
+/// `opts.allow_missing` is false. Blank lines are skipped, except between the rows of a
+/// one-column file, where they are missing cells.
 pub fn read_csv(path: impl AsRef<Path>, opts: &CsvOptions) -> Result<Table> {
     let path = path.as_ref();
     let (records, lines_all) = read_records(path, opts.delimiter)?;
@@ -202,9 +212,10 @@ pub fn read_csv(path: impl AsRef<Path>, opts: &CsvOptions) -> Result<Table> {
                     return Err(Error::file(
                         path,
                         format!(
-                            "row {line}, column {}: '{text}' is infinite (only finite numbers \
+                            "row {line}, column {}: '{}' is infinite (only finite numbers \
                              are allowed)",
-                            column_label(header.as_deref(), j)
+                            column_label(header.as_deref(), j),
+                            excerpt(text)
                         ),
                     ))
                 }
@@ -212,8 +223,9 @@ pub fn read_csv(path: impl AsRef<Path>, opts: &CsvOptions) -> Result<Table> {
                     return Err(Error::file(
                         path,
                         format!(
-                            "row {line}, column {}: '{text}' is not a number",
-                            column_label(header.as_deref(), j)
+                            "row {line}, column {}: '{}' is not a number",
+                            column_label(header.as_deref(), j),
+                            excerpt(text)
                         ),
                     ))
                 }
@@ -239,7 +251,8 @@ pub fn read_csv(path: impl AsRef<Path>, opts: &CsvOptions) -> Result<Table> {
 /// Reads every record of a delimited text file as strings, with the 1-based file line
 /// where each starts. Errors: unreadable or non-UTF-8 file, an empty file, a record with a
 /// different number of fields than the first (`row R has X fields, expected Y`). Blank
-/// lines are skipped.
+/// lines are skipped, except in a one-column file, where a blank line between two rows is
+/// a row with one empty (missing) cell.
 pub(crate) fn read_records(path: &Path, delimiter: u8) -> Result<(Vec<Vec<String>>, Vec<u64>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
     parse_records(path, &bytes, delimiter)
@@ -255,14 +268,9 @@ pub(crate) fn parse_records(path: &Path, bytes: &[u8], delimiter: u8) -> Result<
     // File line numbers from byte offsets (the csv crate's own line count skips blank
     // lines). Records come in order, so the newlines are counted once overall.
     let (mut seen_byte, mut seen_line) = (0usize, 1u64);
-    let mut line_of = |rec: &::csv::StringRecord| -> u64 {
-        let byte = rec.position().map_or(seen_byte, |p| p.byte() as usize);
-        let mut byte = byte.clamp(seen_byte, bytes.len());
-        // The reported start includes the blank lines skipped before the record.
-        while byte < bytes.len() && matches!(bytes[byte], b'\r' | b'\n') {
-            byte += 1;
-        }
-        seen_line += bytes[seen_byte..byte].iter().filter(|&&b| b == b'\n').count() as u64;
+    let mut line_at = |byte: usize| -> u64 {
+        let byte = byte.clamp(seen_byte, bytes.len());
+        seen_line += line_ends(bytes, seen_byte, byte);
         seen_byte = byte;
         seen_line
     };
@@ -271,7 +279,31 @@ pub(crate) fn parse_records(path: &Path, bytes: &[u8], delimiter: u8) -> Result<
     let mut cols = None;
     for rec in reader.records() {
         let rec = rec.map_err(|e| csv_error(path, bytes, e))?;
-        let line = line_of(&rec);
+        // The reported start includes the blank lines skipped before the record: count them
+        // (`\r\n`, `\n` or a lone `\r` each end one) and find where the record itself begins.
+        let mut start = rec.position().map_or(0, |p| p.byte() as usize).min(bytes.len());
+        // After a `\r\n` the reported start is the `\n`, which ends the previous row.
+        if start > 0 && bytes[start - 1] == b'\r' && bytes.get(start) == Some(&b'\n') {
+            start += 1;
+        }
+        let (mut body, mut blanks) = (start, 0u64);
+        while body < bytes.len() && matches!(bytes[body], b'\r' | b'\n') {
+            if bytes[body] == b'\n' || bytes.get(body + 1) != Some(&b'\n') {
+                blanks += 1;
+            }
+            body += 1;
+        }
+        // In a one-column file a blank line between rows is an empty cell, i.e. a missing
+        // value (as written by `pandas.to_csv` or `numpy.savetxt`), not a row to drop.
+        // Blank lines before the first row and after the last one are still skipped.
+        if cols == Some(1) && blanks > 0 {
+            let first = line_at(start);
+            for k in 0..blanks {
+                records.push(vec![String::new()]);
+                lines.push(first + k);
+            }
+        }
+        let line = line_at(body);
         let c = *cols.get_or_insert(rec.len());
         if rec.len() != c {
             return Err(Error::file(
@@ -502,6 +534,53 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(msg(&e), "row 1, column 1: 'a' is not a number");
+    }
+
+    /// Issue 15: in a one-column file, empty cells are blank lines, and those rows
+    /// vanished; they are missing values.
+    #[test]
+    fn one_column_blank_lines_are_missing_cells() {
+        let dir = TempDir::new();
+        for (text, name) in [
+            ("x\n1\n\n3\n\n\n6\n\n", "lf"),
+            ("x\r\n1\r\n\r\n3\r\n\r\n\r\n6\r\n\r\n", "crlf"),
+            ("\n\nx\n1\n\n3\n\n\n6\n", "leading"),
+            ("x\r1\r\r3\r\r\r6\r\r", "cr"),
+        ] {
+            let p = write(&dir, &format!("{name}.csv"), text);
+            let t = read_csv(&p, &missing_ok()).unwrap();
+            assert_eq!(t.rows, 6, "{name}");
+            let v: Vec<String> = t.values.iter().map(|x| x.to_string()).collect();
+            assert_eq!(v, ["1", "NaN", "3", "NaN", "NaN", "6"], "{name}");
+            assert_eq!(t.raw[1], vec![String::new()]);
+            let skip = if name == "leading" { 2 } else { 0 };
+            assert_eq!(t.lines, (2..8).map(|l| l + skip).collect::<Vec<u64>>(), "{name}");
+            // Without missing values allowed, the blank line is named.
+            let e = read_csv(&p, &CsvOptions::default()).unwrap_err();
+            assert!(
+                msg(&e).contains(&format!("missing value at row {}, column 1", 3 + skip)),
+                "{e}"
+            );
+        }
+        // With two or more columns a blank line is still no row.
+        let p = write(&dir, "two.csv", "1,2\n\n3,4\n");
+        assert_eq!(read_csv(&p, &missing_ok()).unwrap().rows, 2);
+    }
+
+    #[test]
+    fn long_cells_are_truncated_in_messages() {
+        let dir = TempDir::new();
+        let long = format!("{}\"\"{}", "é".repeat(30), "x".repeat(500));
+        let p = write(&dir, "l.csv", &format!("a,b\n1,\"{long}\"\n"));
+        let e = read_csv(&p, &CsvOptions::default()).unwrap_err().to_string();
+        assert!(
+            e.contains("column 'b': 'éééé") && e.contains("...' is not a number"),
+            "{e}"
+        );
+        assert!(e.len() < 200, "{e}");
+        let p = write(&dir, "nl.csv", "a,b\n1,\"two\nlines\"\n");
+        let e = read_csv(&p, &CsvOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("'two\\nlines' is not a number") && !e.contains('\n'), "{e}");
     }
 
     #[test]

@@ -69,6 +69,39 @@ pub fn read_points(path: impl AsRef<Path>) -> Result<Tensor> {
     }
 }
 
+/// Class labels from numbers read from a file (a labels file, or a label column):
+/// returns the labels and the number of classes `K = max + 1`. Each value must be a
+/// non-negative integer and `K` at most [`crate::nn::train::MAX_CLASSES`], checked before
+/// anything of size `K` (one-hot codes, class embeddings, class frequencies) is allocated.
+/// `what` names the source in messages ([`Error::InvalidInput`], 1-based rows).
+pub fn labels_from(values: &[f64], what: &str) -> Result<(Vec<u32>, usize)> {
+    let most = crate::nn::train::MAX_CLASSES;
+    let labels = values
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            if !(c >= 0.0 && c.fract() == 0.0) {
+                Err(Error::invalid(format!(
+                    "{what}: label {} in row {} is not a non-negative integer",
+                    crate::error::number(c),
+                    i + 1
+                )))
+            } else if c >= most as f64 {
+                Err(Error::invalid(format!(
+                    "{what}: label {} in row {} is too large (labels are class numbers 0 to {})",
+                    crate::error::number(c),
+                    i + 1,
+                    most - 1
+                )))
+            } else {
+                Ok(c as u32)
+            }
+        })
+        .collect::<Result<Vec<u32>>>()?;
+    let k = labels.iter().max().map_or(0, |m| *m as usize + 1);
+    Ok((labels, k))
+}
+
 /// Writes an `[n, d]` point set, choosing the format from the extension: `.npy` →
 /// [`write_npy`]; `.csv` (or `.txt`, comma-separated) → [`write_csv`] without a header.
 /// Any other extension is an [`Error::File`].
@@ -217,6 +250,19 @@ mod tests {
         fs::write(&p, "1.000000000000000000e+00 2.5e-01\n-3 4\n").unwrap();
         let t = read_points(&p).unwrap();
         assert_eq!(t.to_vec2::<f64>().unwrap(), vec![vec![1.0, 0.25], vec![-3.0, 4.0]]);
+    }
+
+    #[test]
+    fn labels_are_checked_before_any_allocation() {
+        let (l, k) = labels_from(&[0.0, 2.0, 1.0], "labels.csv").unwrap();
+        assert_eq!((l, k), (vec![0, 2, 1], 3));
+        // Issue 15: a label of 10^9 made the trainer allocate a 10^9-row class embedding.
+        let e = labels_from(&[0.0, 1e9], "labels.csv").unwrap_err().to_string();
+        assert!(e.contains("label 1000000000 in row 2 is too large"), "{e}");
+        for bad in [-1.0, 0.5, f64::NAN, f64::INFINITY] {
+            assert!(labels_from(&[bad], "x").is_err(), "{bad}");
+        }
+        assert_eq!(labels_from(&[], "x").unwrap().1, 0);
     }
 
     #[test]

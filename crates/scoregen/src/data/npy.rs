@@ -65,7 +65,8 @@ fn decode(bytes: &[u8]) -> std::result::Result<Array, String> {
             bytes.len() - 8 - len_bytes
         ));
     }
-    let header = NpyHeader::from_reader(&bytes[..data_start]).map_err(|e| format!("invalid .npy header: {e}"))?;
+    let header = NpyHeader::from_reader(&bytes[..data_start])
+        .map_err(|e| format!("invalid .npy header: {}", crate::error::one_line(e)))?;
 
     // dtype: little- or big-endian float32 / float64 only.
     let ts = match header.dtype() {
@@ -73,7 +74,7 @@ fn decode(bytes: &[u8]) -> std::result::Result<Array, String> {
         other => {
             return Err(format!(
                 "unsupported structured dtype {} (expected float32 '<f4' or float64 '<f8')",
-                other.descr()
+                crate::error::excerpt(&other.descr())
             ))
         }
     };
@@ -81,7 +82,8 @@ fn decode(bytes: &[u8]) -> std::result::Result<Array, String> {
         (TypeChar::Float, s @ (4 | 8), Endianness::Little | Endianness::Big) => s as usize,
         _ => {
             return Err(format!(
-                "unsupported dtype '{ts}' (expected float32 '<f4' or float64 '<f8')"
+                "unsupported dtype '{}' (expected float32 '<f4' or float64 '<f8')",
+                crate::error::excerpt(&ts.to_string())
             ))
         }
     };

@@ -10,6 +10,7 @@
 use std::path::Path;
 
 use crate::data::csv::{is_missing_marker, parse_records, read_records};
+use crate::error::excerpt;
 use crate::io::write_atomic;
 use crate::{Error, Result};
 
@@ -61,7 +62,7 @@ fn decimals_of(text: &str) -> Option<usize> {
 /// `'name'` or the 1-based number of column `j`.
 fn label(header: &[String], j: usize) -> String {
     match header.get(j) {
-        Some(h) if !h.trim().is_empty() => format!("'{}'", h.trim()),
+        Some(h) if !h.trim().is_empty() => format!("'{}'", excerpt(h.trim())),
         _ => format!("{}", j + 1),
     }
 }
@@ -110,7 +111,7 @@ impl MixedTable {
                         .filter(|&k| k >= 1 && k <= cols)
                         .map(|k| k - 1)
                 })
-                .ok_or_else(|| Error::invalid(format!("--categorical: no column named '{c}'")))?;
+                .ok_or_else(|| Error::invalid(format!("--categorical: no column named '{}'", excerpt(c))))?;
             forced[j] = true;
         }
         let mut kinds = Vec::with_capacity(cols);
@@ -140,10 +141,11 @@ impl MixedTable {
                     return Err(Error::file(
                         path,
                         format!(
-                            "row {}, column {}: '{t}' is not a number ({} of {} present cells in this column \
+                            "row {}, column {}: '{}' is not a number ({} of {} present cells in this column \
                              are numbers; name it with --categorical to treat the column as labels)",
                             lines[i],
                             label(&header, j),
+                            excerpt(t),
                             present.len() - text.len(),
                             present.len()
                         ),
@@ -155,7 +157,12 @@ impl MixedTable {
                 {
                     return Err(Error::file(
                         path,
-                        format!("row {}, column {}: '{t}' is infinite", lines[i], label(&header, j)),
+                        format!(
+                            "row {}, column {}: '{}' is infinite",
+                            lines[i],
+                            label(&header, j),
+                            excerpt(t)
+                        ),
                     ));
                 }
                 let decimals = present
@@ -406,6 +413,26 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    /// Issue 15: the empty cells of a one-column table are blank lines, and those rows
+    /// vanished; they are missing values.
+    #[test]
+    fn one_column_blank_lines_are_missing_cells() {
+        let t = MixedTable::parse("one.csv", b"x\n1.5\n\n2\n\n", &[]).unwrap();
+        assert_eq!(t.rows, 3);
+        assert!(t.is_missing(1, 0) && !t.is_missing(2, 0));
+        assert_eq!(t.lines, vec![2, 3, 4]);
+        assert_eq!(t.incomplete_rows(), vec![1]);
+        // Echoed cells and names are cut to 40 characters on a character boundary.
+        let long = "é".repeat(50);
+        let text = format!("{long}\n1\n2\n3\n{long}\n");
+        let e = MixedTable::parse("t.csv", text.as_bytes(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("...") && e.chars().count() < 250, "{e}");
+        let e = MixedTable::parse("t.csv", b"a\n1\n", &[long]).unwrap_err().to_string();
+        assert!(e.contains("no column named") && e.chars().count() < 100, "{e}");
     }
 
     #[test]

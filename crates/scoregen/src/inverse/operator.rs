@@ -1,9 +1,29 @@
 //! Linear operators `A` (DESIGN.md §1): application to batches, the dense matrix, and the
 //! thin SVD `A = U diag(s) V^T` that the SVD-based methods (MCGdiff, DDRM) work in.
 
-use super::problem::Operator;
+use super::problem::{Operator, MAX_MATRIX_ENTRIES};
+use crate::error::{excerpt, number};
 use crate::linalg::{gemm_abt, sym_eigen};
 use crate::{Error, Result};
+
+/// The largest blur `sigma` (pixels) [`Operator::gaussian_blur`] accepts: its kernel is
+/// normalised over `2 ceil(3 sigma) + 1` taps.
+pub const MAX_BLUR_SIGMA: f64 = 1e6;
+
+/// `h * w` pixels, and `rows(h w) x h w` entries of the operator built from them, within
+/// [`MAX_MATRIX_ENTRIES`]; `what` names the operator.
+fn image_pixels(h: usize, w: usize, rows: impl Fn(usize) -> usize, what: &str) -> Result<usize> {
+    let dx = h.checked_mul(w).filter(|&n| n <= MAX_MATRIX_ENTRIES);
+    let entries = dx
+        .and_then(|n| rows(n).checked_mul(n))
+        .filter(|&n| n <= MAX_MATRIX_ENTRIES);
+    match (dx, entries) {
+        (Some(dx), Some(_)) => Ok(dx),
+        _ => Err(Error::invalid(format!(
+            "{what}: a {h}x{w} image is too large (its operator would have more than {MAX_MATRIX_ENTRIES} entries)"
+        ))),
+    }
+}
 
 /// The thin SVD of an operator: `A = U diag(s) V^T`, `U` (`dy x r`) and `V` (`dx x r`)
 /// with orthonormal columns, `s > 0` descending (rank `r`; zero singular values dropped).
@@ -64,7 +84,8 @@ impl Operator {
     /// Box inpainting: observe every pixel outside the box (`top`, `left`, `height`,
     /// `width`).
     pub fn inpaint_box(h: usize, w: usize, top: usize, left: usize, bh: usize, bw: usize) -> Result<Operator> {
-        if h == 0 || w == 0 || bh == 0 || bw == 0 || top + bh > h || left + bw > w {
+        let fits = |a: usize, b: usize, n: usize| a.checked_add(b).is_some_and(|e| e <= n);
+        if h == 0 || w == 0 || bh == 0 || bw == 0 || !fits(top, bh, h) || !fits(left, bw, w) {
             return Err(Error::invalid(format!(
                 "inpainting box ({top}, {left}, {bh}, {bw}) does not fit a {h}x{w} image"
             )));
@@ -74,13 +95,14 @@ impl Operator {
                 "inpainting box covers the whole image: nothing is observed",
             ));
         }
-        let observed = (0..h * w)
+        let dx = image_pixels(h, w, |_| 0, "inpainting")?;
+        let observed = (0..dx)
             .filter(|&i| {
                 let (r, c) = (i / w, i % w);
                 !(r >= top && r < top + bh && c >= left && c < left + bw)
             })
             .collect();
-        Ok(Operator::Mask { dim: h * w, observed })
+        Ok(Operator::Mask { dim: dx, observed })
     }
 
     /// Outpainting: observe one half (`"left"`, `"right"`, `"top"` or `"bottom"`).
@@ -94,14 +116,16 @@ impl Operator {
         };
         if keep_px(0, 0).is_none() {
             return Err(Error::invalid(format!(
-                "outpainting: unknown half '{keep}' (expected left, right, top or bottom)"
+                "outpainting: unknown half '{}' (expected left, right, top or bottom)",
+                excerpt(keep)
             )));
         }
         if h < 2 || w < 2 {
             return Err(Error::invalid("outpainting needs an image of at least 2x2"));
         }
-        let observed = (0..h * w).filter(|&i| keep_px(i / w, i % w) == Some(true)).collect();
-        Ok(Operator::Mask { dim: h * w, observed })
+        let dx = image_pixels(h, w, |_| 0, "outpainting")?;
+        let observed = (0..dx).filter(|&i| keep_px(i / w, i % w) == Some(true)).collect();
+        Ok(Operator::Mask { dim: dx, observed })
     }
 
     /// Super-resolution: `factor x factor` average pooling (`h`, `w` multiples of `factor`),
@@ -113,7 +137,8 @@ impl Operator {
             )));
         }
         let (ho, wo) = (h / factor, w / factor);
-        let (dy, dx) = (ho * wo, h * w);
+        let dx = image_pixels(h, w, |n| n / (factor * factor), "super-resolution")?;
+        let dy = ho * wo;
         let mut u = vec![0.0; dy * dy];
         let mut v = vec![0.0; dx * dy];
         for j in 0..dy {
@@ -135,20 +160,33 @@ impl Operator {
     }
 
     /// Gaussian blur with standard deviation `sigma` pixels (kernel radius `ceil(3 sigma)`,
-    /// normalised, zero padding) as a dense `hw x hw` matrix.
+    /// normalised, zero padding) as a dense `hw x hw` matrix: entry `(p, q)` is
+    /// `k(r_p - r_q) k(c_p - c_q)` with `k(i) = exp(-i^2 / (2 sigma^2)) / sum_{|j| <= rad} exp(-j^2 / (2 sigma^2))`.
+    ///
+    /// Offsets beyond the image never meet a pixel, so the double loop runs over
+    /// `min(rad, max(h, w) - 1)` only (the normalisation still sums the whole kernel): a
+    /// sigma far larger than the image costs no more than one as large as the image.
+    /// `sigma` must be in `(0, MAX_BLUR_SIGMA]`, and `(hw)^2` within [`MAX_MATRIX_ENTRIES`].
     pub fn gaussian_blur(h: usize, w: usize, sigma: f64) -> Result<Operator> {
         if !(sigma > 0.0 && sigma.is_finite()) || h == 0 || w == 0 {
             return Err(Error::invalid(format!(
-                "blur: need sigma > 0 and a non-empty image, got {sigma}"
+                "blur: need sigma > 0 and a non-empty image, got {}",
+                number(sigma)
             )));
         }
+        if sigma > MAX_BLUR_SIGMA {
+            return Err(Error::invalid(format!(
+                "blur: sigma {} is too large (at most {MAX_BLUR_SIGMA:e} pixels)",
+                number(sigma)
+            )));
+        }
+        let dx = image_pixels(h, w, |n| n, "blur")?;
         let rad = (3.0 * sigma).ceil() as i64;
-        let k: Vec<f64> = (-rad..=rad)
-            .map(|i| (-0.5 * (i as f64 / sigma).powi(2)).exp())
-            .collect();
-        let ks: f64 = k.iter().sum();
-        let k: Vec<f64> = k.iter().map(|v| v / ks).collect();
-        let dx = h * w;
+        let tap = |i: i64| (-0.5 * (i as f64 / sigma).powi(2)).exp();
+        let ks: f64 = (-rad..=rad).map(tap).sum();
+        // Offsets that can reach another pixel of the image.
+        let rad = rad.min(h.max(w) as i64 - 1);
+        let k: Vec<f64> = (-rad..=rad).map(|i| tap(i) / ks).collect();
         let mut a = vec![0.0; dx * dx];
         for r in 0..h as i64 {
             for c in 0..w as i64 {

@@ -18,15 +18,32 @@
 //!   for commands that only sample the prior.
 //!
 //! Every inconsistency (shape mismatch between `A`, `y` and the prior; a covariance that is
-//! not positive definite; a negative `sigma_y`; a mask index out of range) is an
+//! not positive definite; a negative `sigma_y`; a mask index out of range; an `svd`
+//! operator whose `u` or `v` does not have orthonormal columns) is an
 //! [`Error::InvalidInput`] or [`Error::File`] naming the problem.
+//!
+//! Sizes are checked before anything is allocated from them: an operator's dimension
+//! (`dim` of a mask, `image` of an image operator) must equal the prior's, and no matrix
+//! that a method may build from the file (an operator's `dy x dx`, a mixture component's
+//! `d x d` covariance) may have more than [`MAX_MATRIX_ENTRIES`] entries.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::error::{excerpt, number};
 use crate::score::{Covariance, GaussianMixture};
 use crate::{Error, Result};
+
+/// The most entries of a dense matrix that a problem file may imply: an operator's
+/// `dy x dx` (methods may form it densely, and its SVD factors) and a mixture prior's
+/// `d x d` covariance. `2^25` entries are 256 MiB of `f64`: a 5792-dimensional prior,
+/// or a 4096-pixel (64 x 64) image observed in full.
+pub const MAX_MATRIX_ENTRIES: usize = 1 << 25;
+
+/// The tolerance on `max |U^T U - I|` and `max |V^T V - I|` of an `svd` operator: factors
+/// written with at least 7 significant digits pass.
+pub const SVD_ORTHONORMAL_TOL: f64 = 1e-6;
 
 /// The prior of a problem.
 #[derive(Clone, Debug)]
@@ -115,7 +132,25 @@ fn image_shape(v: &Value, dx: Option<usize>) -> Result<(usize, usize)> {
                     "operator.image: expected [height, width] as positive integers",
                 ));
             }
-            Ok((s[0] as usize, s[1] as usize))
+            // Both sides below the limit, so the casts are exact and `h * w` cannot overflow.
+            let limit = MAX_MATRIX_ENTRIES as f64;
+            if s[0] * s[1] > limit {
+                return Err(Error::invalid(format!(
+                    "operator.image: {}x{} is too large (more than {MAX_MATRIX_ENTRIES} pixels)",
+                    number(s[0]),
+                    number(s[1])
+                )));
+            }
+            let (h, w) = (s[0] as usize, s[1] as usize);
+            if let Some(d) = dx {
+                if h * w != d {
+                    return Err(Error::invalid(format!(
+                        "operator.image: a {h}x{w} image has {} pixels, but the prior has dimension {d}",
+                        h * w
+                    )));
+                }
+            }
+            Ok((h, w))
         }
         None => {
             let d = dx.ok_or_else(|| Error::invalid("operator.image: give [height, width]"))?;
@@ -130,13 +165,40 @@ fn image_shape(v: &Value, dx: Option<usize>) -> Result<(usize, usize)> {
     }
 }
 
+/// A JSON value for a message: its text, cut to [`crate::error::EXCERPT_CHARS`]
+/// characters on a character boundary.
 fn short(v: &Value) -> String {
-    let s = v.to_string();
-    if s.len() > 40 {
-        format!("{}...", &s[..40])
-    } else {
-        s
+    excerpt(&v.to_string())
+}
+
+/// Checks that the columns `j` with `keep[j]` of the row-major `n x r` matrix `a` are
+/// orthonormal: `max |A^T A - I| <= SVD_ORTHONORMAL_TOL` over those columns.
+fn check_orthonormal(a: &[f64], n: usize, r: usize, keep: &[bool], what: &str) -> Result<()> {
+    // A^T as r x n, then (A^T)(A^T)^T = A^T A through the blocked product.
+    let mut at = vec![0.0; r * n];
+    for i in 0..n {
+        for j in 0..r {
+            at[j * n + i] = a[i * r + j];
+        }
     }
+    let mut g = vec![0.0; r * r];
+    crate::linalg::gemm_abt(&mut g, &at, &at, (r, n, r), 1.0, false);
+    let mut worst = 0.0f64;
+    for i in (0..r).filter(|&i| keep[i]) {
+        for j in (0..r).filter(|&j| keep[j]) {
+            let dev = (g[i * r + j] - if i == j { 1.0 } else { 0.0 }).abs();
+            // NaN (from overflow) counts as the worst deviation.
+            worst = if dev.is_nan() { f64::INFINITY } else { worst.max(dev) };
+        }
+    }
+    if worst > SVD_ORTHONORMAL_TOL {
+        return Err(Error::invalid(format!(
+            "operator 'svd': the columns of {what} are not orthonormal (max |{w}^T {w} - I| = {worst:.3e} > \
+             {SVD_ORTHONORMAL_TOL:e}); give the singular vectors of A = U diag(s) V^T to at least 7 significant digits",
+            w = what.to_uppercase()
+        )));
+    }
+    Ok(())
 }
 
 fn vector(v: &Value, what: &str) -> Result<Vec<f64>> {
@@ -225,6 +287,17 @@ fn covariance(obj: &Value, d: usize, k: Option<usize>, what: &str) -> Result<Cov
     )))
 }
 
+/// A mixture prior's dimension `d` must allow its `d x d` covariances.
+fn check_prior_dim(d: usize) -> Result<()> {
+    if d.checked_mul(d).is_none_or(|dd| dd > MAX_MATRIX_ENTRIES) {
+        return Err(Error::invalid(format!(
+            "prior: dimension {d} is too large for a Gaussian-mixture prior (its {d}x{d} covariances would \
+             have more than {MAX_MATRIX_ENTRIES} entries)"
+        )));
+    }
+    Ok(())
+}
+
 fn prior(v: &Value, base: Option<&Path>) -> Result<Prior> {
     let what = "prior";
     let kind = field(v, "kind", what)?.as_str().unwrap_or("");
@@ -232,6 +305,10 @@ fn prior(v: &Value, base: Option<&Path>) -> Result<Prior> {
         "gaussian_mixture" => {
             let weights = vector(field(v, "weights", what)?, "prior.weights")?;
             let (k, d, means) = matrix(field(v, "means", what)?, "prior.means")?;
+            if d == 0 {
+                return Err(Error::invalid("prior.means: the means are empty (dimension 0)"));
+            }
+            check_prior_dim(d)?;
             if k != weights.len() {
                 return Err(Error::invalid(format!(
                     "prior: {} weights but {k} means",
@@ -246,6 +323,7 @@ fn prior(v: &Value, base: Option<&Path>) -> Result<Prior> {
         }
         "gaussian" => {
             let mean = vector(field(v, "mean", what)?, "prior.mean")?;
+            check_prior_dim(mean.len())?;
             let cov = covariance(v, mean.len(), None, what)?;
             GaussianMixture::gaussian(mean, cov)
         }
@@ -262,7 +340,8 @@ fn prior(v: &Value, base: Option<&Path>) -> Result<Prior> {
         }
         other => {
             return Err(Error::invalid(format!(
-                "prior.kind: unknown kind '{other}' (expected gaussian_mixture, gaussian or model)"
+                "prior.kind: unknown kind '{}' (expected gaussian_mixture, gaussian or model)",
+                excerpt(other)
             )))
         }
     };
@@ -271,20 +350,49 @@ fn prior(v: &Value, base: Option<&Path>) -> Result<Prior> {
     ))
 }
 
+/// An operator's `dy x dx` must stay within [`MAX_MATRIX_ENTRIES`].
+fn check_size(dy: usize, dx: usize) -> Result<()> {
+    if dx > MAX_MATRIX_ENTRIES || dy.checked_mul(dx).is_none_or(|n| n > MAX_MATRIX_ENTRIES) {
+        return Err(Error::invalid(format!(
+            "operator: {dy}x{dx} is too large (at most {MAX_MATRIX_ENTRIES} entries)"
+        )));
+    }
+    Ok(())
+}
+
 fn operator(v: &Value, dx: Option<usize>) -> Result<Operator> {
     let what = "operator";
     let kind = field(v, "kind", what)?.as_str().unwrap_or("");
     let op = match kind {
         "dense" => {
             let (rows, cols, a) = matrix(field(v, "matrix", what)?, "operator.matrix")?;
+            if cols == 0 {
+                return Err(Error::invalid("operator.matrix: the rows are empty"));
+            }
             Operator::Dense { rows, cols, a }
         }
         "mask" => {
             let dim = match (v.get("dim"), dx) {
-                (Some(x), _) => x
-                    .as_u64()
-                    .ok_or_else(|| Error::invalid("operator.dim: expected a positive integer"))?
-                    as usize,
+                (Some(x), _) => {
+                    let dim = x
+                        .as_u64()
+                        .filter(|&n| n >= 1)
+                        .ok_or_else(|| Error::invalid(format!("operator.dim: expected a positive integer, got {}", short(x))))?;
+                    // Checked against the prior and the limit before `seen` is allocated.
+                    match dx {
+                        Some(d) if dim != d as u64 => {
+                            return Err(Error::invalid(format!(
+                                "operator.dim: {dim} does not match the prior's dimension {d}"
+                            )))
+                        }
+                        _ if dim > MAX_MATRIX_ENTRIES as u64 => {
+                            return Err(Error::invalid(format!(
+                                "operator.dim: {dim} is too large (at most {MAX_MATRIX_ENTRIES})"
+                            )))
+                        }
+                        _ => dim as usize,
+                    }
+                }
                 (None, Some(d)) => d,
                 (None, None) => {
                     return Err(Error::invalid(
@@ -330,6 +438,19 @@ fn operator(v: &Value, dx: Option<usize>) -> Result<Operator> {
             if s.iter().any(|x| *x < 0.0) {
                 return Err(Error::invalid("operator.s: singular values must be >= 0"));
             }
+            if let Some(d) = dx {
+                if cols != d {
+                    return Err(Error::invalid(format!(
+                        "operator acts on dimension {cols}, but the prior has dimension {d}"
+                    )));
+                }
+            }
+            check_size(rows, cols)?;
+            // Zero singular values are dropped by `Operator::svd`: only the other columns
+            // must be orthonormal.
+            let keep: Vec<bool> = s.iter().map(|x| *x > 0.0).collect();
+            check_orthonormal(&u, rows, r, &keep, "u")?;
+            check_orthonormal(&vv, cols, r, &keep, "v")?;
             Operator::Svd {
                 rows,
                 cols,
@@ -349,6 +470,8 @@ fn operator(v: &Value, dx: Option<usize>) -> Result<Operator> {
             match kind {
                 "inpaint_box" => {
                     let b = vector(field(v, "box", what)?, "operator.box")?;
+                    // Anything larger than the image does not fit; the bound keeps the casts exact.
+                    let b: Vec<f64> = b.iter().map(|x| x.min((h.max(w) + 1) as f64)).collect();
                     if b.len() != 4 || b.iter().any(|x| *x < 0.0 || x.fract() != 0.0) {
                         return Err(Error::invalid(
                             "operator.box: expected [top, left, height, width] as non-negative integers",
@@ -368,18 +491,20 @@ fn operator(v: &Value, dx: Option<usize>) -> Result<Operator> {
         }
         other => {
             return Err(Error::invalid(format!(
-                "operator.kind: unknown kind '{other}' (expected dense, mask, svd, inpaint_box, outpaint_half, superres or blur)"
+                "operator.kind: unknown kind '{}' (expected dense, mask, svd, inpaint_box, outpaint_half, superres or blur)",
+                excerpt(other)
             )))
         }
     };
+    let (r, c) = op.shape();
     if let Some(d) = dx {
-        let (_, c) = op.shape();
         if c != d {
             return Err(Error::invalid(format!(
                 "operator acts on dimension {c}, but the prior has dimension {d}"
             )));
         }
     }
+    check_size(r, c)?;
     Ok(op)
 }
 
@@ -387,7 +512,8 @@ impl Problem {
     /// Parses and validates a problem from JSON text; relative model paths are resolved
     /// against `base`.
     pub fn from_json(text: &str, base: Option<&Path>) -> Result<Self> {
-        let v: Value = serde_json::from_str(text).map_err(|e| Error::invalid(format!("malformed JSON: {e}")))?;
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| Error::invalid(format!("malformed JSON: {}", crate::error::one_line(e))))?;
         if !v.is_object() {
             return Err(Error::invalid("expected a JSON object with a 'prior'"));
         }
@@ -413,7 +539,7 @@ impl Problem {
             .transpose()?;
         if let Some(s) = sigma_y {
             if s < 0.0 {
-                return Err(Error::invalid(format!("sigma_y must be >= 0, got {s}")));
+                return Err(Error::invalid(format!("sigma_y must be >= 0, got {}", number(s))));
             }
         }
         match (&operator, &y) {
@@ -580,6 +706,123 @@ mod tests {
             assert!(e.contains(needle), "'{e}' should mention '{needle}'");
             assert!(!e.contains('\n'), "one line: {e}");
         }
+    }
+
+    /// The inputs of issue 15 that panicked, aborted, hung or were accepted with a corrupt
+    /// result, each now a one-line error (or, for the weights, a correct law).
+    #[test]
+    fn hostile_problem_files_of_issue_15() {
+        let err = |text: &str| {
+            let e = Problem::from_json(text, None).unwrap_err().to_string();
+            assert!(!e.contains('\n'), "one line: {e}");
+            e
+        };
+        // A multi-byte string cut at byte 40 while building the message: panicked.
+        let long = "é".repeat(50);
+        let e = err(&format!(
+            r#"{{"prior": {{"kind": "gaussian", "mean": [0, "{long}"], "variance": 1}}}}"#
+        ));
+        assert!(e.contains("prior.mean[1]") && e.contains("..."), "{e}");
+        let e = err(&format!(
+            r#"{{"prior": {{"kind": "gaussian", "mean": [0, 0], "variance": 1}}, "operator": {{"kind": "mask", "observed": ["{long}"]}}, "y": [1]}}"#
+        ));
+        assert!(e.contains("operator.observed[0]"), "{e}");
+        // An unknown kind is echoed truncated.
+        let e = err(&format!(r#"{{"prior": {{"kind": "{}"}}}}"#, "x".repeat(5000)));
+        assert!(e.len() < 200, "{e}");
+        // `means: [[]]`: chunks(0) panicked.
+        let e = err(r#"{"prior": {"kind": "gaussian_mixture", "weights": [1], "means": [[]], "variance": 1}}"#);
+        assert!(e.contains("dimension 0"), "{e}");
+        // A huge mask `dim` was allocated before it was compared with the prior's.
+        let e = err(
+            r#"{"prior": {"kind": "gaussian", "mean": [0, 0], "variance": 1}, "operator": {"kind": "mask", "dim": 4611686018427387904, "observed": [0]}, "y": [1]}"#,
+        );
+        assert!(e.contains("does not match the prior's dimension 2"), "{e}");
+        let e = err(
+            r#"{"prior": {"kind": "model", "path": "m"}, "operator": {"kind": "mask", "dim": 18446744073709551615, "observed": [0]}, "y": [1]}"#,
+        );
+        assert!(e.contains("too large"), "{e}");
+        // Huge image shapes: "capacity overflow" or an allocation abort.
+        for image in ["[4294967296, 4294967296]", "[1e300, 1e300]", "[65536, 65536]"] {
+            for op in [
+                r#""kind": "blur", "sigma": 1"#,
+                r#""kind": "superres", "factor": 2"#,
+                r#""kind": "inpaint_box", "box": [0, 0, 1, 1]"#,
+                r#""kind": "outpaint_half", "keep": "left""#,
+            ] {
+                for prior in [
+                    r#"{"kind": "model", "path": "m"}"#,
+                    r#"{"kind": "gaussian", "mean": [0, 0, 0, 0], "variance": 1}"#,
+                ] {
+                    let e = err(&format!(
+                        r#"{{"prior": {prior}, "operator": {{{op}, "image": {image}}}, "y": [1]}}"#
+                    ));
+                    assert!(e.contains("too large") || e.contains("prior has dimension 4"), "{e}");
+                }
+            }
+        }
+        let e = err(
+            r#"{"prior": {"kind": "gaussian", "mean": [0, 0, 0, 0], "variance": 1}, "operator": {"kind": "inpaint_box", "box": [1e300, 1e300, 1, 1]}, "y": [1]}"#,
+        );
+        assert!(e.contains("does not fit"), "{e}");
+        // A non-orthonormal `svd` operator: DDRM and MCGdiff returned samples near 1e5.
+        let e = err(
+            r#"{"prior": {"kind": "gaussian", "mean": [0, 0], "variance": 1}, "operator": {"kind": "svd", "u": [[1]], "s": [1], "v": [[1e5], [0]]}, "y": [1]}"#,
+        );
+        assert!(
+            e.contains("operator 'svd'") && e.contains("columns of v are not orthonormal"),
+            "{e}"
+        );
+        let e = err(
+            r#"{"prior": {"kind": "gaussian", "mean": [0, 0], "variance": 1}, "operator": {"kind": "svd", "u": [[1, 1], [0, 1]], "s": [1, 1], "v": [[1, 0], [0, 1]]}, "y": [1, 1]}"#,
+        );
+        assert!(e.contains("columns of u are not orthonormal"), "{e}");
+        // Orthonormal to 1e-7 passes; a zero singular value's column is not checked.
+        let p = Problem::from_json(
+            r#"{"prior": {"kind": "gaussian", "mean": [0, 0], "variance": 1}, "operator": {"kind": "svd", "u": [[1, 0], [0, 1]], "s": [2, 0], "v": [[0.70710678, 5], [0.70710678, 5]]}, "y": [1, 1]}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.operator.unwrap().shape(), (2, 2));
+        // Weights [1e308, 1e308]: their sum overflowed and every draw came from component 0.
+        let p = Problem::from_json(
+            r#"{"prior": {"kind": "gaussian_mixture", "weights": [1e308, 1e308], "means": [[0], [10]], "variance": 1}}"#,
+            None,
+        )
+        .unwrap();
+        let w = p.mixture().unwrap().weights();
+        assert!((w[0] - 0.5).abs() < 1e-15 && (w[1] - 0.5).abs() < 1e-15, "{w:?}");
+        // A prior too large for its d x d covariances.
+        let e = err(&format!(
+            r#"{{"prior": {{"kind": "gaussian", "mean": [{}], "variance": 1}}}}"#,
+            vec!["0"; 6000].join(",")
+        ));
+        assert!(e.contains("dimension 6000 is too large"), "{e}");
+    }
+
+    #[test]
+    fn blur_with_a_huge_sigma_is_quick() {
+        // sigma 1e5 on a 2x2 image hung (a (6e5)^2 loop per pixel).
+        let p = Problem::from_json(
+            r#"{"prior": {"kind": "gaussian", "mean": [0, 0, 0, 0], "variance": 1}, "operator": {"kind": "blur", "sigma": 1e5}, "y": [0, 0, 0, 0]}"#,
+            None,
+        )
+        .unwrap();
+        let a = p.operator.unwrap().matrix();
+        // The kernel is flat over the image: every entry is 1 / ks^2, with ks the sum of the
+        // whole kernel (about sigma sqrt(2 pi) erf(3 / sqrt 2); 249,986.1 to 7 digits).
+        let ks: f64 = (-300_000i64..=300_000)
+            .map(|i| (-0.5 * (i as f64 / 1e5).powi(2)).exp())
+            .sum();
+        assert!((ks / 249_986.1 - 1.0).abs() < 1e-6, "{ks}");
+        assert!(a.iter().all(|x| (x * ks * ks - 1.0).abs() < 1e-9), "{a:?}");
+        let e = Problem::from_json(
+            r#"{"prior": {"kind": "gaussian", "mean": [0, 0, 0, 0], "variance": 1}, "operator": {"kind": "blur", "sigma": 1e300}, "y": [0, 0, 0, 0]}"#,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sigma 1e300 is too large"), "{e}");
     }
 
     #[test]

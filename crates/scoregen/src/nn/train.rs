@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::model::{LearnedScore, Normalisation};
 use super::network::{Arch, Network, ScoreNet};
 use super::score_matching::{Loss, LossBatch};
+use crate::error::{excerpt, number, one_line};
 use crate::io::write_atomic;
 use crate::process::Process;
 use crate::rng::{stream, Noise, Purpose};
@@ -616,12 +617,191 @@ fn save_state(
     Ok(())
 }
 
-/// Reads a checkpoint's JSON.
+/// The most parameters a checkpoint's architecture may have (`2^28`, 1 GiB of `f32` per
+/// copy; the reference MLP has about 150,000): a larger one is refused before anything is
+/// allocated from it.
+pub const MAX_CHECKPOINT_PARAMS: usize = 1 << 28;
+
+/// The most classes a class-conditional model (or a labelled data set) may have.
+pub const MAX_CLASSES: usize = 1 << 16;
+
+/// The largest data dimension `d` of a checkpoint (`height * width` for images).
+pub const MAX_CHECKPOINT_DIM: usize = 1 << 25;
+
+/// The number of parameters of a network of architecture `arch`, computed from the sizes
+/// alone (saturating, so that absurd sizes give a huge count rather than an overflow):
+/// the exact count of [`Network::new`] for a valid architecture.
+pub fn param_count(arch: &Arch) -> u128 {
+    let (add, mul) = (u128::saturating_add, u128::saturating_mul);
+    let u = |x: usize| x as u128;
+    let linear = |fan_in: u128, out: u128| add(mul(fan_in, out), out);
+    match arch {
+        Arch::Mlp(c) => {
+            let (d, h, f) = (u(c.dim), u(c.hidden), u(c.fourier));
+            let mut n = linear(add(d, f), h);
+            n = add(n, mul(u(c.depth).saturating_sub(1), linear(h, h)));
+            n = add(n, linear(h, d));
+            if c.n_classes > 0 {
+                n = add(n, mul(add(u(c.n_classes), 1), h));
+            }
+            n
+        }
+        Arch::Unet(c) => {
+            let e = u(c.time_dim);
+            let conv = |ci: u128, co: u128, k: u128| add(mul(mul(co, ci), k * k), co);
+            let res = |ci: u128, co: u128| {
+                let mut n = add(mul(2, ci), conv(ci, co, 3));
+                n = add(n, linear(e, co));
+                n = add(n, add(mul(2, co), conv(co, co, 3)));
+                if ci != co {
+                    n = add(n, conv(ci, co, 1));
+                }
+                n
+            };
+            let ch: Vec<u128> = c.channels.iter().map(|&x| u(x)).collect();
+            let Some(&c0) = ch.first() else { return 0 };
+            let blocks = u(c.blocks);
+            let mut n = add(linear(u(c.fourier), e), linear(e, e));
+            if c.n_classes > 0 {
+                n = add(n, mul(add(u(c.n_classes), 1), e));
+            }
+            n = add(n, conv(1, c0, 3));
+            let mut cur = c0;
+            for (l, &cl) in ch.iter().enumerate() {
+                if blocks > 0 {
+                    n = add(n, add(res(cur, cl), mul(blocks - 1, res(cl, cl))));
+                    cur = cl;
+                }
+                if l + 1 < ch.len() {
+                    n = add(n, conv(cur, cur, 3));
+                }
+            }
+            n = add(n, res(cur, cur));
+            for l in (0..ch.len()).rev() {
+                let cl = ch[l];
+                if blocks > 0 {
+                    n = add(n, add(res(add(cur, cl), cl), mul(blocks - 1, res(cl, cl))));
+                    cur = cl;
+                }
+                if l > 0 {
+                    n = add(n, conv(cur, ch[l - 1], 3));
+                    cur = ch[l - 1];
+                }
+            }
+            add(n, add(mul(2, cur), conv(cur, 1, 3)))
+        }
+    }
+}
+
+/// Checks everything in a checkpoint's JSON that is later used as a size or a value,
+/// before anything is allocated from it: the architecture (dimension, classes and
+/// parameter count within [`MAX_CHECKPOINT_DIM`], [`MAX_CLASSES`] and
+/// [`MAX_CHECKPOINT_PARAMS`]), the process, the normalisation (one finite mean and one
+/// finite positive standard deviation per coordinate), the class weights (one finite,
+/// non-negative frequency per class, not all zero), the training settings and the weights
+/// file's name (a plain file name of at most 255 bytes in the checkpoint directory).
+/// Messages are plain; the caller names the file. The networks' own checks (zero sizes,
+/// odd Fourier counts, indivisible image sides) run when [`layout`] builds the network,
+/// which is cheap once the sizes are bounded.
+fn check_meta(meta: &CheckpointMeta) -> Result<()> {
+    let bad = |m: String| Err(Error::invalid(m));
+    let arch = &meta.arch;
+    let dim = match arch {
+        Arch::Mlp(c) => Some(c.dim),
+        Arch::Unet(c) => c.height.checked_mul(c.width),
+    };
+    let dim = match dim {
+        Some(d) if d <= MAX_CHECKPOINT_DIM => d,
+        _ => {
+            return bad(format!(
+                "arch: the data dimension is too large (at most {MAX_CHECKPOINT_DIM})"
+            ))
+        }
+    };
+    if arch.n_classes() > MAX_CLASSES {
+        return bad(format!(
+            "arch: {} classes is too many (at most {MAX_CLASSES})",
+            arch.n_classes()
+        ));
+    }
+    if let Arch::Unet(c) = arch {
+        if c.channels.len() > 16 {
+            return bad(format!("arch: {} levels of channels (at most 16)", c.channels.len()));
+        }
+    }
+    let count = param_count(arch);
+    if count > MAX_CHECKPOINT_PARAMS as u128 {
+        return bad(format!(
+            "arch: the {} network would have {count} parameters (at most {MAX_CHECKPOINT_PARAMS})",
+            arch.kind()
+        ));
+    }
+    if count == 0 {
+        return bad("arch: the network has no parameters".into());
+    }
+    meta.process.validate()?;
+    meta.train.validate()?;
+    let norm = &meta.normalisation;
+    if norm.mean.len() != dim || norm.std.len() != dim {
+        return bad(format!(
+            "normalisation: {} means and {} standard deviations for dimension {dim}",
+            norm.mean.len(),
+            norm.std.len()
+        ));
+    }
+    if let Some(j) = norm.mean.iter().position(|m| !m.is_finite()) {
+        return bad(format!("normalisation: mean {} is not finite", j + 1));
+    }
+    if let Some(j) = norm.std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+        return bad(format!(
+            "normalisation: standard deviation {} is {}, not a finite positive number",
+            j + 1,
+            number(norm.std[j])
+        ));
+    }
+    if let Some(w) = &meta.class_weights {
+        let k = arch.n_classes();
+        if w.len() != k {
+            return bad(format!("class_weights: {} weights for {k} classes", w.len()));
+        }
+        if let Some(j) = w.iter().position(|x| !(x.is_finite() && (0.0..=1.0).contains(x))) {
+            return bad(format!(
+                "class_weights: weight {} is {}, not a class frequency in [0, 1]",
+                j + 1,
+                number(w[j])
+            ));
+        }
+        if w.iter().sum::<f64>() <= 0.0 {
+            return bad("class_weights: every class has weight zero".into());
+        }
+    }
+    let name = meta.weights.as_str();
+    let plain = !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\'])
+        && !name.contains(char::is_control)
+        && Path::new(name).file_name().is_some_and(|f| f == name);
+    if !plain {
+        return bad(format!(
+            "weights: '{}' is not a file name in the checkpoint directory",
+            excerpt(name)
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a checkpoint's JSON and checks every size and value in it before anything is
+/// allocated from them (the architecture's parameter count, [`param_count`], within
+/// [`MAX_CHECKPOINT_PARAMS`]; its dimension and classes within [`MAX_CHECKPOINT_DIM`] and
+/// [`MAX_CLASSES`]; the process, training settings, normalisation, class weights and
+/// weights file name valid); every problem is an [`Error::File`] naming `checkpoint.json`.
 pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
     let path = dir.join(META);
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| Error::file(dir, format!("not a checkpoint ({META}: {e})")))?;
-    let corrupted = |e: serde_json::Error| Error::file(&path, format!("corrupted checkpoint: {e}"));
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::file(dir, format!("not a checkpoint ({META}: {})", one_line(e))))?;
+    let corrupted = |e: serde_json::Error| Error::file(&path, format!("corrupted checkpoint: {}", one_line(e)));
     let mut value: serde_json::Value = serde_json::from_str(&text).map_err(corrupted)?;
     match value.get("format").and_then(|f| f.as_str()) {
         Some(FORMAT) => {}
@@ -631,25 +811,93 @@ pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
                 arch.insert("kind".into(), "mlp".into());
             }
         }
-        Some(f) => return Err(Error::file(&path, format!("unknown checkpoint format '{f}'"))),
+        Some(f) => {
+            return Err(Error::file(
+                &path,
+                format!("unknown checkpoint format '{}'", excerpt(f)),
+            ))
+        }
         None => return Err(Error::file(&path, "corrupted checkpoint: no format tag")),
     }
-    serde_json::from_value(value).map_err(corrupted)
+    let meta: CheckpointMeta = serde_json::from_value(value).map_err(corrupted)?;
+    check_meta(&meta).map_err(|e| Error::file(&path, format!("invalid checkpoint: {e}")))?;
+    Ok(meta)
 }
 
+/// The names and shapes of the parameters of `arch` (its sizes checked by [`read_meta`]
+/// first, and the weights file's size by [`load_tensors`]); the networks' own checks of
+/// the architecture are errors naming `checkpoint.json` in `dir`.
+fn layout(dir: &Path, arch: &Arch) -> Result<Vec<(String, Vec<usize>)>> {
+    let net = Network::new(arch, 0, DType::F32, &Device::Cpu)
+        .map_err(|e| Error::file(dir.join(META), format!("invalid checkpoint: {e}")))?;
+    Ok(net
+        .names()
+        .iter()
+        .cloned()
+        .zip(net.vars().iter().map(|v| v.dims().to_vec()))
+        .collect())
+}
+
+/// Reads the weights file named by `meta`, after checking that its size fits the
+/// architecture: at least 2 bytes for each parameter (a half-precision copy) and at most
+/// four `f64` copies of them (parameters, EMA, two Adam moments) plus 16 MiB of header.
 fn load_tensors(dir: &Path, meta: &CheckpointMeta, device: &Device) -> Result<HashMap<String, Tensor>> {
     let wpath: PathBuf = dir.join(&meta.weights);
-    candle_core::safetensors::load(&wpath, device)
-        .map_err(|e| Error::file(&wpath, format!("corrupted or missing weights: {e}")))
+    let fail = |m: String| Error::file(&wpath, m);
+    let info = std::fs::metadata(&wpath).map_err(|e| fail(format!("missing weights: {}", one_line(e))))?;
+    if !info.is_file() {
+        return Err(fail("the weights are not a regular file".into()));
+    }
+    let count = param_count(&meta.arch);
+    let (len, need, most) = (info.len() as u128, 2 * count, 32 * count + (16 << 20));
+    if len < need || len > most {
+        return Err(fail(format!(
+            "corrupted weights: {len} bytes for a network of {count} parameters (expected {need} to {most})"
+        )));
+    }
+    let bytes = std::fs::read(&wpath).map_err(|e| fail(format!("cannot read weights: {}", one_line(e))))?;
+    candle_core::safetensors::load_buffer(&bytes, device)
+        .map_err(|e| fail(format!("corrupted weights: {}", one_line(e))))
 }
 
-fn pick(map: &HashMap<String, Tensor>, prefix: &str, names: &[String], dir: &Path) -> Result<Vec<Tensor>> {
-    names
+/// The tensors `prefix.NAME` for every parameter of `layout`, each checked: present, a
+/// float dtype, the shape the architecture needs, finite values. Errors name the weights
+/// file and the tensor.
+fn pick(
+    map: &HashMap<String, Tensor>,
+    prefix: &str,
+    layout: &[(String, Vec<usize>)],
+    wpath: &Path,
+) -> Result<Vec<Tensor>> {
+    layout
         .iter()
-        .map(|n| {
-            map.get(&format!("{prefix}.{n}"))
-                .cloned()
-                .ok_or_else(|| Error::file(dir, format!("weights lack '{prefix}.{n}'")))
+        .map(|(n, shape)| {
+            let key = format!("{prefix}.{n}");
+            let fail = |m: String| Error::file(wpath, format!("tensor '{key}': {m}"));
+            let t = map.get(&key).ok_or_else(|| fail("missing".into()))?;
+            if !matches!(t.dtype(), DType::F32 | DType::F64 | DType::F16 | DType::BF16) {
+                return Err(fail(format!("dtype {:?}, expected a float dtype", t.dtype())));
+            }
+            if t.dims() != shape.as_slice() {
+                return Err(fail(format!(
+                    "shape {:?}, expected {shape:?} for the architecture in {META}",
+                    t.dims()
+                )));
+            }
+            let t = if matches!(t.dtype(), DType::F16 | DType::BF16) {
+                t.to_dtype(DType::F32)?
+            } else {
+                t.clone()
+            };
+            let finite = t
+                .to_dtype(DType::F64)
+                .and_then(|x| x.flatten_all())
+                .and_then(|x| x.to_vec1::<f64>())
+                .map(|v| v.iter().all(|x| x.is_finite()))?;
+            if !finite {
+                return Err(fail("has NaN or infinite values".into()));
+            }
+            Ok(t)
         })
         .collect()
 }
@@ -657,14 +905,15 @@ fn pick(map: &HashMap<String, Tensor>, prefix: &str, names: &[String], dir: &Pat
 fn load_state(dir: &Path, device: &Device) -> Result<(CheckpointMeta, State)> {
     let meta = read_meta(dir)?;
     let map = load_tensors(dir, &meta, device)?;
-    let names = Network::names_of(&meta.arch)?;
-    let net = Network::with_values(&meta.arch, &pick(&map, "param", &names, dir)?, device)
-        .map_err(|e| Error::file(dir, e.to_string()))?;
+    let wpath = dir.join(&meta.weights);
+    let layout = layout(dir, &meta.arch)?;
+    let net = Network::with_values(&meta.arch, &pick(&map, "param", &layout, &wpath)?, device)
+        .map_err(|e| Error::file(&wpath, e.to_string()))?;
     let st = State {
         net,
-        ema: pick(&map, "ema", &names, dir)?,
-        m: pick(&map, "adam_m", &names, dir)?,
-        v: pick(&map, "adam_v", &names, dir)?,
+        ema: pick(&map, "ema", &layout, &wpath)?,
+        m: pick(&map, "adam_m", &layout, &wpath)?,
+        v: pick(&map, "adam_v", &layout, &wpath)?,
         step: meta.step,
         val_loss: meta.val_loss,
     };
@@ -677,7 +926,8 @@ pub fn load_model(dir: &Path) -> Result<(LearnedScore, CheckpointMeta)> {
     let device = Device::Cpu;
     let meta = read_meta(dir)?;
     let map = load_tensors(dir, &meta, &device)?;
-    let ema = pick(&map, "ema", &Network::names_of(&meta.arch)?, dir)?;
-    let net = Network::with_values(&meta.arch, &ema, &device).map_err(|e| Error::file(dir, e.to_string()))?;
+    let wpath = dir.join(&meta.weights);
+    let ema = pick(&map, "ema", &layout(dir, &meta.arch)?, &wpath)?;
+    let net = Network::with_values(&meta.arch, &ema, &device).map_err(|e| Error::file(&wpath, e.to_string()))?;
     Ok((LearnedScore::new(net, meta.process.clone()), meta))
 }

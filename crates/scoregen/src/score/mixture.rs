@@ -72,10 +72,14 @@ impl GaussianMixture {
         if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
             return Err(Error::invalid("mixture: weights must be finite and non-negative"));
         }
-        let total: f64 = weights.iter().sum();
-        if total <= 0.0 {
+        // Normalised as in log-sum-exp, relative to the largest weight:
+        // `log w_k = log(w_k / w_max) - log sum_j (w_j / w_max)`, so that weights whose sum
+        // overflows (`[1e308, 1e308]`) keep their ratios (the scaled sum is in `[1, k]`).
+        let w_max = weights.iter().fold(0.0f64, |m, w| m.max(*w));
+        if w_max <= 0.0 {
             return Err(Error::invalid("mixture: weights sum to zero"));
         }
+        let log_total = weights.iter().map(|w| w / w_max).sum::<f64>().ln();
         let d = means[0].len();
         if d == 0 {
             return Err(Error::invalid("mixture: means have dimension 0"));
@@ -131,7 +135,11 @@ impl GaussianMixture {
                 }
             };
             comps.push(Component {
-                log_w: if *w > 0.0 { (w / total).ln() } else { f64::NEG_INFINITY },
+                log_w: if *w > 0.0 {
+                    (w / w_max).ln() - log_total
+                } else {
+                    f64::NEG_INFINITY
+                },
                 mean: mu.clone(),
                 lam,
                 q,
