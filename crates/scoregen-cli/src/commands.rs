@@ -70,6 +70,14 @@ impl SamplerArgs {
         let sampler = Sampler::from_name(&self.sampler, &params)?;
         let grid = self.grid.as_deref().map(|g| g.parse::<TimeGrid>()).transpose()?;
         limits::count("--steps", self.steps, 1, limits::MAX_STEPS)?;
+        // b scales the score term of every step: beyond ~10 the chain is unstable for any
+        // step count a user would run.
+        if !(self.b.is_finite() && (0.0..=100.0).contains(&self.b)) {
+            return Err(CliError::user(format!(
+                "--b must be a number in [0, 100], got {}",
+                self.b
+            )));
+        }
         limits::count("--corrector-steps", self.corrector_steps, 0, limits::MAX_ROUNDS)?;
         let opts = SampleOptions {
             steps: self.steps,

@@ -28,44 +28,57 @@ fn extension(path: &Path) -> Option<String> {
     path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase())
 }
 
+/// The largest magnitude accepted for any number a user gives (data values, problem-file
+/// entries): every model here squares and sums such values (distances, variances,
+/// normalisations), which must stay finite, so `|x| <= 1e100` leaves room for `d` and `K`
+/// of any size. Rescale data with larger values.
+pub const MAX_ABS_VALUE: f64 = 1e100;
+
+/// The first entry of `v` (row-major `[n, d]`) that is not finite or exceeds
+/// [`MAX_ABS_VALUE`], as a message naming its row and column.
+pub fn check_values(v: &[f64], d: usize) -> Option<String> {
+    let i = v.iter().position(|x| !(x.abs() <= MAX_ABS_VALUE))?;
+    let (r, c) = (i / d.max(1) + 1, i % d.max(1) + 1);
+    Some(if v[i].is_finite() {
+        format!(
+            "value {} at row {r}, column {c} is too large in magnitude (at most 1e100: rescale the data)",
+            crate::error::number(v[i])
+        )
+    } else {
+        format!("NaN or infinite value at row {r}, column {c} (not allowed here)")
+    })
+}
+
 const UNSUPPORTED_EXT: &str = "unsupported extension (expected .npy or .csv)";
 
 /// Reads an `[n, d]` point set, choosing the format from the extension:
 /// `.npy` → [`read_npy`] (keeps F32/F64); `.csv` / `.txt` → [`read_csv`] with default
-/// options and no missing values allowed, then [`Table::to_tensor`] (F64). NaN or infinite
-/// values are an error in every format (missing values are legal only where a command says so).
+/// options and no missing values allowed, then [`Table::to_tensor`] (F64). NaN, infinite
+/// and huge values (beyond [`MAX_ABS_VALUE`]) are an error in every format (missing values
+/// are legal only where a command says so).
 ///
 /// For `.txt` the delimiter is sniffed from the first line (comma if it has one, else tab,
 /// else a single space, as written by `numpy.savetxt`). Extensions are matched
 /// case-insensitively; any other extension is an [`Error::File`].
 pub fn read_points(path: impl AsRef<Path>) -> Result<Tensor> {
     let path = path.as_ref();
-    match extension(path).as_deref() {
-        Some("npy") => {
-            let t = read_npy(path)?;
-            let (_, d) = t.dims2()?;
-            let v = t.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                return Err(Error::file(
-                    path,
-                    format!(
-                        "NaN or infinite value at row {}, column {} (not allowed here)",
-                        i / d + 1,
-                        i % d + 1
-                    ),
-                ));
-            }
-            Ok(t)
-        }
-        Some("csv") => read_csv(path, &CsvOptions::default())?.to_tensor(),
+    let t = match extension(path).as_deref() {
+        Some("npy") => read_npy(path)?,
+        Some("csv") => read_csv(path, &CsvOptions::default())?.to_tensor()?,
         Some("txt") => {
             let opts = CsvOptions {
                 delimiter: self::csv::sniff_delimiter(path)?,
                 ..CsvOptions::default()
             };
-            read_csv(path, &opts)?.to_tensor()
+            read_csv(path, &opts)?.to_tensor()?
         }
-        _ => Err(Error::file(path, UNSUPPORTED_EXT)),
+        _ => return Err(Error::file(path, UNSUPPORTED_EXT)),
+    };
+    let (_, d) = t.dims2()?;
+    let v = t.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    match check_values(&v, d) {
+        Some(msg) => Err(Error::file(path, msg)),
+        None => Ok(t),
     }
 }
 

@@ -153,12 +153,12 @@ impl MixedTable {
                 }
                 if let Some(&(i, t)) = present
                     .iter()
-                    .find(|(_, t)| t.parse::<f64>().is_ok_and(f64::is_infinite))
+                    .find(|(_, t)| t.parse::<f64>().is_ok_and(|v| !(v.abs() <= crate::data::MAX_ABS_VALUE)))
                 {
                     return Err(Error::file(
                         path,
                         format!(
-                            "row {}, column {}: '{}' is infinite",
+                            "row {}, column {}: '{}' is infinite or too large in magnitude (at most 1e100: rescale the column)",
                             lines[i],
                             label(&header, j),
                             excerpt(t)

@@ -111,9 +111,15 @@ pub struct Problem {
     pub sigma_y: Option<f64>,
 }
 
+/// A finite number of magnitude at most [`crate::data::MAX_ABS_VALUE`] (means, variances,
+/// operator entries, `y`, `sigma_y`: every one of them is squared somewhere).
 fn num(v: &Value, what: &str) -> Result<f64> {
     match v.as_f64() {
-        Some(x) if x.is_finite() => Ok(x),
+        Some(x) if x.abs() <= crate::data::MAX_ABS_VALUE => Ok(x),
+        Some(x) if x.is_finite() => Err(Error::invalid(format!(
+            "{what}: {} is too large in magnitude (at most 1e100: rescale the problem)",
+            crate::error::number(x)
+        ))),
         _ => Err(Error::invalid(format!(
             "{what}: expected a finite number, got {}",
             short(v)
@@ -303,7 +309,20 @@ fn prior(v: &Value, base: Option<&Path>) -> Result<Prior> {
     let kind = field(v, "kind", what)?.as_str().unwrap_or("");
     let built = match kind {
         "gaussian_mixture" => {
-            let weights = vector(field(v, "weights", what)?, "prior.weights")?;
+            // Weights are scale-free (normalised in log space): any finite value will do.
+            let weights = field(v, "weights", what)?
+                .as_array()
+                .ok_or_else(|| Error::invalid("prior.weights: expected an array of numbers"))?
+                .iter()
+                .enumerate()
+                .map(|(i, x)| match x.as_f64() {
+                    Some(w) if w.is_finite() => Ok(w),
+                    _ => Err(Error::invalid(format!(
+                        "prior.weights[{i}]: expected a finite number, got {}",
+                        short(x)
+                    ))),
+                })
+                .collect::<Result<Vec<f64>>>()?;
             let (k, d, means) = matrix(field(v, "means", what)?, "prior.means")?;
             if d == 0 {
                 return Err(Error::invalid("prior.means: the means are empty (dimension 0)"));
@@ -764,7 +783,10 @@ mod tests {
         let e = err(
             r#"{"prior": {"kind": "gaussian", "mean": [0, 0, 0, 0], "variance": 1}, "operator": {"kind": "inpaint_box", "box": [1e300, 1e300, 1, 1]}, "y": [1]}"#,
         );
-        assert!(e.contains("does not fit"), "{e}");
+        assert!(
+            e.contains("does not fit") || e.contains("too large in magnitude"),
+            "{e}"
+        );
         // A non-orthonormal `svd` operator: DDRM and MCGdiff returned samples near 1e5.
         let e = err(
             r#"{"prior": {"kind": "gaussian", "mean": [0, 0], "variance": 1}, "operator": {"kind": "svd", "u": [[1]], "s": [1], "v": [[1e5], [0]]}, "y": [1]}"#,
@@ -822,7 +844,7 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("sigma 1e300 is too large"), "{e}");
+        assert!(e.contains("1e300 is too large"), "{e}");
     }
 
     #[test]
