@@ -18,13 +18,20 @@
 //! | [`Sampler::AnnealedLangevin`] | deck 002 Algorithm 1: Langevin `x + a/2 score + sqrt(a) z` at each level, `a_i = delta s(t_i)^2`; between levels `x *= m(t_{i+1})/m(t_i)` |
 //! | [`Sampler::PredictorCorrector`] | score_sde's PC: Langevin corrector at target SNR, then a predictor step |
 //!
-//! Noise of step `k` comes from stream `(Purpose::Step, k)` of [`Noise`], so a run is a
-//! pure function of `(seed, n, options)`. An optional final Tweedie step returns
+//! Noise of step `k` comes from stream `(Purpose::Step, k)` of [`Noise`]
+//! ([`Noise::normals_fast`]: particle `i` always reads the same words), so a run is a pure
+//! function of `(seed, n, options)`, whatever the number of threads.
+//!
+//! Scores with a host row kernel ([`Score::rows_at`], e.g. the exact mixture score) and f64
+//! particles on the CPU take a fused loop: per step and per fixed block of particles, the
+//! score, the noise draw and the update run together in place, with no tensor allocated per
+//! step; the arithmetic is the tensor path's, so both agree up to the rounding of the score. An optional final Tweedie step returns
 //! `x0_hat(t_min, x)` (DESIGN.md: early stopping and denoising are explicit options).
 
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
 
 use crate::process::{Process, TimeGrid};
 use crate::rng::{stream, Noise, Purpose};
@@ -389,10 +396,13 @@ pub fn sample_from(
         )));
     }
     let t_max = opts.t_max.unwrap_or(p.t_max());
+    if let Some(x) = sample_rows(score, sampler, opts, t_max, &x, progress)? {
+        return Ok(x);
+    }
     let noise = Noise::new(opts.seed);
     let dtype = x.dtype();
     let device = x.device().clone();
-    let z_at = |purpose: Purpose, k: u64| noise.normal_tensor(stream(purpose, k), n, d, dtype, &device);
+    let z_at = |purpose: Purpose, k: u64| noise.normal_tensor_fast(stream(purpose, k), n, d, dtype, &device);
     let mut x = x;
     let last_t;
     match sampler {
@@ -474,6 +484,214 @@ pub fn sample_from(
         x = score.denoise(last_t, &x)?;
     }
     Ok(x)
+}
+
+/// Rows per parallel task of the host loop: fixed for a given `d`, and results are
+/// row-local, so they do not depend on it nor on the number of threads.
+fn row_block(d: usize) -> usize {
+    (4096 / d.max(1)).clamp(16, 256)
+}
+
+/// Per-task buffers of the host loop (`rows x d` each).
+struct RowScratch {
+    sc: Vec<f64>,
+    z: Vec<f64>,
+    xe: Vec<f64>,
+    sc1: Vec<f64>,
+}
+
+/// Runs `f(first_row, x_block, scratch)` over fixed blocks of rows in parallel and says
+/// whether every particle is still finite afterwards.
+fn par_blocks(x: &mut [f64], d: usize, f: impl Fn(usize, &mut [f64], &mut RowScratch) + Sync + Send) -> bool {
+    let rows = row_block(d);
+    x.par_chunks_mut(rows * d)
+        .enumerate()
+        .map_init(
+            || RowScratch {
+                sc: vec![0.0; rows * d],
+                z: vec![0.0; rows * d],
+                xe: vec![0.0; rows * d],
+                sc1: vec![0.0; rows * d],
+            },
+            |scr, (b, xb)| {
+                f(b * rows, xb, scr);
+                xb.iter().all(|v| v.is_finite())
+            },
+        )
+        .reduce(|| true, |a, b| a && b)
+}
+
+fn not_finite(what: &str) -> Error {
+    Error::Numerical(format!(
+        "{what}: particles are no longer finite (try more steps or a smaller step size)"
+    ))
+}
+
+/// The host loop of [`sample_from`] for scores with a [`crate::score::RowScore`] and f64
+/// particles on the CPU: per step and per fixed block of rows, the score, the noise of
+/// those rows (the same draws as the tensor path: stream `(Purpose::Step, k)`, row `i`) and
+/// the update run together, in place, with no tensor and no allocation per step. The
+/// arithmetic of each update is the tensor path's ([`predictor_step`]), so the two agree up
+/// to the rounding of the score. Returns `None` when the fast path does not apply (other
+/// dtype or device, no row kernel, or the predictor–corrector sampler, whose step size is an
+/// average over the batch).
+fn sample_rows(
+    score: &dyn Score,
+    sampler: &Sampler,
+    opts: &SampleOptions,
+    t_max: f64,
+    x: &Tensor,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Option<Tensor>> {
+    if x.dtype() != DType::F64 || !x.device().is_cpu() || matches!(sampler, Sampler::PredictorCorrector { .. }) {
+        return Ok(None);
+    }
+    if score.rows_at(t_max).is_none() {
+        return Ok(None);
+    }
+    let p = score.process();
+    let (n, d) = x.dims2()?;
+    let mut xs: Vec<f64> = x.flatten_all()?.to_vec1()?;
+    let noise = Noise::new(opts.seed);
+    let kernel = |t: f64| -> Result<Box<dyn crate::score::RowScore + '_>> {
+        score
+            .rows_at(t)
+            .ok_or_else(|| Error::invalid("the score has no row kernel at some time of the grid"))
+    };
+    match sampler {
+        Sampler::AnnealedLangevin {
+            steps_per_level,
+            step_ratio,
+        } => {
+            let levels = (opts.steps / steps_per_level).max(2);
+            let grid = opts.grid.unwrap_or(TimeGrid::LogSnr);
+            let ts = grid.times(p, levels - 1, opts.t_min, t_max)?;
+            let total = levels * steps_per_level;
+            let mut k = 0;
+            for (i, &t) in ts.iter().enumerate() {
+                let ratio = if i > 0 { Some(p.m(t) / p.m(ts[i - 1])) } else { None };
+                let a = step_ratio * p.s(t).powi(2);
+                let (c_sc, c_z) = (0.5 * a, a.sqrt());
+                let kern = kernel(t)?;
+                let mut ok = true;
+                for j in 0..*steps_per_level {
+                    let st = stream(Purpose::Step, k as u64);
+                    let rescale = if j == 0 { ratio } else { None };
+                    ok &= par_blocks(&mut xs, d, |first, xb, scr| {
+                        if let Some(r) = rescale {
+                            xb.iter_mut().for_each(|v| *v *= r);
+                        }
+                        let (sc, z) = (&mut scr.sc[..xb.len()], &mut scr.z[..xb.len()]);
+                        kern.score_rows(xb, sc);
+                        noise.normals_fast_rows(st, first, d, z);
+                        for ((xv, s), zv) in xb.iter_mut().zip(sc.iter()).zip(z.iter()) {
+                            *xv = (*xv + s * c_sc) + zv * c_z;
+                        }
+                    });
+                    k += 1;
+                    progress(k, total);
+                }
+                if !ok {
+                    return Err(not_finite("annealed Langevin"));
+                }
+            }
+        }
+        _ => {
+            let ts = opts
+                .grid
+                .unwrap_or(TimeGrid::Quadratic)
+                .times(p, opts.steps, opts.t_min, t_max)?;
+            let stochastic = !matches!(sampler, Sampler::Heun | Sampler::Ddim { eta: 0.0 });
+            for k in 0..opts.steps {
+                let (t0, t1) = (ts[k], ts[k + 1]);
+                let u = p.t_max() - t0;
+                let st = stream(Purpose::Step, k as u64);
+                let kern0 = kernel(t0)?;
+                // Each sampler's update in the operation order of `predictor_step`:
+                // x' = (x * cx + (x * cxx + score * cs)) + z * cz, with the Tweedie
+                // rewriting of DDIM expanded below.
+                let ok = match sampler {
+                    Sampler::Heun => {
+                        let kern1 = kernel(t1)?;
+                        let h = t1 - t0;
+                        let (f0, q0) = (p.f(t0), -0.5 * p.g2(t0));
+                        let (f1, q1) = (p.f(t1), -0.5 * p.g2(t1));
+                        par_blocks(&mut xs, d, |_, xb, scr| {
+                            let len = xb.len();
+                            let (sc, xe, sc1) = (&mut scr.sc[..len], &mut scr.xe[..len], &mut scr.sc1[..len]);
+                            kern0.score_rows(xb, sc);
+                            // d0 = x f0 + sc q0 (kept in sc); xe = x + d0 h.
+                            for ((s, e), xv) in sc.iter_mut().zip(xe.iter_mut()).zip(xb.iter()) {
+                                *s = xv * f0 + *s * q0;
+                                *e = xv + *s * h;
+                            }
+                            kern1.score_rows(xe, sc1);
+                            for (((xv, d0), e), s1) in xb.iter_mut().zip(sc.iter()).zip(xe.iter()).zip(sc1.iter()) {
+                                let d1 = e * f1 + s1 * q1;
+                                *xv += (d0 + d1) * (0.5 * h);
+                            }
+                        })
+                    }
+                    _ => {
+                        let (cxx, cs, cz, ddim) = match sampler {
+                            Sampler::EulerMaruyama { b } => {
+                                let b = b.at(u);
+                                let h = t0 - t1;
+                                let g2 = p.g2(t0);
+                                (-p.f(t0) * h, 0.5 * (1.0 + b * b) * g2 * h, b * (g2 * h).sqrt(), None)
+                            }
+                            Sampler::ExpIntegrator { b } => {
+                                let b = b.at(u);
+                                let (r, c, v) = p.ei_coefficients(t0, t1);
+                                (r, 0.5 * (1.0 + b * b) * c, b * v.sqrt(), None)
+                            }
+                            Sampler::Ddpm | Sampler::Ddim { .. } => {
+                                let eta = if let Sampler::Ddim { eta } = sampler { *eta } else { 1.0 };
+                                let (m0, s0, m1, s1) = (p.m(t0), p.s(t0), p.m(t1), p.s(t1));
+                                let (_, v) = p.transition(t1, t0);
+                                let var_post = v * s1 * s1 / (s0 * s0);
+                                let c2 = eta * eta * var_post;
+                                let ce = -s0 * (s1 * s1 - c2).max(0.0).sqrt();
+                                (m1, ce, c2.sqrt(), Some((s0 * s0, 1.0 / m0)))
+                            }
+                            _ => unreachable!("handled above"),
+                        };
+                        let noisy = stochastic && cz != 0.0;
+                        let em = matches!(sampler, Sampler::EulerMaruyama { .. });
+                        par_blocks(&mut xs, d, |first, xb, scr| {
+                            let len = xb.len();
+                            let (sc, z) = (&mut scr.sc[..len], &mut scr.z[..len]);
+                            kern0.score_rows(xb, sc);
+                            for (xv, s) in xb.iter_mut().zip(sc.iter()) {
+                                *xv = match ddim {
+                                    // x0 = (x + s0^2 score) / m0; mean = x0 m1 + score ce.
+                                    Some((s02, inv_m0)) => ((*xv + s * s02) * inv_m0) * cxx + s * cs,
+                                    // EM: x + (x (-f h) + score c); EI: x r + score c.
+                                    None if em => *xv + (*xv * cxx + s * cs),
+                                    None => *xv * cxx + s * cs,
+                                };
+                            }
+                            if noisy {
+                                noise.normals_fast_rows(st, first, d, z);
+                                for (xv, zv) in xb.iter_mut().zip(z.iter()) {
+                                    *xv += zv * cz;
+                                }
+                            }
+                        })
+                    }
+                };
+                if !ok {
+                    return Err(not_finite("sampler"));
+                }
+                progress(k + 1, opts.steps);
+            }
+        }
+    }
+    let mut x = Tensor::from_vec(xs, (n, d), x.device())?;
+    if opts.denoise {
+        x = score.denoise(opts.t_min, &x)?;
+    }
+    Ok(Some(x))
 }
 
 /// The OU horizon (`beta = 2`) at which `m(T) * radius <= 0.01`, clamped to `[5, 12]`: the
