@@ -135,13 +135,24 @@ impl Noise {
             return;
         }
         let pairs = d.div_ceil(2);
+        let rows = out.len() / d;
+        // The rows' words are consecutive in the stream: draw them all, transform them all
+        // (four pairs at a time), then drop each row's unused last value when d is odd.
         let mut rng = self.rng_at(stream, first as u128 * pairs as u128 * 4);
-        let mut words = vec![0u64; 2 * pairs];
-        for row in out.chunks_exact_mut(d) {
-            for w in words.iter_mut() {
-                *w = rng.next_u64();
+        let mut words = vec![0u64; (rows * 2 * pairs).div_ceil(8) * 8];
+        for w in words[..rows * 2 * pairs].iter_mut() {
+            *w = rng.next_u64();
+        }
+        if d % 2 == 0 {
+            let mut tmp = vec![0.0; words.len()];
+            box_muller_words(&words, &mut tmp);
+            out[..rows * d].copy_from_slice(&tmp[..rows * d]);
+        } else {
+            let mut tmp = vec![0.0; words.len()];
+            box_muller_words(&words, &mut tmp);
+            for (row, t) in out.chunks_exact_mut(d).zip(tmp.chunks_exact(2 * pairs)) {
+                row.copy_from_slice(&t[..d]);
             }
-            box_muller_row(&words, row);
         }
     }
 
@@ -171,41 +182,31 @@ impl Noise {
     }
 }
 
-/// Normals of one row from its words (two per pair): dispatches to an AVX2 build of the
-/// same arithmetic where the CPU has it (plain IEEE operations, never fused, so the bits are
-/// the same either way).
-fn box_muller_row(words: &[u64], row: &mut [f64]) {
+/// Normals from words (two per pair; `words.len()` a multiple of 8, `out` as long):
+/// dispatches to an AVX2 build of the same arithmetic where the CPU has it (plain IEEE
+/// operations, never fused, so the bits are the same either way).
+fn box_muller_words(words: &[u64], out: &mut [f64]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 is present (checked above).
-            unsafe { box_muller_row_avx2(words, row) };
+            unsafe { box_muller_words_avx2(words, out) };
             return;
         }
     }
-    box_muller_row_generic(words, row);
+    box_muller_words_generic(words, out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn box_muller_row_avx2(words: &[u64], row: &mut [f64]) {
-    box_muller_row_generic(words, row);
+unsafe fn box_muller_words_avx2(words: &[u64], out: &mut [f64]) {
+    box_muller_words_generic(words, out);
 }
 
 #[inline(always)]
-fn box_muller_row_generic(words: &[u64], row: &mut [f64]) {
-    // Four pairs at a time (branch-free, so they vectorise); the tail is padded.
-    let d = row.len();
-    let mut p = 0;
-    let mut out = [0.0f64; 8];
-    while 2 * p < d {
-        let mut w = [0u64; 8];
-        let avail = (words.len() - 2 * p).min(8);
-        w[..avail].copy_from_slice(&words[2 * p..2 * p + avail]);
-        box_muller4(&w, &mut out);
-        let take = (d - 2 * p).min(8);
-        row[2 * p..2 * p + take].copy_from_slice(&out[..take]);
-        p += 4;
+fn box_muller_words_generic(words: &[u64], out: &mut [f64]) {
+    for (w, o) in words.chunks_exact(8).zip(out.chunks_exact_mut(8)) {
+        box_muller4(w.try_into().unwrap(), o.try_into().unwrap());
     }
 }
 

@@ -515,7 +515,7 @@ fn par_blocks(x: &mut [f64], d: usize, f: impl Fn(usize, &mut [f64], &mut RowScr
             },
             |scr, (b, xb)| {
                 f(b * rows, xb, scr);
-                xb.iter().all(|v| v.is_finite())
+                xb.iter().fold(true, |ok, v| ok & v.is_finite())
             },
         )
         .reduce(|| true, |a, b| a && b)
@@ -662,14 +662,16 @@ fn sample_rows(
                             let len = xb.len();
                             let (sc, z) = (&mut scr.sc[..len], &mut scr.z[..len]);
                             kern0.score_rows(xb, sc);
-                            for (xv, s) in xb.iter_mut().zip(sc.iter()) {
-                                *xv = match ddim {
-                                    // x0 = (x + s0^2 score) / m0; mean = x0 m1 + score ce.
-                                    Some((s02, inv_m0)) => ((*xv + s * s02) * inv_m0) * cxx + s * cs,
-                                    // EM: x + (x (-f h) + score c); EI: x r + score c.
-                                    None if em => *xv + (*xv * cxx + s * cs),
-                                    None => *xv * cxx + s * cs,
-                                };
+                            let pairs = xb.iter_mut().zip(sc.iter());
+                            match ddim {
+                                // x0 = (x + s0^2 score) / m0; mean = x0 m1 + score ce.
+                                Some((s02, inv_m0)) => {
+                                    pairs.for_each(|(xv, s)| *xv = ((*xv + s * s02) * inv_m0) * cxx + s * cs)
+                                }
+                                // EM: x + (x (-f h) + score c).
+                                None if em => pairs.for_each(|(xv, s)| *xv += *xv * cxx + s * cs),
+                                // EI: x r + score c.
+                                None => pairs.for_each(|(xv, s)| *xv = *xv * cxx + s * cs),
                             }
                             if noisy {
                                 noise.normals_fast_rows(st, first, d, z);

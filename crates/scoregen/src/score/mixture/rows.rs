@@ -163,10 +163,11 @@ impl MixtureRows<'_> {
                         l[k] = self.lnorm[k] - 0.5 * self.alpha[k] * l[k];
                     }
                     softmax(&mut l[..self.kk]);
+                    l[self.kk..].iter_mut().for_each(|v| *v = 0.0);
                     for k in 0..self.kk {
                         l[k] *= self.alpha[k];
                     }
-                    self.weighted_pull(xr, &l[..self.kk], None, g);
+                    self.weighted_pull(xr, &l, None, g);
                 }
                 Layout::Diagonal { at, a } => {
                     self.sq_dist(xr, Some(at), &mut l);
@@ -174,7 +175,8 @@ impl MixtureRows<'_> {
                         l[k] = self.lnorm[k] - 0.5 * l[k];
                     }
                     softmax(&mut l[..self.kk]);
-                    self.weighted_pull(xr, &l[..self.kk], Some(a), g);
+                    l[self.kk..].iter_mut().for_each(|v| *v = 0.0);
+                    self.weighted_pull(xr, &l, Some((a, at)), g);
                 }
                 Layout::Full { inv_var } => self.full_row(xr, g, inv_var, &mut l, &mut scratch),
             }
@@ -231,17 +233,23 @@ impl MixtureRows<'_> {
         }
     }
 
-    /// `g_i = sum_k w_k a_ki (m mu_ki - x_i)` (`a = 1` when `a` is `None`), summed over `k`
-    /// in order for each `i`; blocks of 32 coordinates keep their sums in registers.
+    /// `g_i = sum_k w_k a_ki (m mu_ki - x_i)` (`a = 1` when `a` is `None`; `w` padded to
+    /// `kp` with zeros, `at` the transposed `a`): blocks of 32 coordinates sum over `k` in
+    /// order with their sums in registers, the remaining coordinates are vectorised across
+    /// components.
     #[inline(always)]
-    fn weighted_pull(&self, xr: &[f64], w: &[f64], a: Option<&Vec<f64>>, g: &mut [f64]) {
+    fn weighted_pull(&self, xr: &[f64], w: &[f64], a: Option<(&Vec<f64>, &Vec<f64>)>, g: &mut [f64]) {
+        let (a, at) = match a {
+            Some((a, at)) => (Some(a), Some(at)),
+            None => (None, None),
+        };
         const B: usize = 32;
         let d = self.d;
         let mut i0 = 0;
         while i0 + B <= d {
             let mut acc = [0.0f64; B];
             let xb: &[f64; B] = xr[i0..i0 + B].try_into().unwrap();
-            for (k, &wk) in w.iter().enumerate() {
+            for (k, &wk) in w[..self.kk].iter().enumerate() {
                 if wk == 0.0 {
                     continue;
                 }
@@ -263,28 +271,31 @@ impl MixtureRows<'_> {
             g[i0..i0 + B].copy_from_slice(&acc);
             i0 += B;
         }
-        if i0 < d {
-            let (xt, gt) = (&xr[i0..], &mut g[i0..]);
-            gt.iter_mut().for_each(|v| *v = 0.0);
-            for (k, &wk) in w.iter().enumerate() {
-                if wk == 0.0 {
-                    continue;
-                }
-                let mk = &self.mm[k * d + i0..(k + 1) * d];
-                match a {
+        // The remaining coordinates one at a time, vectorised across components (means
+        // transposed): `g_i = sum over lanes of sum over groups of w_k a_ki (m mu_ki - x_i)`.
+        let kp = self.kp;
+        for i in i0..d {
+            let xi = xr[i];
+            let mut acc = [0.0f64; LANES];
+            for c in 0..kp / LANES {
+                let off = i * kp + c * LANES;
+                let m: &[f64; LANES] = self.mmt[off..off + LANES].try_into().unwrap();
+                let wc: &[f64; LANES] = w[c * LANES..(c + 1) * LANES].try_into().unwrap();
+                match at {
                     None => {
-                        for j in 0..gt.len() {
-                            gt[j] += wk * (mk[j] - xt[j]);
+                        for j in 0..LANES {
+                            acc[j] += wc[j] * (m[j] - xi);
                         }
                     }
-                    Some(a) => {
-                        let ak = &a[k * d + i0..(k + 1) * d];
-                        for j in 0..gt.len() {
-                            gt[j] += wk * (ak[j] * (mk[j] - xt[j]));
+                    Some(at) => {
+                        let a: &[f64; LANES] = at[off..off + LANES].try_into().unwrap();
+                        for j in 0..LANES {
+                            acc[j] += wc[j] * (a[j] * (m[j] - xi));
                         }
                     }
                 }
             }
+            g[i] = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
         }
     }
 
@@ -362,17 +373,70 @@ impl MixtureRows<'_> {
     }
 }
 
-/// In place: `l <- exp(l - max l) / sum exp(l - max l)` (responsibilities from log-weights).
+/// In place: `l <- exp(l - max l) / sum exp(l - max l)` (responsibilities from log-weights),
+/// with the branch-free [`exp_nonpositive`] so that the components vectorise.
 #[inline(always)]
 fn softmax(l: &mut [f64]) {
     let mx = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let mut sum = 0.0;
     for v in l.iter_mut() {
-        *v = (*v - mx).exp();
-        sum += *v;
+        *v = exp_nonpositive(*v - mx);
     }
+    let sum: f64 = l.iter().sum();
     let inv = 1.0 / sum;
     for v in l.iter_mut() {
         *v *= inv;
+    }
+}
+
+/// `exp x` for `x <= 0` (NaN stays NaN; below `-708` it returns 0, which is below
+/// `1e-307` of the largest responsibility, 1): fdlibm's `e_exp.c` (Sun Microsystems 1993),
+/// `x = k ln 2 + r`, `|r| <= ln 2 / 2`, `exp r = 1 + r + r c / (2 - c)` with its degree-5
+/// minimax `c` (error below 1 ulp), branch-free.
+#[inline(always)]
+pub(crate) fn exp_nonpositive(x: f64) -> f64 {
+    const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    const INV_LN2: f64 = 1.442_695_040_888_963_387_00;
+    const P1: f64 = 1.666_666_666_666_660_190_37e-1;
+    const P2: f64 = -2.777_777_777_701_559_338_42e-3;
+    const P3: f64 = 6.613_756_321_437_934_361_17e-5;
+    const P4: f64 = -1.653_390_220_546_525_153_90e-6;
+    const P5: f64 = 4.138_136_797_057_238_460_39e-8;
+    // Round x / ln 2 to the nearest integer by adding 1.5 2^52 (exact for |k| < 2^51).
+    const MAGIC: f64 = 6_755_399_441_055_744.0;
+    let big = x * INV_LN2 + MAGIC;
+    let kf = big - MAGIC;
+    let hi = x - kf * LN2_HI;
+    let lo = kf * LN2_LO;
+    let r = hi - lo;
+    let t = r * r;
+    let c = r - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))));
+    let y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
+    // 2^k from k's low bits in `big` (k >= -1022 wherever the result is kept).
+    let k_biased = big.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(1023);
+    let scaled = y * f64::from_bits(k_biased << 52);
+    if x < -708.0 {
+        0.0
+    } else {
+        scaled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exp_nonpositive;
+
+    /// Within 1 ulp of libm on `[-708, 0]` (and 0 below, NaN kept).
+    #[test]
+    fn exp_matches_libm() {
+        for i in 0..=200_000 {
+            let x = -708.0 * (i as f64 / 200_000.0).powi(3);
+            let (a, b) = (exp_nonpositive(x), x.exp());
+            assert!((a - b).abs() <= f64::EPSILON * b, "exp({x}): {a} vs {b}");
+        }
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert_eq!(exp_nonpositive(-800.0), 0.0);
+        assert_eq!(exp_nonpositive(f64::NEG_INFINITY), 0.0);
+        assert!(exp_nonpositive(f64::NAN).is_nan());
     }
 }
