@@ -45,6 +45,19 @@ struct Component {
     lam: Vec<f64>,
     /// Eigenvectors as columns (row-major `d x d`); `None` when axis-aligned.
     q: Option<Vec<f64>>,
+    /// `Q^T` (row-major), for the row kernel's products.
+    qt: Option<Vec<f64>>,
+}
+
+/// The row-major transpose of a row-major `d x d` matrix.
+fn transpose(d: usize, q: &[f64]) -> Vec<f64> {
+    let mut t = vec![0.0; d * d];
+    for i in 0..d {
+        for j in 0..d {
+            t[j * d + i] = q[i * d + j];
+        }
+    }
+    t
 }
 
 /// A Gaussian mixture data law `sum_k w_k N(mu_k, Sigma_k)` in `R^d`.
@@ -141,6 +154,7 @@ impl GaussianMixture {
                 log_w: if *w > 0.0 { (w / total).ln() } else { f64::NEG_INFINITY },
                 mean: mu.clone(),
                 lam,
+                qt: q.as_ref().map(|q| transpose(d, q)),
                 q,
             });
         }
@@ -227,6 +241,7 @@ impl GaussianMixture {
                 mean: c.mean.iter().map(|v| m * v).collect(),
                 lam: c.lam.iter().map(|l| m * m * l + s * s).collect(),
                 q: c.q.clone(),
+                qt: c.qt.clone(),
             })
             .collect();
         let covs = (0..self.comps.len())

@@ -306,7 +306,7 @@ impl MixtureRows<'_> {
     fn full_row(&self, xr: &[f64], g: &mut [f64], inv_var: &[f64], l: &mut [f64], scratch: &mut [f64]) {
         let d = self.d;
         let (zs, rest) = scratch.split_at_mut(self.kk * d);
-        let (c, tmp) = rest.split_at_mut(d);
+        let c = &mut rest[..d];
         for (k, comp) in self.comps.iter().enumerate() {
             let mk = &self.mm[k * d..(k + 1) * d];
             let iv = &inv_var[k * d..(k + 1) * d];
@@ -348,19 +348,15 @@ impl MixtureRows<'_> {
                 continue;
             }
             let zk = &zs[k * d..(k + 1) * d];
-            match &comp.q {
-                Some(q) => {
-                    // tmp = Q zs: row i is the dot product of row i of Q with zs.
-                    for i in 0..d {
-                        let qi = &q[i * d..(i + 1) * d];
-                        let mut acc = 0.0;
-                        for j in 0..d {
-                            acc += qi[j] * zk[j];
+            match &comp.qt {
+                // g -= w Q zs = sum_j (-w zs_j) (row j of Q^T).
+                Some(qt) => {
+                    for j in 0..d {
+                        let c = -w * zk[j];
+                        let qj = &qt[j * d..(j + 1) * d];
+                        for i in 0..d {
+                            g[i] += c * qj[i];
                         }
-                        tmp[i] = acc;
-                    }
-                    for i in 0..d {
-                        g[i] -= w * tmp[i];
                     }
                 }
                 None => {
