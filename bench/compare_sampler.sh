@@ -36,14 +36,17 @@ if [ "${LOAD:-0}" = 1 ]; then
     trap 'kill "$busy"' EXIT
     echo "load: one busy single-threaded process (pid $busy)"
 fi
-echo "case                          scoregen          jax    ratio"
+echo "case                          scoregen          jax    ratio (median of per-round ratios)"
 for d in $DIMS; do
-    ours=() theirs=()
+    ours=() theirs=() ratios=()
     for _ in $(seq "$ROUNDS"); do
-        ours+=("$("$BIN" bench sample --dims "$d" | awk -v d="$d" '$1 == d && $2 == "isotropic" {print $4}')")
-        theirs+=("$("$VENV/bin/python" bench/peers/jax_gmm_sampler.py --dims "$d" --runs 3 | awk '{print $3}')")
+        # Three runs of ours (median) next to the peer's three timed runs (median).
+        o=$(for _ in 1 2 3; do "$BIN" bench sample --dims "$d" | awk -v d="$d" '$1 == d && $2 == "isotropic" {print $4}'; done | median)
+        t=$("$VENV/bin/python" bench/peers/jax_gmm_sampler.py --dims "$d" --runs 3 | awk '{print $3}')
+        ours+=("$o") theirs+=("$t") ratios+=("$(awk -v a="$o" -v b="$t" 'BEGIN {print a / b}')")
     done
     o=$(printf '%s\n' "${ours[@]}" | median)
     t=$(printf '%s\n' "${theirs[@]}" | median)
-    printf 'sample exact-mixture d=%-6s %12.0f %12.0f %8.2f\n' "$d" "$o" "$t" "$(awk -v a="$o" -v b="$t" 'BEGIN {print a / b}')"
+    r=$(printf '%s\n' "${ratios[@]}" | median)
+    printf 'sample exact-mixture d=%-6s %12.0f %12.0f %8.2f  (rounds: %s)\n' "$d" "$o" "$t" "$r" "${ratios[*]}"
 done

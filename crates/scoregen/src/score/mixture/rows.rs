@@ -390,14 +390,14 @@ fn softmax(l: &mut [f64]) {
 /// minimax `c` (error below 1 ulp), branch-free.
 #[inline(always)]
 pub(crate) fn exp_nonpositive(x: f64) -> f64 {
-    const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
-    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
-    const INV_LN2: f64 = 1.442_695_040_888_963_387_00;
-    const P1: f64 = 1.666_666_666_666_660_190_37e-1;
-    const P2: f64 = -2.777_777_777_701_559_338_42e-3;
-    const P3: f64 = 6.613_756_321_437_934_361_17e-5;
-    const P4: f64 = -1.653_390_220_546_525_153_90e-6;
-    const P5: f64 = 4.138_136_797_057_238_460_39e-8;
+    const LN2_HI: f64 = 0.6931471803691238;
+    const LN2_LO: f64 = 1.9082149292705877e-10;
+    const INV_LN2: f64 = std::f64::consts::LOG2_E;
+    const P1: f64 = 0.16666666666666602;
+    const P2: f64 = -0.0027777777777015593;
+    const P3: f64 = 6.613756321437934e-05;
+    const P4: f64 = -1.6533902205465252e-06;
+    const P5: f64 = 4.1381367970572385e-08;
     // Round x / ln 2 to the nearest integer by adding 1.5 2^52 (exact for |k| < 2^51).
     const MAGIC: f64 = 6_755_399_441_055_744.0;
     let big = x * INV_LN2 + MAGIC;
