@@ -791,8 +791,8 @@ fn sample_rows(
     let noise = Noise::new(opts.seed);
     let rows = row_block(d);
     let blocks = n.div_ceil(rows);
-    // Waves of blocks only pace the progress reports; results do not depend on them.
-    let per_wave = (8 * rayon::current_num_threads()).max(1);
+    // At most eight waves of blocks, for the progress reports; results do not depend on them.
+    let per_wave = blocks.div_ceil(8).max(4 * rayon::current_num_threads());
     let total = ops.len();
     let mut ok = true;
     for w0 in (0..blocks).step_by(per_wave) {
