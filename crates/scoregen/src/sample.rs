@@ -18,17 +18,24 @@
 //! | [`Sampler::AnnealedLangevin`] | deck 002 Algorithm 1: Langevin `x + a/2 score + sqrt(a) z` at each level, `a_i = delta s(t_i)^2`; between levels `x *= m(t_{i+1})/m(t_i)` |
 //! | [`Sampler::PredictorCorrector`] | score_sde's PC: Langevin corrector at target SNR, then a predictor step |
 //!
-//! Noise of step `k` comes from stream `(Purpose::Step, k)` of [`Noise`], so a run is a
-//! pure function of `(seed, n, options)`. An optional final Tweedie step returns
+//! Noise of step `k` comes from stream `(Purpose::Step, k)` of [`Noise`]
+//! ([`Noise::normals_fast`]: particle `i` always reads the same words), so a run is a pure
+//! function of `(seed, n, options)`, whatever the number of threads.
+//!
+//! Scores with a host row kernel ([`Score::rows_at`], e.g. the exact mixture score) and f64
+//! particles on the CPU take a fused loop: per step and per fixed block of particles, the
+//! score, the noise draw and the update run together in place, with no tensor allocated per
+//! step; the arithmetic is the tensor path's, so both agree up to the rounding of the score. An optional final Tweedie step returns
 //! `x0_hat(t_min, x)` (DESIGN.md: early stopping and denoising are explicit options).
 
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
 
 use crate::process::{Process, TimeGrid};
 use crate::rng::{stream, Noise, Purpose};
-use crate::score::Score;
+use crate::score::{RowScore, Score};
 use crate::{Error, Result};
 
 /// The diffusion multiplier `b_u` of the reverse family, a constant or a function of the
@@ -389,10 +396,13 @@ pub fn sample_from(
         )));
     }
     let t_max = opts.t_max.unwrap_or(p.t_max());
+    if let Some(x) = sample_rows(score, sampler, opts, t_max, &x, progress)? {
+        return Ok(x);
+    }
     let noise = Noise::new(opts.seed);
     let dtype = x.dtype();
     let device = x.device().clone();
-    let z_at = |purpose: Purpose, k: u64| noise.normal_tensor(stream(purpose, k), n, d, dtype, &device);
+    let z_at = |purpose: Purpose, k: u64| noise.normal_tensor_fast(stream(purpose, k), n, d, dtype, &device);
     let mut x = x;
     let last_t;
     match sampler {
@@ -474,6 +484,350 @@ pub fn sample_from(
         x = score.denoise(last_t, &x)?;
     }
     Ok(x)
+}
+
+/// Rows per parallel task of the host loop: fixed for a given `d`, and results are
+/// row-local, so they do not depend on it nor on the number of threads.
+fn row_block(d: usize) -> usize {
+    (4096 / d.max(1)).clamp(16, 256)
+}
+
+/// One step of the host loop, with its coefficients (see [`sample_rows`]).
+enum RowOp {
+    /// `x' = x + (x cxx + score cs) + z cz` (Euler–Maruyama).
+    Em {
+        kern: usize,
+        cxx: f64,
+        cs: f64,
+        cz: f64,
+        stream: Option<u64>,
+    },
+    /// `x' = (x cxx + score cs) + z cz` (exponential integrator).
+    Ei {
+        kern: usize,
+        cxx: f64,
+        cs: f64,
+        cz: f64,
+        stream: Option<u64>,
+    },
+    /// `x0 = (x + score s02) inv_m0`, `x' = (x0 m1 + score ce) + z cz` (DDIM / DDPM).
+    Ddim {
+        kern: usize,
+        s02: f64,
+        inv_m0: f64,
+        m1: f64,
+        ce: f64,
+        cz: f64,
+        stream: Option<u64>,
+    },
+    /// Heun on the PF-ODE: `d0 = x f0 + score(t0, x) q0`, `xe = x + d0 h`,
+    /// `d1 = xe f1 + score(t1, xe) q1`, `x' = x + (d0 + d1) h / 2`.
+    Heun {
+        k0: usize,
+        k1: usize,
+        h: f64,
+        f0: f64,
+        q0: f64,
+        f1: f64,
+        q1: f64,
+    },
+    /// Annealed Langevin: `x *= rescale` first if given, then `x' = (x + score c_sc) + z c_z`.
+    Ald {
+        kern: usize,
+        rescale: Option<f64>,
+        c_sc: f64,
+        c_z: f64,
+        stream: u64,
+    },
+}
+
+/// Per-task buffers of the host loop (`rows x d` each).
+struct RowScratch {
+    sc: Vec<f64>,
+    z: Vec<f64>,
+    xe: Vec<f64>,
+    sc1: Vec<f64>,
+}
+
+impl RowOp {
+    /// Applies the step to a block of rows starting at particle `first`.
+    fn apply(
+        &self,
+        kernels: &[Box<dyn RowScore + '_>],
+        noise: &Noise,
+        first: usize,
+        d: usize,
+        xb: &mut [f64],
+        scr: &mut RowScratch,
+    ) {
+        let len = xb.len();
+        let (sc, z) = (&mut scr.sc[..len], &mut scr.z[..len]);
+        let add_noise = |xb: &mut [f64], z: &mut [f64], stream: u64, cz: f64| {
+            noise.normals_fast_rows(stream, first, d, z);
+            for (xv, zv) in xb.iter_mut().zip(z.iter()) {
+                *xv += zv * cz;
+            }
+        };
+        match *self {
+            RowOp::Em {
+                kern,
+                cxx,
+                cs,
+                cz,
+                stream,
+            } => {
+                kernels[kern].score_rows(xb, sc);
+                xb.iter_mut()
+                    .zip(sc.iter())
+                    .for_each(|(xv, s)| *xv += *xv * cxx + s * cs);
+                if let Some(st) = stream {
+                    add_noise(xb, z, st, cz);
+                }
+            }
+            RowOp::Ei {
+                kern,
+                cxx,
+                cs,
+                cz,
+                stream,
+            } => {
+                kernels[kern].score_rows(xb, sc);
+                xb.iter_mut()
+                    .zip(sc.iter())
+                    .for_each(|(xv, s)| *xv = *xv * cxx + s * cs);
+                if let Some(st) = stream {
+                    add_noise(xb, z, st, cz);
+                }
+            }
+            RowOp::Ddim {
+                kern,
+                s02,
+                inv_m0,
+                m1,
+                ce,
+                cz,
+                stream,
+            } => {
+                kernels[kern].score_rows(xb, sc);
+                xb.iter_mut()
+                    .zip(sc.iter())
+                    .for_each(|(xv, s)| *xv = ((*xv + s * s02) * inv_m0) * m1 + s * ce);
+                if let Some(st) = stream {
+                    add_noise(xb, z, st, cz);
+                }
+            }
+            RowOp::Heun {
+                k0,
+                k1,
+                h,
+                f0,
+                q0,
+                f1,
+                q1,
+            } => {
+                let (xe, sc1) = (&mut scr.xe[..len], &mut scr.sc1[..len]);
+                kernels[k0].score_rows(xb, sc);
+                // d0 = x f0 + sc q0 (kept in sc); xe = x + d0 h.
+                for ((s, e), xv) in sc.iter_mut().zip(xe.iter_mut()).zip(xb.iter()) {
+                    *s = xv * f0 + *s * q0;
+                    *e = xv + *s * h;
+                }
+                kernels[k1].score_rows(xe, sc1);
+                for (((xv, d0), e), s1) in xb.iter_mut().zip(sc.iter()).zip(xe.iter()).zip(sc1.iter()) {
+                    let d1 = e * f1 + s1 * q1;
+                    *xv += (d0 + d1) * (0.5 * h);
+                }
+            }
+            RowOp::Ald {
+                kern,
+                rescale,
+                c_sc,
+                c_z,
+                stream,
+            } => {
+                if let Some(r) = rescale {
+                    xb.iter_mut().for_each(|v| *v *= r);
+                }
+                kernels[kern].score_rows(xb, sc);
+                xb.iter_mut().zip(sc.iter()).for_each(|(xv, s)| *xv += s * c_sc);
+                add_noise(xb, z, stream, c_z);
+            }
+        }
+    }
+}
+
+/// The host loop of [`sample_from`] for scores with a [`RowScore`] and f64 particles on the
+/// CPU. Every particle's trajectory depends on that particle alone (its noise is row `i` of
+/// stream `(Purpose::Step, k)`, the same draws as the tensor path), so each fixed block of
+/// rows runs **all** its steps (score, noise draw and update, in place, no allocation per
+/// step) before the next block: one synchronisation per wave of blocks instead of one per
+/// step, which keeps a thread that loses its core (a busy machine) from stalling every
+/// step, and keeps a block in cache for the whole run. The arithmetic of each update is the
+/// tensor path's ([`predictor_step`]), so the two agree up to the rounding of the score.
+/// Returns `None` when the fast path does not apply (other dtype or device, no row kernel,
+/// or the predictor–corrector sampler, whose step size is an average over the batch).
+fn sample_rows(
+    score: &dyn Score,
+    sampler: &Sampler,
+    opts: &SampleOptions,
+    t_max: f64,
+    x: &Tensor,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Option<Tensor>> {
+    if x.dtype() != DType::F64 || !x.device().is_cpu() || matches!(sampler, Sampler::PredictorCorrector { .. }) {
+        return Ok(None);
+    }
+    if score.rows_at(t_max).is_none() {
+        return Ok(None);
+    }
+    let p = score.process();
+    let (n, d) = x.dims2()?;
+    let mut kernels: Vec<Box<dyn RowScore + '_>> = Vec::new();
+    let mut kernel = |t: f64| -> Result<usize> {
+        kernels.push(
+            score
+                .rows_at(t)
+                .ok_or_else(|| Error::invalid("the score has no row kernel at some time of the grid"))?,
+        );
+        Ok(kernels.len() - 1)
+    };
+    let mut ops = Vec::new();
+    let what;
+    match sampler {
+        Sampler::AnnealedLangevin {
+            steps_per_level,
+            step_ratio,
+        } => {
+            what = "annealed Langevin";
+            let levels = (opts.steps / steps_per_level).max(2);
+            let grid = opts.grid.unwrap_or(TimeGrid::LogSnr);
+            let ts = grid.times(p, levels - 1, opts.t_min, t_max)?;
+            for (i, &t) in ts.iter().enumerate() {
+                let a = step_ratio * p.s(t).powi(2);
+                let kern = kernel(t)?;
+                for j in 0..*steps_per_level {
+                    ops.push(RowOp::Ald {
+                        kern,
+                        rescale: (i > 0 && j == 0).then(|| p.m(t) / p.m(ts[i - 1])),
+                        c_sc: 0.5 * a,
+                        c_z: a.sqrt(),
+                        stream: stream(Purpose::Step, ops.len() as u64),
+                    });
+                }
+            }
+        }
+        _ => {
+            what = "sampler";
+            let ts = opts
+                .grid
+                .unwrap_or(TimeGrid::Quadratic)
+                .times(p, opts.steps, opts.t_min, t_max)?;
+            let stochastic = !matches!(sampler, Sampler::Heun | Sampler::Ddim { eta: 0.0 });
+            for k in 0..opts.steps {
+                let (t0, t1) = (ts[k], ts[k + 1]);
+                let u = p.t_max() - t0;
+                let noisy = |cz: f64| (stochastic && cz != 0.0).then(|| stream(Purpose::Step, k as u64));
+                // Coefficients in the operation order of `predictor_step`.
+                ops.push(match sampler {
+                    Sampler::EulerMaruyama { b } => {
+                        let b = b.at(u);
+                        let h = t0 - t1;
+                        let g2 = p.g2(t0);
+                        let cz = b * (g2 * h).sqrt();
+                        RowOp::Em {
+                            kern: kernel(t0)?,
+                            cxx: -p.f(t0) * h,
+                            cs: 0.5 * (1.0 + b * b) * g2 * h,
+                            cz,
+                            stream: noisy(cz),
+                        }
+                    }
+                    Sampler::ExpIntegrator { b } => {
+                        let b = b.at(u);
+                        let (r, c, v) = p.ei_coefficients(t0, t1);
+                        let cz = b * v.sqrt();
+                        RowOp::Ei {
+                            kern: kernel(t0)?,
+                            cxx: r,
+                            cs: 0.5 * (1.0 + b * b) * c,
+                            cz,
+                            stream: noisy(cz),
+                        }
+                    }
+                    Sampler::Ddpm | Sampler::Ddim { .. } => {
+                        let eta = if let Sampler::Ddim { eta } = sampler { *eta } else { 1.0 };
+                        let (m0, s0, m1, s1) = (p.m(t0), p.s(t0), p.m(t1), p.s(t1));
+                        let (_, v) = p.transition(t1, t0);
+                        let var_post = v * s1 * s1 / (s0 * s0);
+                        let c2 = eta * eta * var_post;
+                        let cz = c2.sqrt();
+                        RowOp::Ddim {
+                            kern: kernel(t0)?,
+                            s02: s0 * s0,
+                            inv_m0: 1.0 / m0,
+                            m1,
+                            ce: -s0 * (s1 * s1 - c2).max(0.0).sqrt(),
+                            cz,
+                            stream: noisy(cz),
+                        }
+                    }
+                    Sampler::Heun => RowOp::Heun {
+                        k0: kernel(t0)?,
+                        k1: kernel(t1)?,
+                        h: t1 - t0,
+                        f0: p.f(t0),
+                        q0: -0.5 * p.g2(t0),
+                        f1: p.f(t1),
+                        q1: -0.5 * p.g2(t1),
+                    },
+                    Sampler::AnnealedLangevin { .. } | Sampler::PredictorCorrector { .. } => {
+                        unreachable!("handled above")
+                    }
+                });
+            }
+        }
+    }
+    let mut xs: Vec<f64> = x.flatten_all()?.to_vec1()?;
+    let noise = Noise::new(opts.seed);
+    let rows = row_block(d);
+    let blocks = n.div_ceil(rows);
+    // At most eight waves of blocks, for the progress reports; results do not depend on them.
+    let per_wave = blocks.div_ceil(8).max(4 * rayon::current_num_threads());
+    let total = ops.len();
+    let mut ok = true;
+    for w0 in (0..blocks).step_by(per_wave) {
+        let w1 = (w0 + per_wave).min(blocks);
+        let part = &mut xs[w0 * rows * d..(w1 * rows * d).min(n * d)];
+        ok &= part
+            .par_chunks_mut(rows * d)
+            .enumerate()
+            .map_init(
+                || RowScratch {
+                    sc: vec![0.0; rows * d],
+                    z: vec![0.0; rows * d],
+                    xe: vec![0.0; rows * d],
+                    sc1: vec![0.0; rows * d],
+                },
+                |scr, (b, xb)| {
+                    for op in &ops {
+                        op.apply(&kernels, &noise, (w0 + b) * rows, d, xb, scr);
+                    }
+                    xb.iter().fold(true, |ok, v| ok & v.is_finite())
+                },
+            )
+            .reduce(|| true, |a, b| a && b);
+        progress(total * w1 / blocks, total);
+    }
+    if !ok {
+        return Err(Error::Numerical(format!(
+            "{what}: particles are no longer finite (try more steps or a smaller step size)"
+        )));
+    }
+    let mut x = Tensor::from_vec(xs, (n, d), x.device())?;
+    if opts.denoise {
+        x = score.denoise(opts.t_min, &x)?;
+    }
+    Ok(Some(x))
 }
 
 /// The OU horizon (`beta = 2`) at which `m(T) * radius <= 0.01`, clamped to `[5, 12]`: the

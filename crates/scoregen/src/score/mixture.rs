@@ -11,12 +11,16 @@
 //! far from every component get a finite score (no NaN). A Gaussian is the one-component
 //! case.
 
+mod rows;
+
 use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
-use super::Score;
+pub use rows::MixtureRows;
+
+use super::{RowScore, Score};
 use crate::linalg::{check_spd, gemm_ab, gemm_abt, log_sum_exp, matvec, matvec_t, sym_eigen};
 use crate::process::Process;
 use crate::rng::{stream, Noise, Purpose};
@@ -41,6 +45,19 @@ struct Component {
     lam: Vec<f64>,
     /// Eigenvectors as columns (row-major `d x d`); `None` when axis-aligned.
     q: Option<Vec<f64>>,
+    /// `Q^T` (row-major), for the row kernel's products.
+    qt: Option<Vec<f64>>,
+}
+
+/// The row-major transpose of a row-major `d x d` matrix.
+fn transpose(d: usize, q: &[f64]) -> Vec<f64> {
+    let mut t = vec![0.0; d * d];
+    for i in 0..d {
+        for j in 0..d {
+            t[j * d + i] = q[i * d + j];
+        }
+    }
+    t
 }
 
 /// A Gaussian mixture data law `sum_k w_k N(mu_k, Sigma_k)` in `R^d`.
@@ -52,6 +69,9 @@ pub struct GaussianMixture {
 }
 
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
+
+/// Rows per parallel task of [`GaussianMixture::score_diffused`].
+const ROW_BLOCK: usize = 64;
 
 impl GaussianMixture {
     /// A mixture from (unnormalised, non-negative) weights, means and covariances.
@@ -142,6 +162,7 @@ impl GaussianMixture {
                 },
                 mean: mu.clone(),
                 lam,
+                qt: q.as_ref().map(|q| transpose(d, q)),
                 q,
             });
         }
@@ -228,6 +249,7 @@ impl GaussianMixture {
                 mean: c.mean.iter().map(|v| m * v).collect(),
                 lam: c.lam.iter().map(|l| m * m * l + s * s).collect(),
                 q: c.q.clone(),
+                qt: c.qt.clone(),
             })
             .collect();
         let covs = (0..self.comps.len())
@@ -451,8 +473,25 @@ impl GaussianMixture {
         Ok(self.eval(m, s, x, None, None))
     }
 
-    /// The exact score of the law of `m x_0 + s eps` at each row (row-major `[n, d]`).
+    /// The exact score of the law of `m x_0 + s eps` at each row (row-major `[n, d]`), by
+    /// the per-row kernel [`MixtureRows`] over fixed blocks of rows in parallel (the result
+    /// does not depend on the number of threads).
     pub fn score_diffused(&self, m: f64, s: f64, x: &[f64]) -> Result<Vec<f64>> {
+        self.check_rows(x)?;
+        let mut g = vec![0.0; x.len()];
+        let k = self.rows(m, s);
+        let block = ROW_BLOCK * self.d;
+        g.par_chunks_mut(block)
+            .zip(x.par_chunks(block))
+            .for_each(|(gc, xc)| k.score_rows(xc, gc));
+        Ok(g)
+    }
+
+    /// The score by the generic path this crate had before the per-row kernel (dense
+    /// products for axis-aligned components, row by row in the eigenbases otherwise); kept
+    /// as a reference for tests.
+    #[doc(hidden)]
+    pub fn score_diffused_reference(&self, m: f64, s: f64, x: &[f64]) -> Result<Vec<f64>> {
         self.check_rows(x)?;
         let mut g = vec![0.0; x.len()];
         self.eval(m, s, x, Some(&mut g), None);
@@ -721,6 +760,10 @@ impl Score for MixtureScore {
         Ok(Tensor::from_vec(g, x.dims(), x.device())?.to_dtype(x.dtype())?)
     }
 
+    fn rows_at(&self, t: f64) -> Option<Box<dyn RowScore + '_>> {
+        Some(Box::new(self.law.rows(self.process.m(t), self.process.s(t))))
+    }
+
     /// Exact: `x0_hat = (x + s^2 score) / m` and, the Jacobian being symmetric,
     /// `J^T v = (v + s^2 H v) / m` with the Hessian-vector product of the mixture.
     fn denoise_vjp(&self, t: f64, x: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -846,6 +889,116 @@ mod tests {
                     - law.eval_axis_aligned(m, s, &xm, None, None)[0])
                     / (2.0 * h);
                 assert!((fd - g1[j]).abs() < 1e-5 * (1.0 + fd.abs()));
+            }
+        }
+    }
+
+    /// Largest `|a - b|` over its allowance `(1e-12 + 4 eps q) (|g| + (|x| + m |mu|) / v_min)`:
+    /// 1e-12 of the size of the terms, plus f64's own limit for far points. With
+    /// `q = (|x|_2 + m |mu|_2)^2 / v_min` bounding the Mahalanobis distances, the
+    /// log-densities `-q/2 + ...` of a point are defined only to about `eps q` (the
+    /// generic path normalises the responsibilities by `exp(l_k - lse)`, which carries that
+    /// error into every `r_k`), so two correct evaluations differ by that much.
+    fn scaled_err(law: &GaussianMixture, m: f64, s: f64, x: &[f64], a: &[f64], b: &[f64]) -> f64 {
+        let d = law.dim();
+        let vmin = law
+            .comps
+            .iter()
+            .flat_map(|c| c.lam.iter().map(|l| m * m * l + s * s))
+            .fold(f64::INFINITY, f64::min);
+        let mu = law
+            .comps
+            .iter()
+            .flat_map(|c| c.mean.iter())
+            .fold(0.0f64, |acc, v| acc.max(v.abs()));
+        let mut worst = 0.0f64;
+        for r in 0..x.len() / d {
+            let row = r * d..(r + 1) * d;
+            let xn = x[row.clone()].iter().fold(0.0f64, |acc, v| acc.max(v.abs()));
+            let gn = b[row.clone()].iter().fold(0.0f64, |acc, v| acc.max(v.abs()));
+            let x2 = x[row.clone()].iter().map(|v| v * v).sum::<f64>().sqrt();
+            let q = (x2 + m * mu * (d as f64).sqrt()).powi(2) / vmin;
+            let allowed = (1e-12 + 4.0 * f64::EPSILON * q) * (gn + (xn + m * mu) / vmin);
+            for i in row {
+                worst = worst.max((a[i] - b[i]).abs() / allowed);
+            }
+        }
+        worst
+    }
+
+    /// The per-row kernel against the generic row-by-row path (every covariance kind) and
+    /// the dense-product path (axis-aligned ones), at points near the means, at moderate
+    /// distances, and far from every mean (`|x| ~ 1e3 .. 1e7`, where only log-sum-exp
+    /// keeps the responsibilities finite), to 1e-12 of the size of the terms (plus f64's
+    /// own limit `eps q` for far points, see `scaled_err`).
+    #[test]
+    fn row_kernel_matches_generic_paths() {
+        let noise = Noise::new(21);
+        let (k, n) = (7, 60);
+        for d in [1, 2, 9, 33] {
+            let z = noise.normals(stream(Purpose::User, d as u64), k, d);
+            let u = noise.uniforms(stream(Purpose::User, 100 + d as u64), k * d);
+            let means: Vec<Vec<f64>> = (0..k)
+                .map(|i| z[i * d..(i + 1) * d].iter().map(|v| 4.0 * v).collect())
+                .collect();
+            let w: Vec<f64> = (1..=k).map(|i| i as f64).collect();
+            let laws = [
+                (
+                    "isotropic",
+                    GaussianMixture::new(
+                        w.clone(),
+                        means.clone(),
+                        (0..k).map(|i| Covariance::Scalar(0.3 + u[i])).collect(),
+                    )
+                    .unwrap(),
+                ),
+                (
+                    "equal isotropic",
+                    GaussianMixture::new(w.clone(), means.clone(), vec![Covariance::Scalar(1.0); k]).unwrap(),
+                ),
+                (
+                    "diagonal",
+                    GaussianMixture::new(
+                        w.clone(),
+                        means.clone(),
+                        (0..k)
+                            .map(|i| Covariance::Diagonal(u[i * d..(i + 1) * d].iter().map(|v| 0.2 + v).collect()))
+                            .collect(),
+                    )
+                    .unwrap(),
+                ),
+                ("full", random_mixture(d, k, 40 + d as u64)),
+            ];
+            for (kind, law) in &laws {
+                let e = noise.normals(stream(Purpose::User, 200 + d as u64), n, d);
+                for (m, s) in [(1.0, 0.0), (0.7, 0.5), (0.05, 0.99)] {
+                    for scale in [0.5, 5.0, 1e3, 1e7] {
+                        let x: Vec<f64> = e.iter().map(|v| scale * v).collect();
+                        let fast = law.score_diffused(m, s, &x).unwrap();
+                        assert!(fast.iter().all(|v| v.is_finite()), "{kind} d={d}: not finite");
+                        let mut rows = vec![0.0; x.len()];
+                        law.eval_rows(m, s, &x, Some(&mut rows), None);
+                        let err = scaled_err(law, m, s, &x, &fast, &rows);
+                        assert!(
+                            err <= 1.0,
+                            "{kind} d={d} m={m} scale={scale}: {err} x allowed vs the row path"
+                        );
+                        if law.comps.iter().all(|c| c.q.is_none()) && scale <= 5.0 {
+                            let dense = law.score_diffused_reference(m, s, &x).unwrap();
+                            let err = scaled_err(law, m, s, &x, &fast, &dense);
+                            assert!(err <= 1.0, "{kind} d={d} m={m} scale={scale}: {err} x allowed vs dense");
+                        }
+                    }
+                }
+                // Block boundaries do not matter: one row at a time gives the same bits.
+                let x: Vec<f64> = e.iter().map(|v| 3.0 * v).collect();
+                let all = law.score_diffused(0.7, 0.5, &x).unwrap();
+                let kern = law.rows(0.7, 0.5);
+                let mut one = vec![0.0; d];
+                for r in 0..n {
+                    kern.score_rows(&x[r * d..(r + 1) * d], &mut one);
+                    assert_eq!(&all[r * d..(r + 1) * d], &one[..], "{kind} d={d} row {r}");
+                }
             }
         }
     }

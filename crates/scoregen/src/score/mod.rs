@@ -16,8 +16,25 @@ use candle_core::Tensor;
 use crate::process::Process;
 use crate::Result;
 
-pub use mixture::{Covariance, GaussianMixture, MixtureScore};
+pub use mixture::{Covariance, GaussianMixture, MixtureRows, MixtureScore};
 pub use tweedie::Parametrisation;
+
+/// A score at one time `t`, evaluated on host `f64` rows without tensors, one block of rows
+/// at a time on the calling thread (callers parallelise over blocks). Samplers use it to
+/// fuse the score, the noise draw and the update per block of particles, with no tensor
+/// allocated per step.
+pub trait RowScore: Send + Sync {
+    /// `score(t, x)` at each row of `x` (row-major `[rows, d]`) into `out` (same shape).
+    /// Row `i` of `out` must depend on row `i` of `x` alone, so that results do not depend
+    /// on how rows are split into blocks and threads.
+    fn score_rows(&self, x: &[f64], out: &mut [f64]);
+}
+
+impl RowScore for MixtureRows<'_> {
+    fn score_rows(&self, x: &[f64], out: &mut [f64]) {
+        MixtureRows::score_rows(self, x, out)
+    }
+}
 
 /// A batched score of the law of `x_t` under a forward process.
 pub trait Score: Send + Sync {
@@ -50,6 +67,13 @@ pub trait Score: Send + Sync {
             None => xv.as_tensor().zeros_like()?,
         };
         Ok((x0.detach(), g))
+    }
+
+    /// The score at time `t` as a [`RowScore`] on host `f64` rows, when this score has one
+    /// that agrees with [`Score::score`] (the exact mixture score does). The default is
+    /// `None`: samplers then step with tensors.
+    fn rows_at(&self, _t: f64) -> Option<Box<dyn RowScore + '_>> {
+        None
     }
 
     /// The noise prediction `eps_hat = E[eps | x_t = x] = -s(t) score`.
