@@ -22,6 +22,7 @@
 
 pub mod ebm;
 pub mod energy;
+pub mod fused;
 pub mod jvp;
 pub mod loss;
 pub mod mlp;
