@@ -43,15 +43,11 @@ pub const INFER_CHUNK: usize = 128;
 /// Parameters per block of the gradient-norm and optimiser passes.
 pub const OPT_BLOCK: usize = 1 << 14;
 
-/// A floating-point type of the engine: `f32` (training, inference) or `f64` (tests).
+/// A floating-point type of the engine: `f32` (training, inference) or `f64` (tests);
+/// conversions to and from `f64` are candle's [`candle_core::WithDType`].
 pub trait Real:
-    Copy
+    candle_core::WithDType
     + Default
-    + Send
-    + Sync
-    + PartialOrd
-    + std::fmt::Debug
-    + 'static
     + std::ops::Add<Output = Self>
     + std::ops::Sub<Output = Self>
     + std::ops::Mul<Output = Self>
@@ -63,12 +59,6 @@ pub trait Real:
     const ZERO: Self;
     /// 1.
     const ONE: Self;
-    /// candle's dtype of this type.
-    const DTYPE: DType;
-    /// Conversion from `f64` (rounding).
-    fn from_f64(v: f64) -> Self;
-    /// Conversion to `f64` (exact).
-    fn to_f64(self) -> f64;
     /// The logistic `sigma(z) = 1 / (1 + exp(-z))`, finite for every finite `z`.
     fn sigmoid(self) -> Self;
     /// `sin`.
@@ -112,13 +102,6 @@ fn exp_f32(x: f32) -> f32 {
 impl Real for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
-    const DTYPE: DType = DType::F32;
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
     #[inline(always)]
     fn sigmoid(self) -> Self {
         1.0 / (1.0 + exp_f32(-self))
@@ -141,13 +124,6 @@ impl Real for f32 {
 impl Real for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
-    const DTYPE: DType = DType::F64;
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-    fn to_f64(self) -> f64 {
-        self
-    }
     #[inline(always)]
     fn sigmoid(self) -> Self {
         // (1 + tanh(z / 2)) / 2: no overflow for very negative z.
