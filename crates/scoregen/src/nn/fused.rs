@@ -809,6 +809,7 @@ pub struct DsmEngine<T> {
     freqs: Vec<T>,
     param: Parametrisation,
     chunks: Vec<TrainChunk<T>>,
+    grad_norm2: f64,
 }
 
 impl<T: Real> DsmEngine<T> {
@@ -820,6 +821,7 @@ impl<T: Real> DsmEngine<T> {
             freqs: fm.freqs,
             param: config.param,
             chunks: vec![],
+            grad_norm2: 0.0,
         }
     }
 
@@ -890,16 +892,28 @@ impl<T: Real> DsmEngine<T> {
             ch.loss = loss;
             backward_chunk(layout, p, ws, cl, Some(&mut ch.grad), None);
         });
-        // Sum the chunks' gradients in chunk order, over fixed blocks.
+        // Sum the chunks' gradients in chunk order, over fixed blocks, with the squared norm.
         let chunks = &self.chunks[..n_chunks];
-        grad.par_chunks_mut(OPT_BLOCK).enumerate().for_each(|(bi, g)| {
-            let o = bi * OPT_BLOCK;
-            g.copy_from_slice(&chunks[0].grad[o..o + g.len()]);
-            for ch in &chunks[1..] {
-                sum_into(g, &ch.grad[o..o + g.len()]);
-            }
-        });
+        let norms: Vec<f64> = grad
+            .par_chunks_mut(OPT_BLOCK)
+            .enumerate()
+            .map(|(bi, g)| {
+                let o = bi * OPT_BLOCK;
+                g.copy_from_slice(&chunks[0].grad[o..o + g.len()]);
+                for ch in &chunks[1..] {
+                    sum_into(g, &ch.grad[o..o + g.len()]);
+                }
+                g.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>()
+            })
+            .collect();
+        self.grad_norm2 = norms.iter().sum();
         Ok(chunks.iter().map(|c| c.loss).sum::<f64>() / count)
+    }
+
+    /// The squared norm `sum g^2` of the last gradient of [`DsmEngine::loss_grad`] (in `f64`,
+    /// over the blocks of [`OPT_BLOCK`] in order, like [`norm2`]).
+    pub fn grad_norm2(&self) -> f64 {
+        self.grad_norm2
     }
 }
 
@@ -967,9 +981,18 @@ pub fn norm2<T: Real>(g: &[T]) -> f64 {
 /// element by element:
 /// `g' = c g` with `c = min(1, clip / (|g| + 1e-12))`, `m = b1 m + (1 - b1) g'`,
 /// `v = b2 v + (1 - b2) g'^2`, `p -= lr (m / (1 - b1^k) / (sqrt(v / (1 - b2^k)) + eps) + wd p)`,
-/// `ema = decay ema + (1 - decay) p`. Returns the gradient norm `|g|` before clipping.
-pub fn adamw_ema<T: Real>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], ema: &mut [T], h: &AdamWStep) -> f64 {
-    let norm = norm2(g).sqrt();
+/// `ema = decay ema + (1 - decay) p`. `norm2` is `sum g^2` if known ([`norm2`] otherwise).
+/// Returns the gradient norm `|g|` before clipping.
+pub fn adamw_ema<T: Real>(
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    ema: &mut [T],
+    h: &AdamWStep,
+    norm2_of_g: Option<f64>,
+) -> f64 {
+    let norm = norm2_of_g.unwrap_or_else(|| norm2(g)).sqrt();
     let scale = if h.clip > 0.0 {
         (h.clip / (norm + 1e-12)).min(1.0)
     } else {
@@ -1134,6 +1157,7 @@ mod tests {
             let mut eng = DsmEngine::<f64>::new(&cfg);
             let mut g = vec![0.0; fused.params.len()];
             let got_loss = eng.loss_grad(&fused.params, &b, &mut g).unwrap();
+            assert_eq!(eng.grad_norm2(), norm2(&g));
             assert!(
                 rel(got_loss, want_loss) < 1e-12,
                 "{param:?}: loss {got_loss} vs {want_loss}"
@@ -1293,7 +1317,7 @@ mod tests {
             ema_decay: 0.9,
         };
         let (mut p, mut m, mut v, mut e) = (p0.clone(), m0.clone(), v0.clone(), e0.clone());
-        let norm = adamw_ema(&mut p, &g, &mut m, &mut v, &mut e, &h);
+        let norm = adamw_ema(&mut p, &g, &mut m, &mut v, &mut e, &h, None);
         let want_norm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
         assert!(rel(norm, want_norm) < 1e-12);
         let c = 1.0 / (want_norm + 1e-12);

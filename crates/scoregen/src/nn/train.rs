@@ -334,6 +334,14 @@ impl Fast {
     }
 }
 
+/// The random draws of one training step.
+struct Draws {
+    idx: Vec<u32>,
+    t: Vec<f64>,
+    eps: Vec<f64>,
+    classes: Option<Vec<u32>>,
+}
+
 /// What to train and where to keep it.
 #[derive(Clone, Debug)]
 pub struct TrainSetup<'a> {
@@ -525,8 +533,9 @@ pub fn train_masked(
     let first = st.step;
     let mut recent = std::collections::VecDeque::new();
     let (b1, b2, adam_eps) = (0.9f64, 0.999f64, 1e-8f64);
-    while st.step < cfg.steps {
-        let k = st.step as u64;
+    // Step k's draws depend only on (seed, k): the fused path draws step k + 1's while it
+    // computes step k (one more task for the thread pool, the same values).
+    let draws = |k: u64| -> Draws {
         let ui = noise.uniforms(stream(Purpose::Train, 4 * k), cfg.batch);
         let idx: Vec<u32> = ui
             .iter()
@@ -545,6 +554,12 @@ pub fn train_masked(
                 .map(|(&i, &u)| if u <= cfg.label_dropout { null } else { l[i as usize] })
                 .collect()
         });
+        Draws { idx, t, eps, classes }
+    };
+    let mut next: Option<Draws> = None;
+    while st.step < cfg.steps {
+        let k = st.step as u64;
+        let Draws { idx, t, eps, classes } = next.take().unwrap_or_else(|| draws(k));
         let lr = cfg.lr_at(st.step);
         let decay = cfg.ema_decay.min((1.0 + st.step as f64) / (10.0 + st.step as f64));
         let loss_v = match fast.as_mut() {
@@ -575,7 +590,10 @@ pub fn train_masked(
                     classes: classes.as_deref(),
                     observed: mask.as_ref().map(|_| &ob[..]),
                 };
-                let loss_v = engine.loss_grad(p, &batch, g)?;
+                let more = st.step + 1 < cfg.steps;
+                let (loss_v, pre) = rayon::join(|| engine.loss_grad(p, &batch, g), || more.then(|| draws(k + 1)));
+                next = pre;
+                let loss_v = loss_v?;
                 if !loss_v.is_finite() {
                     return Err(Error::Numerical(format!(
                         "training loss is {loss_v} at step {}",
@@ -592,7 +610,7 @@ pub fn train_masked(
                     clip: cfg.clip,
                     ema_decay: decay,
                 };
-                adamw_ema(p, g, m, v, ema, &h);
+                adamw_ema(p, g, m, v, ema, &h, Some(engine.grad_norm2()));
                 loss_v
             }
             None => {
