@@ -188,7 +188,7 @@ simd! {
 simd! {
     fn silu_backward<T>(g: &mut [T], a: &[T], s: &[T]) {
         for ((g, &a), &s) in g.iter_mut().zip(a).zip(s) {
-            *g = *g * (s + a * (T::ONE - s));
+            *g *= s + a * (T::ONE - s);
         }
     }
 }
@@ -571,12 +571,23 @@ fn forward_chunk<T: Real>(
     let cfg = &layout.config;
     let (d, h, rows) = (cfg.dim, cfg.hidden, ws.rows);
     let (win, half) = (d + cfg.fourier, cfg.fourier / 2);
-    for (f, &t) in ws.feats.chunks_exact_mut(win).zip(tau).take(rows) {
-        for (k, &w) in freqs.iter().enumerate() {
-            let arg = t * w;
-            f[d + k] = arg.sin();
-            f[d + half + k] = arg.cos();
+    // Rows at the time of the previous row (a sampler's batch: all of them) copy its features.
+    let mut prev: Option<T> = None;
+    for i in 0..rows {
+        let t = tau[i];
+        let (done, f) = ws.feats.split_at_mut(i * win);
+        let f = &mut f[..win];
+        if prev == Some(t) {
+            let p = &done[(i - 1) * win..i * win];
+            f[d..].copy_from_slice(&p[d..]);
+        } else {
+            for (k, &w) in freqs.iter().enumerate() {
+                let arg = t * w;
+                f[d + k] = arg.sin();
+                f[d + half + k] = arg.cos();
+            }
         }
+        prev = Some(t);
     }
     let null = cfg.n_classes as u32;
     for l in 0..cfg.depth {
@@ -585,7 +596,7 @@ fn forward_chunk<T: Real>(
             (ws.feats.as_ptr(), win, &mut ws.act[..])
         } else {
             let (prev, rest) = ws.act.split_at_mut(l);
-            (prev[l - 1].as_ptr() as *const T, h, rest)
+            (prev[l - 1].as_ptr(), h, rest)
         };
         let z = &mut act_rest[0][..rows * h];
         let bias = &p[bo..bo + h];

@@ -3,6 +3,14 @@
 //! weights (used for sampling), a held-out validation loss, periodic atomic checkpoints and
 //! exact resume.
 //!
+//! **Engines.** The MLP trained by DSM (plain, masked for tables with missing cells, with
+//! classes and label dropout) runs on the fused engine of [`super::fused`] (explicit
+//! forward / backward, flat `f32` parameters, one AdamW + clipping + EMA pass; the next
+//! step's random draws are made while the current step computes). The U-Net and the SSM /
+//! ESM / NCSN losses go through candle's autograd: their losses contain the network's
+//! Jacobian-vector products (or convolutions), which have no hand-written backward yet. The
+//! checkpoint format is the same for both.
+//!
 //! Every random draw of step `k` (batch rows, times, noise, label dropout) comes from the
 //! streams `(Purpose::Train, 4k + j)` of the seed, so a run resumed from a checkpoint at
 //! step `k` replays exactly what the uninterrupted run would have done: same weights, bit
