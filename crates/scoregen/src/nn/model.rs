@@ -93,7 +93,8 @@ impl Normalisation {
 /// for an `f64` network, else `f32`), batched over rows in parallel chunks; its input
 /// gradients ([`Score::denoise_vjp`]) by the engine's explicit backward pass. A U-Net goes
 /// through candle (and its autograd for the input gradients); so does an MLP after
-/// [`LearnedScore::without_engine`] (the reference path).
+/// [`LearnedScore::without_engine`] (the reference path). The engine copies the MLP's
+/// parameters when the score is built: setting the network's `Var`s afterwards is not seen.
 pub struct LearnedScore {
     net: Network,
     process: Process,
