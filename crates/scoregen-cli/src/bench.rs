@@ -45,59 +45,90 @@ struct BenchTrainArgs {
     /// Batch size of the inference benchmark (d = 64).
     #[arg(long, default_value_t = 4096)]
     infer_batch: usize,
+    /// What to time: train, infer or both.
+    #[arg(long, default_value = "both")]
+    only: String,
+    /// Also time candle's reference path (training through autograd, inference through
+    /// candle's ops), for comparison.
+    #[arg(long)]
+    reference: bool,
 }
 
 fn bench_train(b: BenchTrainArgs) -> CliResult<()> {
-    use candle_core::{DType, Device, Tensor};
-    use scoregen::nn::{train, Mlp, MlpConfig, TrainConfig, TrainSetup};
+    use candle_core::{DType, Device};
+    use scoregen::nn::{train, LearnedScore, Mlp, MlpConfig, TrainConfig, TrainSetup};
     use scoregen::process::Process;
+    use scoregen::score::Score;
+    let (do_train, do_infer) = match b.only.as_str() {
+        "train" => (true, false),
+        "infer" => (false, true),
+        "both" => (true, true),
+        o => {
+            return Err(crate::CliError::user(format!(
+                "--only '{o}': expected train, infer or both"
+            )))
+        }
+    };
     println!(
         "bench train: reference MLP (d + 16 Fourier features -> 3 x 256 SiLU -> d), f32, batch 512, AdamW, {} threads",
         rayon::current_num_threads()
     );
-    println!("{:<6} {:>12} {:>14}", "d", "steps", "steps/s");
-    let err = |e: candle_core::Error| crate::CliError::from(scoregen::Error::from(e));
-    for &d in &b.dims {
-        let n = 10_000;
-        let x = Noise::new(0).normal_tensor(stream(Purpose::User, 0), n, d, DType::F64, &Device::Cpu)?;
-        let run = |steps: usize| -> CliResult<f64> {
-            let config = TrainConfig {
-                steps,
-                batch: 512,
-                val_fraction: 0.0,
-                eval_every: usize::MAX,
-                ..Default::default()
+    if do_train {
+        println!("{:<6} {:>12} {:>14}", "d", "steps", "steps/s");
+        for &d in &b.dims {
+            let n = 10_000;
+            let x = Noise::new(0).normal_tensor(stream(Purpose::User, 0), n, d, DType::F64, &Device::Cpu)?;
+            let run = |steps: usize| -> CliResult<f64> {
+                let config = TrainConfig {
+                    steps,
+                    batch: 512,
+                    val_fraction: 0.0,
+                    eval_every: usize::MAX,
+                    ..Default::default()
+                };
+                let setup = TrainSetup {
+                    arch: MlpConfig::reference(d).into(),
+                    process: Process::ou(2.0, 5.0),
+                    config,
+                    checkpoint_dir: None,
+                    resume: false,
+                };
+                Ok(train(&x, None, &setup, &mut |_| {})?.steps_per_sec)
             };
-            let setup = TrainSetup {
-                arch: MlpConfig::reference(d).into(),
-                process: Process::ou(2.0, 5.0),
-                config,
-                checkpoint_dir: None,
-                resume: false,
-            };
-            Ok(train(&x, None, &setup, &mut |_| {})?.steps_per_sec)
+            run(20)?;
+            let sps = run(b.steps)?;
+            println!("{:<6} {:>12} {:>14.1}", d, b.steps, sps);
+        }
+    }
+    if do_infer {
+        let d = 64;
+        let x = Noise::new(1).normal_tensor(stream(Purpose::User, 1), b.infer_batch, d, DType::F32, &Device::Cpu)?;
+        let mk = || -> CliResult<LearnedScore> {
+            Ok(LearnedScore::new(
+                Mlp::new(MlpConfig::reference(d), 0, DType::F32, &Device::Cpu)?,
+                Process::ou(2.0, 5.0),
+            ))
         };
-        run(20)?;
-        let sps = run(b.steps)?;
-        println!("{:<6} {:>12} {:>14.1}", d, b.steps, sps);
+        let mut paths = vec![("fused", mk()?)];
+        if b.reference {
+            paths.push(("candle", mk()?.without_engine()));
+        }
+        for (name, score) in paths {
+            score.score(2.5, &x)?;
+            let reps = 30;
+            let t0 = Instant::now();
+            for _ in 0..reps {
+                score.score(2.5, &x)?;
+            }
+            let s = t0.elapsed().as_secs_f64();
+            println!(
+                "inference ({name}): batch {} x d = {d}: {:.0} evaluations/s ({:.2} ms per batch)",
+                b.infer_batch,
+                (reps * b.infer_batch) as f64 / s,
+                1e3 * s / reps as f64
+            );
+        }
     }
-    let d = 64;
-    let net = Mlp::new(MlpConfig::reference(d), 0, DType::F32, &Device::Cpu)?;
-    let x = Noise::new(1).normal_tensor(stream(Purpose::User, 1), b.infer_batch, d, DType::F32, &Device::Cpu)?;
-    let tau = Tensor::full(0.5f32, (b.infer_batch, 1), &Device::Cpu).map_err(err)?;
-    net.forward(&x, &tau, None)?;
-    let reps = 30;
-    let t0 = Instant::now();
-    for _ in 0..reps {
-        net.forward(&x, &tau, None)?;
-    }
-    let s = t0.elapsed().as_secs_f64();
-    println!(
-        "inference: batch {} x d = {d}: {:.0} evaluations/s ({:.2} ms per batch)",
-        b.infer_batch,
-        (reps * b.infer_batch) as f64 / s,
-        1e3 * s / reps as f64
-    );
     Ok(())
 }
 

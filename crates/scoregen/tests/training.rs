@@ -218,3 +218,49 @@ fn bad_training_input_is_rejected() {
         .contains("corrupted"));
     std::fs::remove_dir_all(&missing).unwrap();
 }
+
+/// The fused MLP trainer (classes, label dropout, a mask of observed cells, a batch of
+/// several chunks and a partial one) gives bit-identical weights whatever the number of
+/// threads, and for the same seed twice.
+#[test]
+fn fused_training_is_bit_identical_across_thread_counts() {
+    let law = GaussianMixture::grid25(3, &Noise::new(0)).unwrap();
+    let n = 700;
+    let (xs, labels) = law.sample_labelled(n, &Noise::new(4), 0);
+    let x = Tensor::from_vec(xs, (n, 3), &Device::Cpu).unwrap();
+    let labels: Vec<u32> = labels.iter().map(|&l| l as u32 % 4).collect();
+    let observed: Vec<bool> = (0..n * 3).map(|k| k % 7 != 3).collect();
+    let arch = MlpConfig {
+        n_classes: 4,
+        ..small(3, Parametrisation::Eps)
+    };
+    let cfg = TrainConfig {
+        steps: 12,
+        batch: 300,
+        warmup: 3,
+        eval_every: 5,
+        weight_decay: 0.01,
+        ..Default::default()
+    };
+    let run = |threads: usize, name: &str| -> Vec<u8> {
+        let dir = tmp(name);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            scoregen::nn::train_masked(
+                &x,
+                Some(&observed),
+                Some(&labels),
+                &setup(arch.clone(), Process::ou(2.0, 8.0), &cfg, Some(&dir), false),
+                &mut |_| {},
+            )
+            .unwrap()
+        });
+        let w = std::fs::read(dir.join(read_meta(&dir).unwrap().weights)).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+        w
+    };
+    let one = run(1, "threads1");
+    assert_eq!(one, run(3, "threads3"), "weights depend on the thread count");
+    assert_eq!(one, run(2, "threads2"), "weights depend on the thread count");
+    assert_eq!(one, run(1, "threads1b"), "same seed, different weights");
+}

@@ -2,13 +2,19 @@
 //!
 //! * [`mlp`]: the MLP score network `s(t, x[, c])` with Fourier time features and an
 //!   optional class embedding (with a null class for classifier-free guidance);
+//! * [`fused`]: the MLP's fast CPU engine — explicit forward / backward over preallocated
+//!   workspaces on the `gemm` kernels, flat parameters, one AdamW + clipping + EMA pass; the
+//!   trainer uses it for the MLP with the DSM loss (masked, class-conditional or not) and
+//!   [`LearnedScore`] for scores and denoiser VJPs; candle's [`Mlp`] is its reference;
 //! * [`unet`]: a small convolutional U-Net for images (residual blocks, GroupNorm, time and
 //!   class embeddings, skip connections between resolutions);
 //! * [`network`]: the [`ScoreNet`] interface, the serialisable [`Arch`] and the [`Network`]
 //!   of either architecture that the trainer, checkpoints and [`LearnedScore`] use;
 //! * [`loss`]: denoising score matching (deck 001) in the score / eps / x0 parametrisations;
 //! * [`train`]: Adam with warm-up and cosine decay, gradient clipping, EMA, validation,
-//!   atomic checkpoints and exact resume;
+//!   atomic checkpoints and exact resume (the MLP with DSM on [`fused`]; the U-Net and the
+//!   SSM / ESM / NCSN losses, whose JVP terms have no hand-written backward, on candle's
+//!   autograd);
 //! * [`model`]: a trained network as a [`crate::score::Score`], with its data normalisation;
 //! * [`jvp`]: explicit Jacobian-vector products of the MLP (candle's second backward is wrong);
 //! * [`score_matching`]: sliced, exact and NCSN noise-conditional score matching (deck 002);
@@ -22,6 +28,7 @@
 
 pub mod ebm;
 pub mod energy;
+pub mod fused;
 pub mod jvp;
 pub mod loss;
 pub mod mlp;

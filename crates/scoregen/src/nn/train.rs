@@ -3,6 +3,14 @@
 //! weights (used for sampling), a held-out validation loss, periodic atomic checkpoints and
 //! exact resume.
 //!
+//! **Engines.** The MLP trained by DSM (plain, masked for tables with missing cells, with
+//! classes and label dropout) runs on the fused engine of [`super::fused`] (explicit
+//! forward / backward, flat `f32` parameters, one AdamW + clipping + EMA pass; the next
+//! step's random draws are made while the current step computes). The U-Net and the SSM /
+//! ESM / NCSN losses go through candle's autograd: their losses contain the network's
+//! Jacobian-vector products (or convolutions), which have no hand-written backward yet. The
+//! checkpoint format is the same for both.
+//!
 //! Every random draw of step `k` (batch rows, times, noise, label dropout) comes from the
 //! streams `(Purpose::Train, 4k + j)` of the seed, so a run resumed from a checkpoint at
 //! step `k` replays exactly what the uninterrupted run would have done: same weights, bit
@@ -21,6 +29,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::fused::{adamw_ema, dsm_loss as fused_dsm_loss, AdamWStep, DsmBatch, DsmEngine, FusedMlp, Layout};
 use super::model::{LearnedScore, Normalisation};
 use super::network::{Arch, Network, ScoreNet};
 use super::score_matching::{Loss, LossBatch};
@@ -252,6 +261,96 @@ fn rows(x: &Tensor, idx: &[u32]) -> Result<Tensor> {
     Ok(x.index_select(&i, 0)?)
 }
 
+/// The fused engine's state for an MLP trained by DSM ([`super::fused`]): flat `f32`
+/// parameters, EMA and Adam moments, the data as flat rows, and per-step buffers reused
+/// from step to step (no allocation in the network's passes).
+struct Fast {
+    config: super::MlpConfig,
+    layout: Layout,
+    engine: DsmEngine<f32>,
+    p: Vec<f32>,
+    ema: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    g: Vec<f32>,
+    /// Normalised data `[n, d]` and observed-cell weights `[n, d]`.
+    x: Vec<f32>,
+    mask: Option<Vec<f32>>,
+    // Per-step buffers.
+    x0: Vec<f32>,
+    eps: Vec<f32>,
+    mt: Vec<f32>,
+    st: Vec<f32>,
+    tau: Vec<f32>,
+    ob: Vec<f32>,
+}
+
+impl Fast {
+    fn new(config: &super::MlpConfig, st: &State, x: &Tensor, mask: Option<&Tensor>) -> Result<Self> {
+        let layout = Layout::new(config);
+        let params: Vec<Tensor> = st.net.vars().iter().map(|v| v.as_tensor().clone()).collect();
+        Ok(Fast {
+            config: config.clone(),
+            engine: DsmEngine::new(config),
+            p: layout.flatten(&params)?,
+            ema: layout.flatten(&st.ema)?,
+            m: layout.flatten(&st.m)?,
+            v: layout.flatten(&st.v)?,
+            g: vec![0.0; layout.len],
+            layout,
+            x: x.flatten_all()?.to_vec1()?,
+            mask: mask.map(|m| m.flatten_all()?.to_vec1()).transpose()?,
+            x0: vec![],
+            eps: vec![],
+            mt: vec![],
+            st: vec![],
+            tau: vec![],
+            ob: vec![],
+        })
+    }
+
+    /// Copies the flat state into `st` (for a checkpoint).
+    fn sync(&self, st: &mut State) -> Result<()> {
+        let t = |v: &[f32]| self.layout.tensors(v, DType::F32);
+        super::set_parameters("mlp", st.net.vars(), st.net.names(), &t(&self.p)?)?;
+        st.ema = t(&self.ema)?;
+        st.m = t(&self.m)?;
+        st.v = t(&self.v)?;
+        Ok(())
+    }
+
+    /// Fills the per-step buffers: rows `idx` of the data, noise, and per-row `m`, `s`, `tau`.
+    fn load(&mut self, process: &Process, idx: &[u32], t: &[f64], eps: &[f64]) {
+        let d = self.config.dim;
+        let t_max = process.t_max();
+        self.x0.clear();
+        self.ob.clear();
+        for &i in idx {
+            let r = i as usize * d..(i as usize + 1) * d;
+            self.x0.extend_from_slice(&self.x[r.clone()]);
+            if let Some(m) = &self.mask {
+                self.ob.extend_from_slice(&m[r]);
+            }
+        }
+        self.eps.clear();
+        self.eps.extend(eps.iter().map(|&e| e as f32));
+        self.mt.clear();
+        self.mt.extend(t.iter().map(|&t| process.m(t) as f32));
+        self.st.clear();
+        self.st.extend(t.iter().map(|&t| process.s(t) as f32));
+        self.tau.clear();
+        self.tau.extend(t.iter().map(|&t| (t / t_max) as f32));
+    }
+}
+
+/// The random draws of one training step.
+struct Draws {
+    idx: Vec<u32>,
+    t: Vec<f64>,
+    eps: Vec<f64>,
+    classes: Option<Vec<u32>>,
+}
+
 /// What to train and where to keep it.
 #[derive(Clone, Debug)]
 pub struct TrainSetup<'a> {
@@ -433,94 +532,114 @@ pub fn train_masked(
     } else {
         None
     };
+    // The fused engine for the MLP with the DSM loss (masked or not, with or without
+    // classes); the U-Net and the SSM / ESM / NCSN losses go through candle's autograd.
+    let mut fast = match (&arch, cfg.loss) {
+        (Arch::Mlp(c), Loss::Dsm) => Some(Fast::new(c, &st, &x, mask.as_ref())?),
+        _ => None,
+    };
     let started = Instant::now();
     let first = st.step;
     let mut recent = std::collections::VecDeque::new();
     let (b1, b2, adam_eps) = (0.9f64, 0.999f64, 1e-8f64);
-    while st.step < cfg.steps {
-        let k = st.step as u64;
+    // Step k's draws depend only on (seed, k): the fused path draws step k + 1's while it
+    // computes step k (one more task for the thread pool, the same values).
+    let draws = |k: u64| -> Draws {
         let ui = noise.uniforms(stream(Purpose::Train, 4 * k), cfg.batch);
         let idx: Vec<u32> = ui
             .iter()
             .map(|u| train_idx[((u * train_idx.len() as f64) as usize).min(train_idx.len() - 1)])
             .collect();
-        let x0 = rows(&x, &idx)?;
         let t = t_of(
             &process,
             cfg,
             &noise.uniforms(stream(Purpose::Train, 4 * k + 1), cfg.batch),
         );
-        let eps = noise.normal_tensor(stream(Purpose::Train, 4 * k + 2), cfg.batch, d, DType::F32, &device)?;
-        let classes = match &lab {
-            Some(l) => {
-                let drop = noise.uniforms(stream(Purpose::Train, 4 * k + 3), cfg.batch);
-                let c: Vec<u32> = rows(l, &idx)?.to_vec1()?;
-                let c: Vec<u32> = c
-                    .iter()
-                    .zip(&drop)
-                    .map(|(&c, &u)| if u <= cfg.label_dropout { null } else { c })
-                    .collect();
-                Some(Tensor::from_vec(c, cfg.batch, &device)?)
-            }
-            None => None,
-        };
-        let mb = mask.as_ref().map(|m| rows(m, &idx)).transpose()?;
-        let batch = LossBatch {
-            x0: &x0,
-            t: &t,
-            eps: &eps,
-            classes: classes.as_ref(),
-            observed: mb.as_ref(),
-            t_min: cfg.t_min,
-            noise: &noise,
-            index: k,
-        };
-        let loss = cfg.loss.eval(&st.net, &process, &batch)?;
-        let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        if !loss_v.is_finite() {
-            return Err(Error::Numerical(format!(
-                "training loss is {loss_v} at step {}",
-                st.step + 1
-            )));
-        }
-        let grads = loss.backward()?;
-        let gs: Vec<Tensor> = st
-            .net
-            .vars()
-            .iter()
-            .map(|v| {
-                grads
-                    .get(v.as_tensor())
-                    .cloned()
-                    .map_or_else(|| v.as_tensor().zeros_like(), Ok)
-            })
-            .collect::<candle_core::Result<_>>()?;
-        let mut norm2 = 0.0;
-        for g in &gs {
-            norm2 += g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
-        }
-        let scale = if cfg.clip > 0.0 {
-            (cfg.clip / (norm2.sqrt() + 1e-12)).min(1.0)
-        } else {
-            1.0
-        };
+        let eps = noise.normals(stream(Purpose::Train, 4 * k + 2), cfg.batch, d);
+        let classes: Option<Vec<u32>> = labels.map(|l| {
+            let drop = noise.uniforms(stream(Purpose::Train, 4 * k + 3), cfg.batch);
+            idx.iter()
+                .zip(&drop)
+                .map(|(&i, &u)| if u <= cfg.label_dropout { null } else { l[i as usize] })
+                .collect()
+        });
+        Draws { idx, t, eps, classes }
+    };
+    let mut next: Option<Draws> = None;
+    while st.step < cfg.steps {
+        let k = st.step as u64;
+        let Draws { idx, t, eps, classes } = next.take().unwrap_or_else(|| draws(k));
         let lr = cfg.lr_at(st.step);
-        let tstep = (st.step + 1) as i32;
-        let (c1, c2) = (1.0 - b1.powi(tstep), 1.0 - b2.powi(tstep));
         let decay = cfg.ema_decay.min((1.0 + st.step as f64) / (10.0 + st.step as f64));
-        // Optimiser state is detached: gradients carry the autograd graph, and keeping it
-        // reachable from the moments or the EMA would grow memory without bound.
-        for (i, var) in st.net.vars().iter().enumerate() {
-            let g = gs[i].detach().affine(scale, 0.0)?;
-            st.m[i] = (st.m[i].affine(b1, 0.0)? + g.affine(1.0 - b1, 0.0)?)?.detach();
-            st.v[i] = (st.v[i].affine(b2, 0.0)? + g.sqr()?.affine(1.0 - b2, 0.0)?)?.detach();
-            let mhat = st.m[i].affine(1.0 / c1, 0.0)?;
-            let denom = st.v[i].affine(1.0 / c2, 0.0)?.sqrt()?.affine(1.0, adam_eps)?;
-            let p = var.as_tensor().detach();
-            let upd = (mhat.div(&denom)? + p.affine(cfg.weight_decay, 0.0)?)?.affine(lr, 0.0)?;
-            var.set(&(&p - upd)?)?;
-            st.ema[i] = (st.ema[i].affine(decay, 0.0)? + var.as_tensor().detach().affine(1.0 - decay, 0.0)?)?.detach();
-        }
+        let loss_v = match fast.as_mut() {
+            Some(f) => {
+                f.load(&process, &idx, &t, &eps);
+                let Fast {
+                    engine,
+                    p,
+                    g,
+                    ema,
+                    m,
+                    v,
+                    x0,
+                    eps,
+                    mt,
+                    st: s_t,
+                    tau,
+                    ob,
+                    mask,
+                    ..
+                } = f;
+                let batch = DsmBatch {
+                    x0,
+                    eps,
+                    m: mt,
+                    s: s_t,
+                    tau,
+                    classes: classes.as_deref(),
+                    observed: mask.as_ref().map(|_| &ob[..]),
+                };
+                let more = st.step + 1 < cfg.steps;
+                let (loss_v, pre) = rayon::join(|| engine.loss_grad(p, &batch, g), || more.then(|| draws(k + 1)));
+                next = pre;
+                let loss_v = loss_v?;
+                if !loss_v.is_finite() {
+                    return Err(Error::Numerical(format!(
+                        "training loss is {loss_v} at step {}",
+                        st.step + 1
+                    )));
+                }
+                let h = AdamWStep {
+                    lr,
+                    beta1: b1,
+                    beta2: b2,
+                    eps: adam_eps,
+                    weight_decay: cfg.weight_decay,
+                    step: (st.step + 1) as i32,
+                    clip: cfg.clip,
+                    ema_decay: decay,
+                };
+                adamw_ema(p, g, m, v, ema, &h, Some(engine.grad_norm2()));
+                loss_v
+            }
+            None => {
+                let x0 = rows(&x, &idx)?;
+                let eps = Tensor::from_vec(eps, (cfg.batch, d), &device)?.to_dtype(DType::F32)?;
+                let classes = classes.map(|c| Tensor::from_vec(c, cfg.batch, &device)).transpose()?;
+                let mb = mask.as_ref().map(|m| rows(m, &idx)).transpose()?;
+                let batch = LossBatch {
+                    x0: &x0,
+                    t: &t,
+                    eps: &eps,
+                    classes: classes.as_ref(),
+                    observed: mb.as_ref(),
+                    t_min: cfg.t_min,
+                    noise: &noise,
+                    index: k,
+                };
+                candle_step(&mut st, cfg, &batch, &process, lr, decay)?
+            }
+        };
         st.step += 1;
         recent.push_back(loss_v);
         if recent.len() > 100 {
@@ -528,23 +647,30 @@ pub fn train_masked(
         }
         if let Some((xv, tv, ev, cv, mv)) = &val {
             if st.step % cfg.eval_every == 0 || st.step == cfg.steps {
-                let ema_net = Network::with_values(&arch, &st.ema, &device)?;
-                let batch = LossBatch {
-                    x0: xv,
-                    t: tv,
-                    eps: ev,
-                    classes: cv.as_ref(),
-                    observed: mv.as_ref(),
-                    t_min: cfg.t_min,
-                    noise: &noise,
-                    index: 1 << 44,
-                };
-                let l = cfg.loss.eval(&ema_net, &process, &batch)?;
-                st.val_loss = Some(l.to_dtype(DType::F64)?.to_scalar::<f64>()?);
+                if let Some(f) = &fast {
+                    st.val_loss = Some(fast_val_loss(f, &process, xv, tv, ev, cv.as_ref(), mv.as_ref())?);
+                } else {
+                    let ema_net = Network::with_values(&arch, &st.ema, &device)?;
+                    let batch = LossBatch {
+                        x0: xv,
+                        t: tv,
+                        eps: ev,
+                        classes: cv.as_ref(),
+                        observed: mv.as_ref(),
+                        t_min: cfg.t_min,
+                        noise: &noise,
+                        index: 1 << 44,
+                    };
+                    let l = cfg.loss.eval(&ema_net, &process, &batch)?;
+                    st.val_loss = Some(l.to_dtype(DType::F64)?.to_scalar::<f64>()?);
+                }
             }
         }
         if let Some(dir) = checkpoint_dir {
             if st.step % cfg.checkpoint_every == 0 || st.step == cfg.steps {
+                if let Some(f) = &fast {
+                    f.sync(&mut st)?;
+                }
                 save_state(dir, &st, &arch, &process, &norm, cfg, class_weights.as_deref())?;
             }
         }
@@ -566,6 +692,96 @@ pub fn train_masked(
         val_loss: st.val_loss,
         steps_per_sec: (st.step - first) as f64 / secs.max(1e-9),
     })
+}
+
+/// One optimiser step through candle's autograd (the U-Net, and the SSM / ESM / NCSN
+/// losses); returns the loss.
+fn candle_step(
+    st: &mut State,
+    cfg: &TrainConfig,
+    batch: &LossBatch,
+    process: &Process,
+    lr: f64,
+    decay: f64,
+) -> Result<f64> {
+    let (b1, b2, adam_eps) = (0.9f64, 0.999f64, 1e-8f64);
+    let loss = cfg.loss.eval(&st.net, process, batch)?;
+    let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    if !loss_v.is_finite() {
+        return Err(Error::Numerical(format!(
+            "training loss is {loss_v} at step {}",
+            st.step + 1
+        )));
+    }
+    let grads = loss.backward()?;
+    let gs: Vec<Tensor> = st
+        .net
+        .vars()
+        .iter()
+        .map(|v| {
+            grads
+                .get(v.as_tensor())
+                .cloned()
+                .map_or_else(|| v.as_tensor().zeros_like(), Ok)
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let mut norm2 = 0.0;
+    for g in &gs {
+        norm2 += g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+    }
+    let scale = if cfg.clip > 0.0 {
+        (cfg.clip / (norm2.sqrt() + 1e-12)).min(1.0)
+    } else {
+        1.0
+    };
+    let tstep = (st.step + 1) as i32;
+    let (c1, c2) = (1.0 - b1.powi(tstep), 1.0 - b2.powi(tstep));
+    // Optimiser state is detached: gradients carry the autograd graph, and keeping it
+    // reachable from the moments or the EMA would grow memory without bound.
+    for (i, var) in st.net.vars().iter().enumerate() {
+        let g = gs[i].detach().affine(scale, 0.0)?;
+        st.m[i] = (st.m[i].affine(b1, 0.0)? + g.affine(1.0 - b1, 0.0)?)?.detach();
+        st.v[i] = (st.v[i].affine(b2, 0.0)? + g.sqr()?.affine(1.0 - b2, 0.0)?)?.detach();
+        let mhat = st.m[i].affine(1.0 / c1, 0.0)?;
+        let denom = st.v[i].affine(1.0 / c2, 0.0)?.sqrt()?.affine(1.0, adam_eps)?;
+        let p = var.as_tensor().detach();
+        let upd = (mhat.div(&denom)? + p.affine(cfg.weight_decay, 0.0)?)?.affine(lr, 0.0)?;
+        var.set(&(&p - upd)?)?;
+        st.ema[i] = (st.ema[i].affine(decay, 0.0)? + var.as_tensor().detach().affine(1.0 - decay, 0.0)?)?.detach();
+    }
+    Ok(loss_v)
+}
+
+/// The validation loss with the EMA weights through the fused engine.
+fn fast_val_loss(
+    f: &Fast,
+    process: &Process,
+    xv: &Tensor,
+    tv: &[f64],
+    ev: &Tensor,
+    cv: Option<&Tensor>,
+    mv: Option<&Tensor>,
+) -> Result<f64> {
+    let net = FusedMlp::new(&f.config, f.ema.clone())?;
+    let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1()?) };
+    let (x0, eps) = (flat(xv)?, flat(ev)?);
+    let m: Vec<f32> = tv.iter().map(|&t| process.m(t) as f32).collect();
+    let s: Vec<f32> = tv.iter().map(|&t| process.s(t) as f32).collect();
+    let tau: Vec<f32> = tv.iter().map(|&t| (t / process.t_max()) as f32).collect();
+    let classes: Option<Vec<u32>> = cv.map(|c| c.to_vec1()).transpose()?;
+    let observed = mv.map(flat).transpose()?;
+    fused_dsm_loss(
+        &net,
+        &DsmBatch {
+            x0: &x0,
+            eps: &eps,
+            m: &m,
+            s: &s,
+            tau: &tau,
+            classes: classes.as_deref(),
+            observed: observed.as_deref(),
+        },
+    )
 }
 
 fn save_state(
