@@ -10,6 +10,7 @@
 //! * [`train`]: Adam with warm-up and cosine decay, gradient clipping, EMA, validation,
 //!   atomic checkpoints and exact resume;
 //! * [`model`]: a trained network as a [`crate::score::Score`], with its data normalisation;
+//! * [`conv`]: 2-D convolutions and their gradients on GEMM (im2col), for the U-Net;
 //! * [`jvp`]: explicit Jacobian-vector products of the MLP (candle's second backward is wrong);
 //! * [`score_matching`]: sliced, exact and NCSN noise-conditional score matching (deck 002);
 //! * [`energy`]: energy networks `f_theta(t, x)` with explicit input gradients and
@@ -20,6 +21,7 @@
 //! Parameters are initialised from [`crate::rng::Noise`] streams, so training is
 //! bit-reproducible for a seed on the CPU.
 
+pub mod conv;
 pub mod ebm;
 pub mod energy;
 pub mod jvp;

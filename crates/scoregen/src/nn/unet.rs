@@ -20,9 +20,10 @@
 //! * output: `conv_out(SiLU(GN(h)))` to one channel, flattened back to `[n, H*W]`, in the
 //!   configured [`Parametrisation`] (eps by default).
 //!
-//! Backward passes used: candle's `conv2d` (stride 1 and 2), `broadcast_as` / `reshape` for
-//! the upsampling (candle's own `upsample_nearest2d` backward overwrites rather than
-//! accumulates the gradient of its input, so it is not used), `cat`, reductions; checked
+//! Backward passes used: the GEMM convolutions of [`super::conv`] (stride 1 and 2),
+//! `broadcast_as` / `reshape` for the upsampling (candle's own `upsample_nearest2d` backward
+//! overwrites rather than accumulates the gradient of its input, so it is not used), `cat`,
+//! reductions; checked
 //! against finite differences in the tests. Parameters are initialised PyTorch-style,
 //! `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, from [`Noise`] streams (GroupNorm `gamma = 1`,
 //! `beta = 0`; the output convolution scaled by 0.1), so training is bit-reproducible.
@@ -287,7 +288,7 @@ impl Unet {
     fn conv(&self, name: &str, x: &Tensor, stride: usize) -> Result<Tensor> {
         let w = self.p(&format!("{name}.w"))?;
         let (c_out, _, k, _) = w.dims4()?;
-        let y = x.conv2d(w, k / 2, stride, 1, 1)?;
+        let y = super::conv::conv2d(x, w, stride, k / 2)?;
         let b = self.p(&format!("{name}.b"))?.reshape((1, c_out, 1, 1))?;
         Ok(y.broadcast_add(&b)?)
     }
