@@ -28,12 +28,26 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-/// The element types the kernels support.
-trait Float: Copy + Send + Sync + 'static + std::ops::AddAssign {
+/// The element types the kernels support (f32, f64).
+pub(crate) trait Float:
+    Copy
+    + Send
+    + Sync
+    + 'static
+    + std::ops::AddAssign
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::Neg<Output = Self>
+{
     const ZERO: Self;
     const ONE: Self;
     fn slice(s: &CpuStorage) -> Option<&[Self]>;
     fn storage(v: Vec<Self>) -> CpuStorage;
+    fn from_f64(v: f64) -> Self;
+    fn exp(self) -> Self;
+    fn sqrt(self) -> Self;
 }
 
 impl Float for f32 {
@@ -47,6 +61,15 @@ impl Float for f32 {
     }
     fn storage(v: Vec<Self>) -> CpuStorage {
         CpuStorage::F32(v)
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    fn exp(self) -> Self {
+        f32::exp(self)
+    }
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
     }
 }
 
@@ -62,10 +85,19 @@ impl Float for f64 {
     fn storage(v: Vec<Self>) -> CpuStorage {
         CpuStorage::F64(v)
     }
+    fn from_f64(v: f64) -> Self {
+        v as f64
+    }
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
 }
 
 /// The contiguous data of a tensor argument.
-fn data<'a, T: Float>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
+pub(crate) fn data<'a, T: Float>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
     let Some(v) = T::slice(s) else {
         bail!("{op}: both arguments must have the same dtype, f32 or f64")
     };
@@ -479,6 +511,106 @@ impl CustomOp2 for Conv {
     }
 }
 
+/// `y[b, o, ...] + bias[o]` for `y` of shape `[n, C, ...]` and `bias` of shape `[C]`.
+#[derive(Clone, Copy, Debug)]
+struct AddBias;
+
+impl AddBias {
+    fn run<T: Float>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (y, b) = (data::<T>(s1, l1, "add-bias")?, data::<T>(s2, l2, "add-bias")?);
+        let c = b.len();
+        let dims = l1.shape().dims();
+        if dims.len() < 2 || dims[1] != c || l2.shape().rank() != 1 {
+            bail!("add-bias: {:?} and bias {:?} do not match", l1.shape(), l2.shape())
+        }
+        let inner: usize = dims[2..].iter().product();
+        let mut out = y.to_vec();
+        if inner > 0 {
+            out.par_chunks_mut(c * inner).for_each(|img| {
+                for (row, &bo) in img.chunks_mut(inner).zip(b) {
+                    row.iter_mut().for_each(|v| *v += bo);
+                }
+            });
+        }
+        Ok((T::storage(out), l1.shape().clone()))
+    }
+}
+
+impl CustomOp2 for AddBias {
+    fn name(&self) -> &'static str {
+        "add-channel-bias"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => Self::run::<f32>(s1, l1, s2, l2),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => Self::run::<f64>(s1, l1, s2, l2),
+            _ => bail!("add-bias: both arguments must be f32 or both f64"),
+        }
+    }
+
+    fn bwd(&self, _y: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad.clone()), Some(channel_sum(grad)?)))
+    }
+}
+
+/// `sum_{b, ...} dy[b, o, ...]`, in a fixed order (images, then pixels).
+#[derive(Clone, Copy, Debug)]
+struct ChannelSum;
+
+impl ChannelSum {
+    fn run<T: Float>(s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dy = data::<T>(s, l, "channel-sum")?;
+        let dims = l.shape().dims();
+        if dims.len() < 2 {
+            bail!("channel-sum: need [n, C, ...], got {:?}", l.shape())
+        }
+        let (n, c) = (dims[0], dims[1]);
+        let inner: usize = dims[2..].iter().product();
+        let mut out = vec![T::ZERO; c];
+        out.par_iter_mut().enumerate().for_each(|(o, acc)| {
+            for b in 0..n {
+                for &v in &dy[(b * c + o) * inner..][..inner] {
+                    *acc += v;
+                }
+            }
+        });
+        Ok((T::storage(out), c.into()))
+    }
+}
+
+impl candle_core::CustomOp1 for ChannelSum {
+    fn name(&self) -> &'static str {
+        "channel-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        match s {
+            CpuStorage::F32(_) => Self::run::<f32>(s, l),
+            CpuStorage::F64(_) => Self::run::<f64>(s, l),
+            _ => bail!("channel-sum: f32 or f64 only"),
+        }
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let mut shape = vec![1; arg.rank()];
+        shape[1] = arg.dim(1)?;
+        Ok(Some(grad.reshape(shape)?.broadcast_as(arg.shape())?.contiguous()?))
+    }
+}
+
+/// `y + bias` per channel: `y` is `[n, C, ...]`, `bias` is `[C]`; the gradient of the bias is
+/// the per-channel sum of the output gradient, in a fixed order (candle's own reduction over
+/// the batch and pixel axes of a broadcast is slow).
+pub fn add_channel_bias(y: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    y.contiguous()?.apply_op2(&bias.contiguous()?, AddBias)
+}
+
+/// `sum_{b, ...} dy[b, o, ...]` for `dy` of shape `[n, C, ...]`: `[C]`.
+pub fn channel_sum(dy: &Tensor) -> Result<Tensor> {
+    dy.contiguous()?.apply_op1(ChannelSum)
+}
+
 /// The convolution `y = x * w` (cross-correlation, as candle's and PyTorch's `conv2d`) of
 /// `x` (`[n, C_in, H, W]`) with a square kernel `w` (`[C_out, C_in, k, k]`), stride `stride`
 /// and zero padding `padding` on every side; `[n, C_out, H_o, W_o]` with
@@ -703,6 +835,24 @@ mod tests {
         };
         assert_eq!(run(1), run(2));
         assert_eq!(run(1), run(3));
+    }
+
+    #[test]
+    fn channel_bias_and_its_gradient() {
+        let y = Var::from_tensor(&random(&[3, 4, 5, 2], 1, DType::F64)).unwrap();
+        let b = Var::from_tensor(&random(&[4], 2, DType::F64)).unwrap();
+        let r = random(&[3, 4, 5, 2], 3, DType::F64);
+        let ours = add_channel_bias(y.as_tensor(), b.as_tensor()).unwrap();
+        let theirs = y
+            .as_tensor()
+            .broadcast_add(&b.as_tensor().reshape((1, 4, 1, 1)).unwrap())
+            .unwrap();
+        assert!(max_rel(&ours, &theirs) < 1e-15);
+        let g1 = (ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (theirs * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&y, &b] {
+            assert!(max_rel(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap()) < 1e-12);
+        }
     }
 
     #[test]

@@ -287,10 +287,9 @@ impl Unet {
     /// A `k x k` convolution with padding `k / 2` and the given stride, plus a bias per channel.
     fn conv(&self, name: &str, x: &Tensor, stride: usize) -> Result<Tensor> {
         let w = self.p(&format!("{name}.w"))?;
-        let (c_out, _, k, _) = w.dims4()?;
+        let k = w.dim(2)?;
         let y = super::conv::conv2d(x, w, stride, k / 2)?;
-        let b = self.p(&format!("{name}.b"))?.reshape((1, c_out, 1, 1))?;
-        Ok(y.broadcast_add(&b)?)
+        Ok(super::conv::add_channel_bias(&y, self.p(&format!("{name}.b"))?)?)
     }
 
     /// GroupNorm: normalise over each group of channels and all pixels, then `gamma h + beta`.
