@@ -11,6 +11,7 @@
 //!   atomic checkpoints and exact resume;
 //! * [`model`]: a trained network as a [`crate::score::Score`], with its data normalisation;
 //! * [`conv`]: 2-D convolutions and their gradients on GEMM (im2col), for the U-Net;
+//! * [`groupnorm`]: GroupNorm (+ SiLU) as one op with a hand-written backward, for the U-Net;
 //! * [`jvp`]: explicit Jacobian-vector products of the MLP (candle's second backward is wrong);
 //! * [`score_matching`]: sliced, exact and NCSN noise-conditional score matching (deck 002);
 //! * [`energy`]: energy networks `f_theta(t, x)` with explicit input gradients and
@@ -24,6 +25,7 @@
 pub mod conv;
 pub mod ebm;
 pub mod energy;
+pub mod groupnorm;
 pub mod jvp;
 pub mod loss;
 pub mod mlp;
