@@ -159,6 +159,27 @@ impl Geom {
         self.ho * self.wo
     }
 
+    /// For a stride-1 convolution that keeps the width (`W_o = W`), the valid outputs of
+    /// kernel offset `(u, v)` (rows `ri`, columns `rj`) read a contiguous run of the image:
+    /// `(output start, input start, length)` of the flattened run, which also covers the
+    /// entries `j` outside `rj` of each row (those wrap around to a neighbouring row).
+    fn same_run(
+        &self,
+        ri: &std::ops::Range<usize>,
+        rj: &std::ops::Range<usize>,
+        u: usize,
+        v: usize,
+    ) -> Option<(usize, usize, usize)> {
+        if self.stride != 1 || self.wo != self.w || ri.is_empty() || rj.is_empty() {
+            return None;
+        }
+        let d0 = ri.start * self.wo + rj.start;
+        let d1 = (ri.end - 1) * self.wo + rj.end;
+        // Input index of output f: f + (u - pad) w + (v - pad).
+        let s0 = (ri.start + u - self.pad) * self.w + rj.start + v - self.pad;
+        Some((d0, s0, d1 - d0))
+    }
+
     /// The output positions `o` with `0 <= s o + u - p < len` (`u` the kernel offset), as a
     /// range of `o`, with `len_o` outputs along that axis.
     fn valid(&self, u: usize, len: usize, len_o: usize) -> std::ops::Range<usize> {
@@ -229,6 +250,17 @@ fn im2col<T: Float>(x: &[T], g: &Geom) -> Vec<T> {
         for b in 0..g.n {
             let src = &x[(b * g.c_in + c) * g.h * g.w..][..g.h * g.w];
             let dst = &mut row[b * p..][..p];
+            if let Some((d0, s0, len)) = g.same_run(&ri, &rj, u, v) {
+                // One contiguous copy for all rows, then zero the entries that wrapped
+                // around from a neighbouring row.
+                dst[d0..d0 + len].copy_from_slice(&src[s0..s0 + len]);
+                for i in ri.clone() {
+                    let d = &mut dst[i * g.wo..][..g.wo];
+                    d[..rj.start].iter_mut().for_each(|e| *e = T::ZERO);
+                    d[rj.end..].iter_mut().for_each(|e| *e = T::ZERO);
+                }
+                continue;
+            }
             for i in ri.clone() {
                 let y = g.stride * i + u - g.pad;
                 let src = &src[y * g.w..][..g.w];
@@ -289,15 +321,32 @@ fn backward_input<T: Float>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
         return dx;
     }
     let direct = g.k == 1 && g.stride == 1 && g.pad == 0;
-    dx.par_chunks_mut(g.c_in * g.h * g.w).enumerate().for_each(|(b, dxb)| {
-        let dyb = &dy[b * g.c_out * p..][..g.c_out * p];
-        if direct {
-            // SAFETY: `W^T` is `[K, C_out]` (strides 1, K), `dyb` is `[C_out, P]`, `dxb` is
-            // `[C_in, P]` = `[K, P]`.
+    let scratch = || if direct { Vec::new() } else { vec![T::ZERO; kk * p] };
+    dx.par_chunks_mut(g.c_in * g.h * g.w)
+        .enumerate()
+        .for_each_init(scratch, |dcol, (b, dxb)| {
+            let dyb = &dy[b * g.c_out * p..][..g.c_out * p];
+            if direct {
+                // SAFETY: `W^T` is `[K, C_out]` (strides 1, K), `dyb` is `[C_out, P]`, `dxb` is
+                // `[C_in, P]` = `[K, P]`.
+                unsafe {
+                    matmul(
+                        (kk, p, g.c_out),
+                        dxb.as_mut_ptr(),
+                        (p, 1),
+                        w.as_ptr(),
+                        (1, kk),
+                        dyb.as_ptr(),
+                        (p, 1),
+                    )
+                }
+                return;
+            }
+            // SAFETY: as above, into the `[K, P]` buffer `dcol`.
             unsafe {
                 matmul(
                     (kk, p, g.c_out),
-                    dxb.as_mut_ptr(),
+                    dcol.as_mut_ptr(),
                     (p, 1),
                     w.as_ptr(),
                     (1, kk),
@@ -305,47 +354,45 @@ fn backward_input<T: Float>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
                     (p, 1),
                 )
             }
-            return;
-        }
-        let mut dcol = vec![T::ZERO; kk * p];
-        // SAFETY: as above, into the `[K, P]` buffer `dcol`.
-        unsafe {
-            matmul(
-                (kk, p, g.c_out),
-                dcol.as_mut_ptr(),
-                (p, 1),
-                w.as_ptr(),
-                (1, kk),
-                dyb.as_ptr(),
-                (p, 1),
-            )
-        }
-        // col2im: rows in a fixed order, so the sums are deterministic.
-        for r in 0..kk {
-            let (c, u, v) = (r / (k * k), (r / k) % k, r % k);
-            let (ri, rj) = (g.valid(u, g.h, g.ho), g.valid(v, g.w, g.wo));
-            if ri.is_empty() || rj.is_empty() {
-                continue;
-            }
-            let src = &dcol[r * p..][..p];
-            let dst = &mut dxb[c * g.h * g.w..][..g.h * g.w];
-            for i in ri {
-                let y = g.stride * i + u - g.pad;
-                let src = &src[i * g.wo..][..g.wo];
-                let dst = &mut dst[y * g.w..][..g.w];
-                if g.stride == 1 {
-                    let x0 = rj.start + v - g.pad;
-                    for (d, &s) in dst[x0..x0 + rj.len()].iter_mut().zip(&src[rj.clone()]) {
-                        *d += s;
+            // col2im: rows in a fixed order, so the sums are deterministic.
+            for r in 0..kk {
+                let (c, u, v) = (r / (k * k), (r / k) % k, r % k);
+                let (ri, rj) = (g.valid(u, g.h, g.ho), g.valid(v, g.w, g.wo));
+                if ri.is_empty() || rj.is_empty() {
+                    continue;
+                }
+                let src = &mut dcol[r * p..][..p];
+                let dst = &mut dxb[c * g.h * g.w..][..g.h * g.w];
+                if let Some((d0, s0, len)) = g.same_run(&ri, &rj, u, v) {
+                    // Zero the entries that would wrap around, then add one contiguous run.
+                    for i in ri.clone() {
+                        let d = &mut src[i * g.wo..][..g.wo];
+                        d[..rj.start].iter_mut().for_each(|e| *e = T::ZERO);
+                        d[rj.end..].iter_mut().for_each(|e| *e = T::ZERO);
                     }
-                } else {
-                    for j in rj.clone() {
-                        dst[g.stride * j + v - g.pad] += src[j];
+                    for (o, &a) in dst[s0..s0 + len].iter_mut().zip(&src[d0..d0 + len]) {
+                        *o += a;
+                    }
+                    continue;
+                }
+                let src = &*src;
+                for i in ri {
+                    let y = g.stride * i + u - g.pad;
+                    let src = &src[i * g.wo..][..g.wo];
+                    let dst = &mut dst[y * g.w..][..g.w];
+                    if g.stride == 1 {
+                        let x0 = rj.start + v - g.pad;
+                        for (d, &s) in dst[x0..x0 + rj.len()].iter_mut().zip(&src[rj.clone()]) {
+                            *d += s;
+                        }
+                    } else {
+                        for j in rj.clone() {
+                            dst[g.stride * j + v - g.pad] += src[j];
+                        }
                     }
                 }
             }
-        }
-    });
+        });
     dx
 }
 
