@@ -86,7 +86,7 @@ impl Float for f64 {
         CpuStorage::F64(v)
     }
     fn from_f64(v: f64) -> Self {
-        v as f64
+        v
     }
     fn exp(self) -> Self {
         f64::exp(self)
