@@ -191,3 +191,43 @@ fn format_1_checkpoints_of_the_mlp_still_load() {
         .contains("unknown checkpoint format"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Training twice with the same seed gives bit-identical weights (parameters, EMA, Adam
+/// moments), also when the second run's rayon pool (where the GEMM convolutions and the
+/// fused GroupNorm split their work) has another number of threads.
+#[test]
+fn unet_training_is_bit_reproducible() {
+    let (x, labels) = digits();
+    let x = x.narrow(0, 0, 200).unwrap();
+    let labels = &labels[..200];
+    let arch = UnetConfig {
+        channels: vec![8, 16],
+        time_dim: 16,
+        ..small_unet(10)
+    };
+    let cfg = TrainConfig {
+        steps: 6,
+        batch: 16,
+        warmup: 2,
+        eval_every: 3,
+        ..Default::default()
+    };
+    let mut weights = vec![];
+    for (run, threads) in [(0, 1), (1, 2), (2, 3)] {
+        let dir = tmp(&format!("repro{run}"));
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            train(
+                &x,
+                Some(labels),
+                &setup(arch.clone(), &cfg, Some(&dir), false),
+                &mut |_| {},
+            )
+        })
+        .unwrap();
+        weights.push(std::fs::read(dir.join(read_meta(&dir).unwrap().weights)).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    assert_eq!(weights[0], weights[1], "1 and 2 threads");
+    assert_eq!(weights[0], weights[2], "1 and 3 threads");
+}

@@ -15,6 +15,8 @@
 //!   atomic checkpoints and exact resume (the MLP with DSM on [`fused`]; the U-Net and the
 //!   SSM / ESM / NCSN losses, whose JVP terms have no hand-written backward, on candle's
 //!   autograd);
+//! * [`conv`]: 2-D convolutions and their gradients on GEMM (im2col), for the U-Net;
+//! * [`groupnorm`]: GroupNorm (+ SiLU) as one op with a hand-written backward, for the U-Net;
 //! * [`model`]: a trained network as a [`crate::score::Score`], with its data normalisation;
 //! * [`jvp`]: explicit Jacobian-vector products of the MLP (candle's second backward is wrong);
 //! * [`score_matching`]: sliced, exact and NCSN noise-conditional score matching (deck 002);
@@ -26,9 +28,11 @@
 //! Parameters are initialised from [`crate::rng::Noise`] streams, so training is
 //! bit-reproducible for a seed on the CPU.
 
+pub mod conv;
 pub mod ebm;
 pub mod energy;
 pub mod fused;
+pub mod groupnorm;
 pub mod jvp;
 pub mod loss;
 pub mod mlp;

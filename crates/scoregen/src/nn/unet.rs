@@ -20,9 +20,10 @@
 //! * output: `conv_out(SiLU(GN(h)))` to one channel, flattened back to `[n, H*W]`, in the
 //!   configured [`Parametrisation`] (eps by default).
 //!
-//! Backward passes used: candle's `conv2d` (stride 1 and 2), `broadcast_as` / `reshape` for
-//! the upsampling (candle's own `upsample_nearest2d` backward overwrites rather than
-//! accumulates the gradient of its input, so it is not used), `cat`, reductions; checked
+//! Backward passes used: the GEMM convolutions and per-channel bias of [`super::conv`]
+//! (stride 1 and 2), the fused GroupNorm + SiLU of [`super::groupnorm`], `broadcast_as` / `reshape` for the upsampling (candle's own `upsample_nearest2d` backward
+//! overwrites rather than accumulates the gradient of its input, so it is not used), `cat`,
+//! reductions; checked
 //! against finite differences in the tests. Parameters are initialised PyTorch-style,
 //! `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, from [`Noise`] streams (GroupNorm `gamma = 1`,
 //! `beta = 0`; the output convolution scaled by 0.1), so training is bit-reproducible.
@@ -286,33 +287,32 @@ impl Unet {
     /// A `k x k` convolution with padding `k / 2` and the given stride, plus a bias per channel.
     fn conv(&self, name: &str, x: &Tensor, stride: usize) -> Result<Tensor> {
         let w = self.p(&format!("{name}.w"))?;
-        let (c_out, _, k, _) = w.dims4()?;
-        let y = x.conv2d(w, k / 2, stride, 1, 1)?;
-        let b = self.p(&format!("{name}.b"))?.reshape((1, c_out, 1, 1))?;
-        Ok(y.broadcast_add(&b)?)
+        let k = w.dim(2)?;
+        let y = super::conv::conv2d(x, w, stride, k / 2)?;
+        Ok(super::conv::add_channel_bias(&y, self.p(&format!("{name}.b"))?)?)
     }
 
-    /// GroupNorm: normalise over each group of channels and all pixels, then `gamma h + beta`.
-    fn group_norm(&self, name: &str, x: &Tensor) -> Result<Tensor> {
-        let (n, c, h, w) = x.dims4()?;
-        let g = self.config.groups;
-        let xg = x.reshape((n, g, (c / g) * h * w))?;
-        let xc = xg.broadcast_sub(&xg.mean_keepdim(2)?)?;
-        let var = xc.sqr()?.mean_keepdim(2)?;
-        let y = xc
-            .broadcast_div(&var.affine(1.0, 1e-5)?.sqrt()?)?
-            .reshape((n, c, h, w))?;
-        let gamma = self.p(&format!("{name}.g"))?.reshape((1, c, 1, 1))?;
-        let beta = self.p(&format!("{name}.b"))?.reshape((1, c, 1, 1))?;
-        Ok(y.broadcast_mul(&gamma)?.broadcast_add(&beta)?)
+    /// GroupNorm then SiLU: normalise over each group of channels and all pixels, then
+    /// `SiLU(gamma h + beta)` (one fused op, [`super::groupnorm`]).
+    fn group_norm_silu(&self, name: &str, x: &Tensor) -> Result<Tensor> {
+        let gamma = self.p(&format!("{name}.g"))?;
+        let beta = self.p(&format!("{name}.b"))?;
+        Ok(super::groupnorm::group_norm(
+            x,
+            gamma,
+            beta,
+            self.config.groups,
+            1e-5,
+            true,
+        )?)
     }
 
     fn res(&self, name: &str, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
-        let h = self.group_norm(&format!("{name}.gn1"), x)?.silu()?;
+        let h = self.group_norm_silu(&format!("{name}.gn1"), x)?;
         let h = self.conv(&format!("{name}.conv1"), &h, 1)?;
         let (n, c_out, _, _) = h.dims4()?;
         let t = self.linear(&format!("{name}.temb"), temb)?.reshape((n, c_out, 1, 1))?;
-        let h = self.group_norm(&format!("{name}.gn2"), &h.broadcast_add(&t)?)?.silu()?;
+        let h = self.group_norm_silu(&format!("{name}.gn2"), &h.broadcast_add(&t)?)?;
         let h = self.conv(&format!("{name}.conv2"), &h, 1)?;
         let skip = if self.has(&format!("{name}.skip.w")) {
             self.conv(&format!("{name}.skip"), x, 1)?
@@ -380,7 +380,7 @@ impl Unet {
                 h = self.conv(&format!("dec{l}.up"), &Self::upsample(&h)?, 1)?;
             }
         }
-        let h = self.group_norm("out.gn", &h)?.silu()?;
+        let h = self.group_norm_silu("out.gn", &h)?;
         Ok(self.conv("out", &h, 1)?.reshape((n, d))?)
     }
 }
