@@ -37,7 +37,7 @@ pub const MAX_ABS_VALUE: f64 = 1e100;
 /// The first entry of `v` (row-major `[n, d]`) that is not finite or exceeds
 /// [`MAX_ABS_VALUE`], as a message naming its row and column.
 pub fn check_values(v: &[f64], d: usize) -> Option<String> {
-    let i = v.iter().position(|x| !(x.abs() <= MAX_ABS_VALUE))?;
+    let i = v.iter().position(|x| x.is_nan() || x.abs() > MAX_ABS_VALUE)?;
     let (r, c) = (i / d.max(1) + 1, i % d.max(1) + 1);
     Some(if v[i].is_finite() {
         format!(

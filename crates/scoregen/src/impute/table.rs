@@ -153,7 +153,7 @@ impl MixedTable {
                 }
                 if let Some(&(i, t)) = present
                     .iter()
-                    .find(|(_, t)| t.parse::<f64>().is_ok_and(|v| !(v.abs() <= crate::data::MAX_ABS_VALUE)))
+                    .find(|(_, t)| t.parse::<f64>().is_ok_and(|v| v.abs() > crate::data::MAX_ABS_VALUE))
                 {
                     return Err(Error::file(
                         path,
