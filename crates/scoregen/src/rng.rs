@@ -245,6 +245,14 @@ fn int_to_f64(v: u64) -> f64 {
     f64::from_bits(0x4330_0000_0000_0000 | v) - 4_503_599_627_370_496.0
 }
 
+// fdlibm notice:
+//
+// The polynomial coefficients of the `ln`, `sin`, `cos` and `exp` kernels below come from
+// fdlibm, whose notice is kept as it asks: "Copyright (C) 1993 by Sun Microsystems, Inc.
+// All rights reserved. Developed at SunPro, a Sun Microsystems, Inc. business. Permission
+// to use, copy, modify, and distribute this software is freely granted, provided that
+// this notice is preserved."
+
 /// Box–Muller from two 64-bit words: with `u_j = (floor(w_j / 2^11) + 1) / 2^53` in `(0, 1]`,
 /// returns `sqrt(-2 ln u_1) (cos 2 pi u_2, sin 2 pi u_2)`. The angle is reduced exactly in
 /// integers (`4 u_2 = q + y`, `|y| <= 1/2`), and `ln`, `sin`, `cos` on the reduced ranges

@@ -384,6 +384,14 @@ fn softmax(l: &mut [f64]) {
     }
 }
 
+// fdlibm notice:
+//
+// The polynomial coefficients of the `ln`, `sin`, `cos` and `exp` kernels below come from
+// fdlibm, whose notice is kept as it asks: "Copyright (C) 1993 by Sun Microsystems, Inc.
+// All rights reserved. Developed at SunPro, a Sun Microsystems, Inc. business. Permission
+// to use, copy, modify, and distribute this software is freely granted, provided that
+// this notice is preserved."
+
 /// `exp x` for `x <= 0` (NaN stays NaN; below `-708` it returns 0, which is below
 /// `1e-307` of the largest responsibility, 1): fdlibm's `e_exp.c` (Sun Microsystems 1993),
 /// `x = k ln 2 + r`, `|r| <= ln 2 / 2`, `exp r = 1 + r + r c / (2 - c)` with its degree-5
