@@ -15,6 +15,7 @@ use scoregen::sample::default_process;
 use scoregen::score::Parametrisation;
 
 use crate::limits;
+use crate::output::Outputs;
 use crate::progress::bar;
 use crate::{CliError, CliResult};
 use scoregen::budget::Estimate;
@@ -310,11 +311,37 @@ fn train_on(
         loss: a.loss.parse()?,
         ..Default::default()
     };
+    // A new run into a new directory is staged beside it and appears only when training has
+    // succeeded (a run that fails leaves nothing). A resumed run, or one into an existing
+    // directory or under directories still to be created, checkpoints in place (each file is written atomically), so that it can be
+    // resumed after an interruption.
+    let mut outs = Outputs::new();
+    if builtin::parse_data_arg(&a.data).is_none() {
+        outs.input("--data", &a.data);
+    }
+    if let Some(l) = &a.labels {
+        outs.input("--labels", l);
+    }
+    let parent_exists = match a.out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.is_dir(),
+        _ => true,
+    };
+    let dir = if a.resume || a.out.exists() || !parent_exists {
+        if a.out.exists() && !a.out.is_dir() {
+            return Err(CliError::user(format!(
+                "--out {}: is a file, expected a directory",
+                a.out.display()
+            )));
+        }
+        a.out.clone()
+    } else {
+        outs.dir("--out", &a.out)?
+    };
     let setup = TrainSetup {
         arch,
         process,
         config,
-        checkpoint_dir: Some(&a.out),
+        checkpoint_dir: Some(&dir),
         resume: a.resume,
     };
     // Announced once training has started, i.e. after the library's own validation, so
@@ -342,6 +369,7 @@ fn train_on(
     });
     pb.finish_and_clear();
     let r = r?;
+    outs.commit()?;
     println!(
         "trained {} steps ({:.1} steps/s): train loss {:.4}, validation loss {}; checkpoint in {}",
         r.step,

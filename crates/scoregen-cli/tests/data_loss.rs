@@ -227,3 +227,50 @@ fn ebm_writes_nothing_when_it_fails() {
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");
 }
+
+#[test]
+fn a_new_training_run_appears_only_when_it_has_finished() {
+    let d = tmpdir("train");
+    let out = d.join("run");
+    let o = run(&[
+        "train",
+        "--data",
+        "builtin:moons",
+        "--n",
+        "100",
+        "--steps",
+        "3",
+        "--batch",
+        "4",
+        "--hidden",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("checkpoint.json").exists());
+    let names: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "no staging directory left: {names:?}");
+    // Resuming writes in place.
+    let o = run(&[
+        "train",
+        "--data",
+        "builtin:moons",
+        "--n",
+        "100",
+        "--steps",
+        "5",
+        "--batch",
+        "4",
+        "--hidden",
+        "8",
+        "--resume",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
