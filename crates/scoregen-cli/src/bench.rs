@@ -69,6 +69,11 @@ fn bench_train(b: BenchTrainArgs) -> CliResult<()> {
             )))
         }
     };
+    for &d in &b.dims {
+        crate::limits::count("--dims", d, 1, 4096)?;
+    }
+    crate::limits::count("--steps", b.steps, 1, crate::limits::MAX_TRAIN_STEPS)?;
+    crate::limits::count("--infer-batch", b.infer_batch, 1, 1 << 20)?;
     println!(
         "bench train: reference MLP (d + 16 Fourier features -> 3 x 256 SiLU -> d), f32, batch 512, AdamW, {} threads",
         rayon::current_num_threads()
@@ -179,6 +184,23 @@ pub fn run(a: BenchArgs, quiet: bool) -> CliResult<()> {
         BenchWhat::Digits(b) => crate::bench_posterior::bench_digits(b, quiet),
         BenchWhat::Impute(b) => crate::bench_impute::run(b, quiet),
         BenchWhat::Sample(b) => {
+            crate::limits::count("--steps", b.steps, 1, crate::limits::MAX_STEPS)?;
+            let widest = b.dims.iter().copied().max().unwrap_or(2);
+            crate::limits::check_memory(
+                &crate::limits::rows(
+                    scoregen::budget::Estimate::new(),
+                    "--particles",
+                    b.particles,
+                    widest,
+                    12,
+                )
+                .add(
+                    "--particles",
+                    "responsibilities over 25 components",
+                    b.particles as f64 * 25.0,
+                    32.0,
+                ),
+            )?;
             let sampler = Sampler::from_name(&b.sampler, &SamplerParams::default())?;
             println!(
                 "bench sample: sampler {}, {} particles, {} steps, 25-component mixture, exact score, f64, {} threads",

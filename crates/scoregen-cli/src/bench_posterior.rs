@@ -123,6 +123,18 @@ pub fn bench_gmm(b: BenchGmmArgs, quiet: bool) -> CliResult<()> {
             "need dx >= 2, 1 <= dy <= dx, problems, n and particles >= 1",
         ));
     }
+    {
+        use crate::limits;
+        let np = b.particles.iter().copied().max().unwrap_or(1).max(b.n);
+        limits::count("--steps", b.steps, 1, limits::MAX_STEPS)?;
+        let e = limits::rows(scoregen::budget::Estimate::new(), "--particles", np, b.dx, 16);
+        limits::check_memory(&e.add(
+            "--dx",
+            format!("--dx {} x --dy {} operator and SVD (x 4 buffers of f64)", b.dx, b.dy),
+            b.dx as f64 * (b.dx + b.dy) as f64 * 4.0,
+            8.0,
+        ))?;
+    }
     if !b.out_dir.is_dir() {
         std::fs::create_dir_all(&b.out_dir).map_err(|e| CliError::user(format!("{}: {e}", b.out_dir.display())))?;
     }
@@ -338,6 +350,21 @@ pub fn bench_impute_gauss(b: BenchImputeGaussArgs) -> CliResult<()> {
     if b.runs < 2 || b.particles.contains(&0) || b.steps == 0 {
         return Err(CliError::user("need --runs >= 2, positive particles and steps"));
     }
+    crate::limits::count(
+        "--runs",
+        usize::try_from(b.runs).unwrap_or(usize::MAX),
+        2,
+        crate::limits::MAX_ROUNDS,
+    )?;
+    crate::limits::count("--steps", b.steps, 1, crate::limits::MAX_STEPS)?;
+    let np = b.particles.iter().copied().max().unwrap_or(1);
+    crate::limits::check_memory(&crate::limits::rows(
+        scoregen::budget::Estimate::new(),
+        "--particles",
+        np,
+        2,
+        16,
+    ))?;
     let law = GaussianMixture::gaussian(vec![0.0, 0.0], Covariance::Full(vec![1.0, 1.5, 1.5, 5.0]))?;
     let score = MixtureScore::new(Arc::new(law), default_process(5.5f64.sqrt() * 3.0));
     let stats = |v: &[f64]| -> (f64, f64) {
@@ -467,6 +494,14 @@ pub fn bench_digits(b: BenchDigitsArgs, quiet: bool) -> CliResult<()> {
     if b.examples == 0 || b.particles == 0 || b.steps == 0 {
         return Err(CliError::user("--examples, --particles and --steps must be positive"));
     }
+    crate::limits::count("--steps", b.steps, 1, crate::limits::MAX_STEPS)?;
+    crate::limits::check_memory(&crate::limits::rows(
+        scoregen::budget::Estimate::new(),
+        "--particles",
+        b.particles,
+        d,
+        16,
+    ))?;
     std::fs::create_dir_all(&b.out_dir).map_err(|e| CliError::user(format!("{}: {e}", b.out_dir.display())))?;
     let ds = builtin::load("digits", None, 0)?;
     let all: Vec<f64> =

@@ -28,8 +28,8 @@ impl Normalisation {
     /// gets `std = 1`.
     pub fn fit(x: &Tensor) -> Result<Self> {
         let (n, d) = x.dims2()?;
-        if n < 2 {
-            return Err(Error::invalid("need at least 2 rows of data"));
+        if n < 2 || d == 0 {
+            return Err(Error::invalid("need at least 2 rows and 1 column of data"));
         }
         let v: Vec<f64> = x.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
         let mut mean = vec![0.0; d];
