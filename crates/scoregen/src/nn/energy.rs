@@ -419,6 +419,27 @@ pub fn load_energy(dir: &Path) -> Result<(EnergyNet, EnergyMeta)> {
     if meta.format != ENERGY_FORMAT {
         return Err(Error::file(&path, format!("unknown format '{}'", meta.format)));
     }
+    // Sizes from the file are checked before anything is allocated from them.
+    let a = &meta.arch;
+    let (d, h, f) = (a.dim as f64, a.hidden as f64, a.fourier as f64);
+    let params = (d + f) * h + (a.depth as f64 - 1.0) * h * h + h * (a.depth as f64 + 1.0) + h + 1.0;
+    if a.dim > super::train::MAX_CHECKPOINT_DIM
+        || a.fourier > 4096
+        || a.depth > 1000
+        || params > super::train::MAX_CHECKPOINT_PARAMS as f64
+    {
+        return Err(Error::file(
+            &path,
+            format!(
+                "architecture too large (dim {}, hidden {}, depth {}, fourier {}: about {params:.3e} parameters, at most {})",
+                a.dim,
+                a.hidden,
+                a.depth,
+                a.fourier,
+                super::train::MAX_CHECKPOINT_PARAMS
+            ),
+        ));
+    }
     let wpath = dir.join(ENERGY_WEIGHTS);
     let map = candle_core::safetensors::load(&wpath, &Device::Cpu)
         .map_err(|e| Error::file(&wpath, format!("corrupted or missing weights: {e}")))?;
@@ -546,6 +567,13 @@ mod tests {
             max_abs(&(net.forward(&x, &tau4()).unwrap() - back.forward(&x, &tau4()).unwrap()).unwrap()),
             0.0
         );
+        // Huge sizes in the file are refused before anything is allocated (issue 15).
+        let good = std::fs::read_to_string(dir.join(ENERGY_META)).unwrap();
+        let huge = good.replacen("\"hidden\": 8", "\"hidden\": 1000000000000", 1);
+        assert_ne!(huge, good, "{good}");
+        std::fs::write(dir.join(ENERGY_META), huge).unwrap();
+        let e = load_energy(&dir).err().unwrap().to_string();
+        assert!(e.contains("too large"), "{e}");
         std::fs::write(dir.join(ENERGY_META), "{").unwrap();
         assert!(load_energy(&dir).err().unwrap().to_string().contains("corrupted"));
         std::fs::remove_dir_all(&dir).unwrap();
