@@ -702,6 +702,7 @@ pub fn conv2d_backward_weight(x: &Tensor, dy: &Tensor, stride: usize, padding: u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::test_util::max_rel;
     use candle_core::{DType, Device, Var};
 
     fn random(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
@@ -719,26 +720,6 @@ mod tests {
             .unwrap()
             .to_dtype(dtype)
             .unwrap()
-    }
-
-    fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
-        assert_eq!(a.dims(), b.dims());
-        let a: Vec<f64> = a
-            .to_dtype(DType::F64)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let b: Vec<f64> = b
-            .to_dtype(DType::F64)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-300);
-        a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max) / scale
     }
 
     /// The gradient of `sum(conv2d(x, w) r)` (candle's forward) in `v` (`x` or `w`), entry by

@@ -295,6 +295,7 @@ pub fn group_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::test_util::max_rel;
     use candle_core::{DType, Device, Var};
 
     fn random(shape: &[usize], seed: u64, scale: f64, shift: f64) -> Tensor {
@@ -332,26 +333,6 @@ mod tests {
         } else {
             y
         }
-    }
-
-    fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
-        assert_eq!(a.dims(), b.dims());
-        let a: Vec<f64> = a
-            .to_dtype(DType::F64)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let b: Vec<f64> = b
-            .to_dtype(DType::F64)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-300);
-        a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max) / scale
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub mod model;
 pub mod network;
 pub mod rbm;
 pub mod score_matching;
+#[cfg(test)]
+mod test_util;
 pub mod train;
 pub mod unet;
 

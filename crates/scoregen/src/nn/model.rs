@@ -325,29 +325,11 @@ impl LearnedScore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::test_util::max_rel;
     use crate::nn::{Mlp, MlpConfig};
     use crate::rng::{stream, Noise, Purpose};
     use crate::score::Parametrisation;
     use candle_core::Device;
-
-    fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
-        let a: Vec<f64> = a
-            .to_dtype(DType::F64)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let b: Vec<f64> = b
-            .to_dtype(DType::F64)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let scale = b.iter().fold(0f64, |m, v| m.max(v.abs()));
-        a.iter().zip(&b).fold(0f64, |m, (x, y)| m.max((x - y).abs() / scale))
-    }
 
     /// The fused engine's score and denoiser VJP against candle's forward and autograd (f64),
     /// for every parametrisation, unconditional, conditional and guided.
