@@ -1,4 +1,4 @@
-//! `scoregen ebm`: energy-based models (deck 002) — a Bernoulli RBM trained by CD-k on
+//! `scoregen ebm`: energy-based models — a Bernoulli RBM trained by CD-k on
 //! binarised images, or an energy network trained by contrastive divergence or score
 //! matching and sampled by Langevin dynamics.
 
@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
+use scoregen::benchmarks::mode_counts;
 use scoregen::data::{self, builtin};
 use scoregen::mcmc::{annealed_langevin, mala, ula, EnergyTarget, LangevinOptions};
 use scoregen::nn::ebm::{train_cd, train_energy_sm, CdConfig, SmConfig, SmMethod};
@@ -484,21 +485,7 @@ fn run_energy(a: EbmArgs, quiet: bool) -> CliResult<()> {
         rep.losses.last().copied().unwrap_or(f64::NAN)
     );
     if a.data == "builtin:gmm25" {
-        let law = builtin::gmm25_law();
-        let means = law.means();
-        let mut counts = vec![0usize; means.len()];
-        for r in xv.chunks(2) {
-            let k = (0..means.len())
-                .min_by(|&i, &j| {
-                    let di = (r[0] - means[i][0]).hypot(r[1] - means[i][1]);
-                    let dj = (r[0] - means[j][0]).hypot(r[1] - means[j][1]);
-                    di.total_cmp(&dj)
-                })
-                .unwrap_or(0);
-            if (r[0] - means[k][0]).hypot(r[1] - means[k][1]) < 3.0 {
-                counts[k] += 1;
-            }
-        }
+        let counts = mode_counts(&xv, &builtin::gmm25_law().means(), 3.0);
         let populated = counts.iter().filter(|&&c| c > 0).count();
         println!(
             "gmm25: {populated}/25 modes populated; samples within 3 of a mode: {:.1}%; per mode {counts:?}",
