@@ -6,11 +6,9 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use clap::Args;
-use scoregen::benchmarks::mean_sd;
 use scoregen::data::{write_atomic, write_npy};
-use scoregen::impute::baseline::{knn_impute, mean_impute, DEFAULT_K};
-use scoregen::impute::evaluate::{apply_mask, column_uncertainty, errors, Standardised};
-use scoregen::impute::mechanism::{make_mask, Mechanism};
+use scoregen::impute::evaluate::{column_uncertainty, score_repeat, summarise, MethodScore, Standardised};
+use scoregen::impute::mechanism::Mechanism;
 use scoregen::impute::{ColumnKind, Encoding, MixedTable};
 
 use crate::cmd::impute::{read_table, run_impute, train_table_model, ImputeSettings};
@@ -52,13 +50,12 @@ pub struct BenchImputeArgs {
     pub settings: ImputeSettings,
 }
 
+/// One (table, repeat, method) score.
 struct Row {
     table: String,
     repeat: usize,
     method: String,
-    rmse: f64,
-    mae: f64,
-    secs: f64,
+    score: MethodScore,
     missing: usize,
 }
 
@@ -136,57 +133,48 @@ pub fn run(a: BenchImputeArgs, quiet: bool) -> CliResult<()> {
         }
         // Standardised units of the complete table.
         let st = Standardised::fit(full).map_err(|e| CliError::user(format!("{name}: {e}")))?;
-        let (sd, zfull) = (&st.sd, &st.z);
         if let Some(dir) = &a.save_masks {
             let sub = dir.join(name);
             std::fs::create_dir_all(&sub)
                 .map_err(|e| CliError::user(format!("{}: cannot create: {e}", sub.display())))?;
-            write_npy(sub.join("complete.npy"), &tensor(zfull.clone(), n, d)?)?;
+            write_npy(sub.join("complete.npy"), &tensor(st.z.clone(), n, d)?)?;
         }
         for r in 0..a.repeats {
             let seed = a.seed + r as u64;
-            let mask = make_mask(zfull, n, d, mech, a.rate, seed)?;
+            let rep = score_repeat(full, &st, mech, a.rate, seed, &mut |masked| -> CliResult<_> {
+                let enc = Encoding::fit(masked);
+                let fo = a.settings.fit_options(seed)?;
+                let dir = models.join(format!("{name}-{}-{r}", mech.name()));
+                let (score, norm) = train_table_model(masked, &enc, &fo, &dir, quiet)?;
+                let io = a.settings.impute_options(seed, 0)?;
+                run_impute(&score, Some(&norm), masked, &enc, &io, quiet)
+            })?;
             if let Some(dir) = &a.save_masks {
-                let m: Vec<f64> = mask.iter().map(|&b| f64::from(u8::from(b))).collect();
+                let m: Vec<f64> = rep.mask.iter().map(|&b| f64::from(u8::from(b))).collect();
                 let file = format!("mask_{}_r{}_{r}.npy", mech.name(), a.rate);
                 write_npy(dir.join(name).join(file), &tensor(m, n, d)?)?;
             }
-            let missing = mask.iter().filter(|&&m| m).count();
-            let masked = apply_mask(full, &mask);
-            let mut push = |method: &str, imputed: &[f64], secs: f64| {
-                let (rmse, mae) = errors(imputed, &full.cells, &mask, sd);
-                println!("{name:<14} repeat {r}  {method:<12} RMSE {rmse:.4}  MAE {mae:.4}  {secs:>8.2} s");
+            for sc in &rep.scores {
+                let label = match sc.method {
+                    "model" => format!("scoregen/{method}"),
+                    m => m.to_string(),
+                };
+                println!(
+                    "{name:<14} repeat {r}  {label:<12} RMSE {:.4}  MAE {:.4}  {:>8.2} s",
+                    sc.rmse, sc.mae, sc.seconds
+                );
                 rows.push(Row {
                     table: name.clone(),
                     repeat: r,
-                    method: method.to_string(),
-                    rmse,
-                    mae,
-                    secs,
-                    missing,
+                    method: label,
+                    score: sc.clone(),
+                    missing: rep.missing,
                 });
-            };
-            // The baselines work on the standardised table (kNN distances would otherwise be
-            // dominated by the widest column), as bench/impute_sklearn.py does.
-            let zmasked = st.masked(&mask);
-            let t = Instant::now();
-            let mi = st.unstandardise(&mean_impute(&zmasked, n, d)?);
-            push("mean", &mi, t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            let ki = st.unstandardise(&knn_impute(&zmasked, n, d, DEFAULT_K)?);
-            push("knn", &ki, t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            let enc = Encoding::fit(&masked);
-            let fo = a.settings.fit_options(seed)?;
-            let dir = models.join(format!("{name}-{}-{r}", mech.name()));
-            let (score, norm) = train_table_model(&masked, &enc, &fo, &dir, quiet)?;
-            let io = a.settings.impute_options(seed, 0)?;
-            let imp = run_impute(&score, Some(&norm), &masked, &enc, &io, quiet)?;
-            push(&format!("scoregen/{method}"), &imp.completed, t.elapsed().as_secs_f64());
-            let sampled = masked.incomplete_rows().len();
-            let low = imp.ess_min.iter().filter(|&&e| e < 0.05).count();
+            }
             println!(
-                "{name:<14} repeat {r}  weight degeneracy: {low} of {sampled} rows had ESS < 5% of the particles at some step"
+                "{name:<14} repeat {r}  weight degeneracy: {} of {} rows had ESS < 5% of the particles at some step",
+                rep.low_ess_rows(0.05),
+                rep.sampled_rows
             );
         }
     }
@@ -208,10 +196,12 @@ pub fn run(a: BenchImputeArgs, quiet: bool) -> CliResult<()> {
         }
     }
     for (t, m) in &keys {
-        let g: Vec<&Row> = rows.iter().filter(|r| &r.table == t && &r.method == m).collect();
-        let (rm, rs) = mean_sd(&g.iter().map(|r| r.rmse).collect::<Vec<_>>());
-        let (am, as_) = mean_sd(&g.iter().map(|r| r.mae).collect::<Vec<_>>());
-        let (tm, _) = mean_sd(&g.iter().map(|r| r.secs).collect::<Vec<_>>());
+        let g: Vec<&MethodScore> = rows
+            .iter()
+            .filter(|r| &r.table == t && &r.method == m)
+            .map(|r| &r.score)
+            .collect();
+        let [(rm, rs), (am, as_), (tm, _)] = summarise(&g);
         println!(
             "{t:<14} {m:<22} {:>17} {:>17} {tm:>10.2}",
             format!("{rm:.4} ± {rs:.4}"),
@@ -231,9 +221,9 @@ pub fn run(a: BenchImputeArgs, quiet: bool) -> CliResult<()> {
                     r.repeat,
                     r.method,
                     r.missing,
-                    r.rmse,
-                    r.mae,
-                    r.secs
+                    r.score.rmse,
+                    r.score.mae,
+                    r.score.seconds
                 )?;
             }
             Ok(())
