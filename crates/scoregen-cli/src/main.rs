@@ -4,28 +4,32 @@
 //! the library. Errors print one line on stderr; bad input exits with code 2, other
 //! failures with 1, and no output file is left behind.
 
-mod bench;
-mod bench_impute;
-mod bench_posterior;
-mod commands;
-mod demo;
-mod ebm;
-mod impute;
+mod cmd;
 mod limits;
 mod output;
 mod plot;
-mod posterior;
 mod progress;
-mod train;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use cmd::{bench, demo, ebm, eval, exact, impute, plot as plot_cmd, posterior, sample, train};
+
 /// Score-based generative models and posterior sampling with them.
 #[derive(Parser, Debug)]
 #[command(name = "scoregen", version, about, long_about = None)]
 struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The options every command takes (`global = true`: accepted before or after the
+/// command's name).
+#[derive(clap::Args, Debug)]
+struct GlobalArgs {
     /// No progress bars or informational output on stderr.
     #[arg(long, global = true)]
     quiet: bool,
@@ -33,8 +37,6 @@ struct Cli {
     /// memory the machine has available].
     #[arg(long, global = true, value_name = "SIZE")]
     max_memory: Option<String>,
-    #[command(subcommand)]
-    command: Command,
 }
 
 #[derive(Subcommand, Debug)]
@@ -42,15 +44,15 @@ enum Command {
     /// Train a score network by denoising score matching (checkpoints, --resume).
     Train(train::TrainArgs),
     /// Sample a trained model or the prior of a problem file with a reverse-time sampler.
-    Sample(commands::SampleArgs),
+    Sample(sample::SampleArgs),
     /// Draw exact samples from a Gaussian or Gaussian-mixture prior of a problem file.
-    Exact(commands::ExactArgs),
+    Exact(exact::ExactArgs),
     /// Sample the posterior of a problem file (y = A x + sigma_y z) by any method.
     Posterior(posterior::PosteriorArgs),
     /// Compare samples with a reference: sliced Wasserstein, energy distance, MMD, moments.
-    Eval(commands::EvalArgs),
+    Eval(eval::EvalArgs),
     /// Scatter / pair plot of samples (and a reference) with marginal histograms.
-    Plot(commands::PlotArgs),
+    Plot(plot_cmd::PlotArgs),
     /// Sample a built-in 2-D mixture with every sampler, print metrics, write figures.
     Demo(demo::DemoArgs),
     /// Benchmarks that print numbers (see BENCHMARKS.md).
@@ -132,18 +134,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let quiet = cli.quiet;
-    if let Err(e) = limits::set_budget(cli.max_memory.as_deref()) {
+    let quiet = cli.global.quiet;
+    if let Err(e) = limits::set_budget(cli.global.max_memory.as_deref()) {
         eprintln!("error: {}", e.msg);
         return ExitCode::from(2);
     }
     let r = match cli.command {
         Command::Train(a) => train::run(a, quiet),
-        Command::Sample(a) => commands::sample(a, quiet),
-        Command::Exact(a) => commands::exact(a, quiet),
-        Command::Posterior(a) => posterior::posterior(a, quiet),
-        Command::Eval(a) => commands::eval(a),
-        Command::Plot(a) => commands::plot(a),
+        Command::Sample(a) => sample::run(a, quiet),
+        Command::Exact(a) => exact::run(a, quiet),
+        Command::Posterior(a) => posterior::run(a, quiet),
+        Command::Eval(a) => eval::run(a),
+        Command::Plot(a) => plot_cmd::run(a),
         Command::Demo(a) => demo::run(a, quiet),
         Command::Bench(a) => bench::run(a, quiet),
         Command::Ebm(a) => ebm::run(a, quiet),

@@ -32,8 +32,11 @@
 // Index loops read like the formulas they implement in the numerical kernels.
 #![allow(clippy::needless_range_loop)]
 
+pub mod benchmarks;
 pub mod budget;
+pub mod classes;
 pub mod data;
+pub mod ebm;
 pub mod error;
 pub mod impute;
 pub mod inverse;
@@ -47,5 +50,6 @@ pub mod rng;
 pub mod sample;
 pub mod score;
 pub mod smc;
+pub mod solve;
 
 pub use error::{Error, Result};

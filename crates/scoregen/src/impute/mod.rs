@@ -12,6 +12,7 @@
 
 pub mod baseline;
 pub mod datasets;
+pub mod evaluate;
 pub mod fit;
 pub mod mechanism;
 pub mod sampler;

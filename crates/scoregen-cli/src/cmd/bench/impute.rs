@@ -7,11 +7,11 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use clap::Args;
 use scoregen::data::{write_atomic, write_npy};
-use scoregen::impute::baseline::{knn_impute, mean_impute, DEFAULT_K};
-use scoregen::impute::mechanism::{make_mask, Mechanism};
+use scoregen::impute::evaluate::{column_uncertainty, score_repeat, summarise, MethodScore, Standardised};
+use scoregen::impute::mechanism::Mechanism;
 use scoregen::impute::{ColumnKind, Encoding, MixedTable};
 
-use crate::impute::{read_table, run_impute, train_table_model, ImputeSettings};
+use crate::cmd::impute::{read_table, run_impute, train_table_model, ImputeSettings};
 use crate::{CliError, CliResult};
 
 /// `scoregen bench impute`.
@@ -50,41 +50,17 @@ pub struct BenchImputeArgs {
     pub settings: ImputeSettings,
 }
 
+/// One (table, repeat, method) score.
 struct Row {
     table: String,
     repeat: usize,
     method: String,
-    rmse: f64,
-    mae: f64,
-    secs: f64,
+    score: MethodScore,
     missing: usize,
-}
-
-/// RMSE and MAE over the masked cells, in the standardised units `(v - mean) / sd`.
-fn errors(imputed: &[f64], truth: &[f64], mask: &[bool], sd: &[f64]) -> (f64, f64) {
-    let d = sd.len();
-    let (mut se, mut ae, mut k) = (0.0, 0.0, 0.0);
-    for (c, _) in mask.iter().enumerate().filter(|(_, &m)| m) {
-        let e = (imputed[c] - truth[c]) / sd[c % d];
-        se += e * e;
-        ae += e.abs();
-        k += 1.0;
-    }
-    ((se / k).sqrt(), ae / k)
 }
 
 fn tensor(v: Vec<f64>, n: usize, d: usize) -> CliResult<Tensor> {
     Tensor::from_vec(v, (n, d), &Device::Cpu).map_err(|e| CliError::from(scoregen::Error::from(e)))
-}
-
-fn mean_sd(v: &[f64]) -> (f64, f64) {
-    let m = v.iter().sum::<f64>() / v.len() as f64;
-    let s = if v.len() > 1 {
-        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
-    } else {
-        0.0
-    };
-    (m, s)
 }
 
 /// Runs the benchmark.
@@ -146,109 +122,59 @@ pub fn run(a: BenchImputeArgs, quiet: bool) -> CliResult<()> {
                 full.incomplete_rows().len(),
                 started.elapsed().as_secs_f64()
             );
-            for j in 0..d {
-                let u: Vec<f64> = (0..n)
-                    .filter(|&i| full.is_missing(i, j))
-                    .map(|i| imp.uncertainty[i * d + j])
-                    .collect();
-                if !u.is_empty() {
-                    let what = match full.kinds[j] {
-                        ColumnKind::Categorical { .. } => "1 - p(mode)",
-                        ColumnKind::Numeric { .. } => "sd",
-                    };
-                    println!(
-                        "  {:<20} {:>3} cells, mean {what} {:.4}",
-                        full.header[j],
-                        u.len(),
-                        mean_sd(&u).0
-                    );
-                }
+            for (j, cells, mean) in column_uncertainty(full, &imp.uncertainty) {
+                let what = match full.kinds[j] {
+                    ColumnKind::Categorical { .. } => "1 - p(mode)",
+                    ColumnKind::Numeric { .. } => "sd",
+                };
+                println!("  {:<20} {cells:>3} cells, mean {what} {mean:.4}", full.header[j]);
             }
             continue;
         }
-        if full.kinds.iter().any(|k| matches!(k, ColumnKind::Categorical { .. })) {
-            return Err(CliError::user(format!(
-                "{name}: scoring needs a numeric table (it has label columns)"
-            )));
-        }
         // Standardised units of the complete table.
-        let mut mean = vec![0.0; d];
-        let mut sd = vec![1.0; d];
-        for j in 0..d {
-            let col: Vec<f64> = (0..n).map(|i| full.cells[i * d + j]).collect();
-            let m = col.iter().sum::<f64>() / n as f64;
-            let v = col.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n as f64;
-            mean[j] = m;
-            sd[j] = if v > 1e-24 { v.sqrt() } else { 1.0 };
-        }
-        let zfull: Vec<f64> = full
-            .cells
-            .iter()
-            .enumerate()
-            .map(|(c, v)| (v - mean[c % d]) / sd[c % d])
-            .collect();
+        let st = Standardised::fit(full).map_err(|e| CliError::user(format!("{name}: {e}")))?;
         if let Some(dir) = &a.save_masks {
             let sub = dir.join(name);
             std::fs::create_dir_all(&sub)
                 .map_err(|e| CliError::user(format!("{}: cannot create: {e}", sub.display())))?;
-            write_npy(sub.join("complete.npy"), &tensor(zfull.clone(), n, d)?)?;
+            write_npy(sub.join("complete.npy"), &tensor(st.z.clone(), n, d)?)?;
         }
         for r in 0..a.repeats {
             let seed = a.seed + r as u64;
-            let mask = make_mask(&zfull, n, d, mech, a.rate, seed)?;
+            let rep = score_repeat(full, &st, mech, a.rate, seed, &mut |masked| -> CliResult<_> {
+                let enc = Encoding::fit(masked);
+                let fo = a.settings.fit_options(seed)?;
+                let dir = models.join(format!("{name}-{}-{r}", mech.name()));
+                let (score, norm) = train_table_model(masked, &enc, &fo, &dir, quiet)?;
+                let io = a.settings.impute_options(seed, 0)?;
+                run_impute(&score, Some(&norm), masked, &enc, &io, quiet)
+            })?;
             if let Some(dir) = &a.save_masks {
-                let m: Vec<f64> = mask.iter().map(|&b| f64::from(u8::from(b))).collect();
+                let m: Vec<f64> = rep.mask.iter().map(|&b| f64::from(u8::from(b))).collect();
                 let file = format!("mask_{}_r{}_{r}.npy", mech.name(), a.rate);
                 write_npy(dir.join(name).join(file), &tensor(m, n, d)?)?;
             }
-            let missing = mask.iter().filter(|&&m| m).count();
-            let mut masked = full.clone();
-            for (c, &m) in mask.iter().enumerate() {
-                if m {
-                    masked.cells[c] = f64::NAN;
-                    masked.raw[c / d][c % d].clear();
-                }
-            }
-            let mut push = |method: &str, imputed: &[f64], secs: f64| {
-                let (rmse, mae) = errors(imputed, &full.cells, &mask, &sd);
-                println!("{name:<14} repeat {r}  {method:<12} RMSE {rmse:.4}  MAE {mae:.4}  {secs:>8.2} s");
+            for sc in &rep.scores {
+                let label = match sc.method {
+                    "model" => format!("scoregen/{method}"),
+                    m => m.to_string(),
+                };
+                println!(
+                    "{name:<14} repeat {r}  {label:<12} RMSE {:.4}  MAE {:.4}  {:>8.2} s",
+                    sc.rmse, sc.mae, sc.seconds
+                );
                 rows.push(Row {
                     table: name.clone(),
                     repeat: r,
-                    method: method.to_string(),
-                    rmse,
-                    mae,
-                    secs,
-                    missing,
+                    method: label,
+                    score: sc.clone(),
+                    missing: rep.missing,
                 });
-            };
-            // The baselines work on the standardised table (kNN distances would otherwise be
-            // dominated by the widest column), as bench/impute_sklearn.py does.
-            let zmasked: Vec<f64> = zfull
-                .iter()
-                .zip(&mask)
-                .map(|(v, &m)| if m { f64::NAN } else { *v })
-                .collect();
-            let unz =
-                |z: Vec<f64>| -> Vec<f64> { z.iter().enumerate().map(|(c, v)| mean[c % d] + sd[c % d] * v).collect() };
-            let t = Instant::now();
-            let mi = unz(mean_impute(&zmasked, n, d)?);
-            push("mean", &mi, t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            let ki = unz(knn_impute(&zmasked, n, d, DEFAULT_K)?);
-            push("knn", &ki, t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            let enc = Encoding::fit(&masked);
-            let fo = a.settings.fit_options(seed)?;
-            let dir = models.join(format!("{name}-{}-{r}", mech.name()));
-            let (score, norm) = train_table_model(&masked, &enc, &fo, &dir, quiet)?;
-            let io = a.settings.impute_options(seed, 0)?;
-            let imp = run_impute(&score, Some(&norm), &masked, &enc, &io, quiet)?;
-            push(&format!("scoregen/{method}"), &imp.completed, t.elapsed().as_secs_f64());
-            let sampled = masked.incomplete_rows().len();
-            let low = imp.ess_min.iter().filter(|&&e| e < 0.05).count();
+            }
             println!(
-                "{name:<14} repeat {r}  weight degeneracy: {low} of {sampled} rows had ESS < 5% of the particles at some step"
+                "{name:<14} repeat {r}  weight degeneracy: {} of {} rows had ESS < 5% of the particles at some step",
+                rep.low_ess_rows(0.05),
+                rep.sampled_rows
             );
         }
     }
@@ -270,10 +196,12 @@ pub fn run(a: BenchImputeArgs, quiet: bool) -> CliResult<()> {
         }
     }
     for (t, m) in &keys {
-        let g: Vec<&Row> = rows.iter().filter(|r| &r.table == t && &r.method == m).collect();
-        let (rm, rs) = mean_sd(&g.iter().map(|r| r.rmse).collect::<Vec<_>>());
-        let (am, as_) = mean_sd(&g.iter().map(|r| r.mae).collect::<Vec<_>>());
-        let (tm, _) = mean_sd(&g.iter().map(|r| r.secs).collect::<Vec<_>>());
+        let g: Vec<&MethodScore> = rows
+            .iter()
+            .filter(|r| &r.table == t && &r.method == m)
+            .map(|r| &r.score)
+            .collect();
+        let [(rm, rs), (am, as_), (tm, _)] = summarise(&g);
         println!(
             "{t:<14} {m:<22} {:>17} {:>17} {tm:>10.2}",
             format!("{rm:.4} ± {rs:.4}"),
@@ -293,9 +221,9 @@ pub fn run(a: BenchImputeArgs, quiet: bool) -> CliResult<()> {
                     r.repeat,
                     r.method,
                     r.missing,
-                    r.rmse,
-                    r.mae,
-                    r.secs
+                    r.score.rmse,
+                    r.score.mae,
+                    r.score.seconds
                 )?;
             }
             Ok(())

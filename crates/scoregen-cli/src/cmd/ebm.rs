@@ -1,21 +1,19 @@
-//! `scoregen ebm`: energy-based models (deck 002) — a Bernoulli RBM trained by CD-k on
+//! `scoregen ebm`: energy-based models — a Bernoulli RBM trained by CD-k on
 //! binarised images, or an energy network trained by contrastive divergence or score
-//! matching and sampled by Langevin dynamics.
+//! matching and sampled by Langevin dynamics ([`scoregen::ebm`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
+use scoregen::benchmarks::mode_counts;
 use scoregen::data::{self, builtin};
-use scoregen::mcmc::{annealed_langevin, mala, ula, EnergyTarget, LangevinOptions};
-use scoregen::nn::ebm::{train_cd, train_energy_sm, CdConfig, SmConfig, SmMethod};
+use scoregen::ebm::{
+    rbm_samples, sample_energy, train_energy, EnergyData, EnergySampler, EnergyTrainOptions, EnergyTraining, SamplerRun,
+};
 use scoregen::nn::energy::{save_energy, EnergyMeta};
-use scoregen::nn::model::Normalisation;
 use scoregen::nn::rbm::{binarise, train_rbm, RbmConfig};
-use scoregen::nn::score_matching::SigmaLadder;
-use scoregen::nn::{EnergyConfig, EnergyNet, EnergyScore};
-use scoregen::rng::{stream, Noise, Purpose};
 
 use crate::limits;
 use crate::output::Outputs;
@@ -258,10 +256,7 @@ fn run_rbm(a: EbmArgs, quiet: bool) -> CliResult<()> {
         }
         println!("epoch {e}: reconstruction error {r:.5}")
     })?;
-    // Gibbs samples from uniform random binary states.
-    let u = Noise::new(a.seed).uniforms(stream(Purpose::Init, 0), n_samples * d);
-    let v0: Vec<f64> = u.iter().map(|&u| if u <= 0.5 { 1.0 } else { 0.0 }).collect();
-    let (_, pv) = rbm.gibbs(&v0, a.gibbs_steps, a.seed)?;
+    let pv = rbm_samples(&rbm, n_samples, d, a.gibbs_steps, a.seed)?;
     make_parent(&staged[0])?;
     rbm.save(&staged[0])?;
     let samples = Tensor::from_vec(pv.clone(), (n_samples, d), &Device::Cpu).map_err(err)?;
@@ -328,27 +323,22 @@ fn run_energy(a: EbmArgs, quiet: bool) -> CliResult<()> {
     }
     let (x, _) = load(&a)?;
     let (n, d) = x.dims2().map_err(err)?;
-    let norm = Normalisation::fit(&x)?;
-    let z = norm.normalise(&x.to_dtype(DType::F64).map_err(err)?)?;
-    let zmax: f64 = z
-        .abs()
-        .and_then(|t| t.max_all())
-        .and_then(|t| t.to_scalar())
-        .map_err(err)?;
-    if !zmax.is_finite() {
-        return Err(CliError::user(format!("{}: data contain NaN or infinity", a.data)));
-    }
-    let arch = EnergyConfig {
-        dim: d,
+    let data = EnergyData::new(&x).map_err(|e| CliError::user(format!("{}: {e}", a.data)))?;
+    let opts = EnergyTrainOptions {
+        training: match train {
+            "cd" => EnergyTraining::Cd,
+            "ssm" => EnergyTraining::Ssm,
+            _ => EnergyTraining::Dsm,
+        },
         hidden: a.hidden.unwrap_or(128),
         depth: a.depth,
-        fourier: 16,
+        steps: a.steps,
+        batch: a.batch,
+        lr: a.lr.unwrap_or(1e-3),
+        sgld_steps: a.sgld_steps,
+        sgld_step: a.sgld_step,
+        seed: a.seed,
     };
-    let net = EnergyNet::new(arch, a.seed, DType::F32, &Device::Cpu)?;
-    let z32 = z.to_dtype(DType::F32).map_err(err)?;
-    let lr = a.lr.unwrap_or(1e-3);
-    let box_r = 1.2 * zmax;
-    let (sigma_min, sigma_max, levels) = (0.03, (3.0f64).max(zmax), 10);
     // Announced with the first step, after the library's validation.
     let mut header = (!quiet).then(|| {
         format!(
@@ -367,82 +357,31 @@ fn run_energy(a: EbmArgs, quiet: bool) -> CliResult<()> {
         }
     };
     let started = Instant::now();
-    let (process, rep) = match train {
-        "cd" => {
-            let cfg = CdConfig {
-                steps: a.steps,
-                batch: a.batch,
-                lr,
-                sgld_steps: a.sgld_steps,
-                sgld_step: a.sgld_step,
-                init_range: box_r,
-                seed: a.seed,
-                ..Default::default()
-            };
-            (None, train_cd(&net, &z32, &cfg, &mut tick))
-        }
-        _ => {
-            let method = if train == "ssm" {
-                SmMethod::Ssm
-            } else {
-                SmMethod::Ncsn {
-                    sigma_min,
-                    sigma_max,
-                    levels,
-                }
-            };
-            let cfg = SmConfig {
-                method: method.clone(),
-                steps: a.steps,
-                batch: a.batch,
-                lr,
-                clip: 10.0,
-                seed: a.seed,
-            };
-            (method.process(), train_energy_sm(&net, &z32, &cfg, &mut tick))
-        }
-    };
+    let trained = train_energy(&data, &opts, &mut tick);
     pb.finish_and_clear();
-    let rep = rep?;
+    let (net, process, rep) = trained?;
     let train_s = started.elapsed().as_secs_f64();
-    // Sampling (normalised coordinates).
-    let noise = Noise::new(a.seed);
-    let (zs, note, net) = if sampler == "ald" {
-        let ladder = SigmaLadder::geometric(sigma_max, sigma_min, levels)?;
-        let x0 = noise
-            .normal_tensor(stream(Purpose::Init, 0), n_samples, d, DType::F32, &Device::Cpu)?
-            .affine(sigma_max, 0.0)
-            .map_err(err)?;
-        let score = EnergyScore::new(net, process.clone().expect("dsm has a process"), false);
-        let per = (a.langevin_steps / levels).max(1);
-        // NCSN's step: alpha_L = 0.2 sigma_L^2 at the last level.
-        let xs = annealed_langevin(&score, &ladder, per, 0.2 * sigma_min * sigma_min, &x0, a.seed)?;
-        let note = format!("annealed Langevin, {levels} levels x {per} steps");
-        (xs, note, score.into_net())
-    } else {
-        let u: Vec<f64> = noise
-            .uniforms(stream(Purpose::Init, 0), n_samples * d)
-            .iter()
-            .map(|u| box_r * (2.0 * u - 1.0))
-            .collect();
-        let x0 = Tensor::from_vec(u, (n_samples, d), &Device::Cpu)
-            .and_then(|t| t.to_dtype(DType::F32))
-            .map_err(err)?;
-        let target = EnergyTarget { net: &net, tau: 0.0 };
-        let opts = LangevinOptions {
-            step: a.langevin_step,
-            steps: a.langevin_steps,
-            seed: a.seed,
-        };
-        let (xs, note) = if sampler == "mala" {
-            let r = mala(&target, &x0, &opts)?;
-            (r.x, format!("MALA, acceptance rate {:.3}", r.acceptance_rate))
-        } else {
-            (ula(&target, &x0, &opts)?, "ULA".to_string())
-        };
-        (xs, note, net)
+    let which = match sampler {
+        "ald" => EnergySampler::Ald,
+        "mala" => EnergySampler::Mala,
+        _ => EnergySampler::Ula,
     };
-    let xs = norm.denormalise(&zs.to_dtype(DType::F64).map_err(err)?)?;
+    let (net, xs, run) = sample_energy(
+        net,
+        process.as_ref(),
+        &data,
+        which,
+        n_samples,
+        a.langevin_steps,
+        a.langevin_step,
+        a.seed,
+    )?;
+    let note = match run {
+        SamplerRun::Ald { levels, per_level } => format!("annealed Langevin, {levels} levels x {per_level} steps"),
+        SamplerRun::Mala { acceptance_rate } => format!("MALA, acceptance rate {acceptance_rate:.3}"),
+        SamplerRun::Ula => "ULA".to_string(),
+    };
+    let norm = data.norm;
     make_parent(&staged[0])?;
     let meta = EnergyMeta {
         format: String::new(),
@@ -484,21 +423,7 @@ fn run_energy(a: EbmArgs, quiet: bool) -> CliResult<()> {
         rep.losses.last().copied().unwrap_or(f64::NAN)
     );
     if a.data == "builtin:gmm25" {
-        let law = builtin::gmm25_law();
-        let means = law.means();
-        let mut counts = vec![0usize; means.len()];
-        for r in xv.chunks(2) {
-            let k = (0..means.len())
-                .min_by(|&i, &j| {
-                    let di = (r[0] - means[i][0]).hypot(r[1] - means[i][1]);
-                    let dj = (r[0] - means[j][0]).hypot(r[1] - means[j][1]);
-                    di.total_cmp(&dj)
-                })
-                .unwrap_or(0);
-            if (r[0] - means[k][0]).hypot(r[1] - means[k][1]) < 3.0 {
-                counts[k] += 1;
-            }
-        }
+        let counts = mode_counts(&xv, &builtin::gmm25_law().means(), 3.0);
         let populated = counts.iter().filter(|&&c| c > 0).count();
         println!(
             "gmm25: {populated}/25 modes populated; samples within 3 of a mode: {:.1}%; per mode {counts:?}",

@@ -1,27 +1,23 @@
-//! `scoregen posterior`: posterior samples for a problem file (DESIGN.md §3) by any method.
+//! `scoregen posterior`: posterior samples for a problem file (docs/formats.md) by any
+//! method ([`scoregen::solve::sample_problem`]; the methods: docs/methods.md).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use clap::Args;
+use scoregen::budget::Estimate;
 use scoregen::data;
-use scoregen::inverse::{
-    sample_posterior, ExactPosterior, Method, Observation, PosteriorOptions, PosteriorReport, Prior, Problem,
-};
+use scoregen::inverse::{Method, PosteriorOptions, Prior, Problem};
 use scoregen::process::TimeGrid;
-use scoregen::rng::Noise;
-use scoregen::sample::default_process;
-use scoregen::score::{MixtureScore, Score};
 use scoregen::smc::Resampling;
+use scoregen::solve::sample_problem;
 
-use crate::commands::check_output;
+use super::check_output;
 use crate::limits;
 use crate::output::Outputs;
-use crate::progress::bar;
-use crate::{CliError, CliResult};
-use scoregen::budget::Estimate;
+use crate::progress::Steps;
+use crate::CliResult;
 
 /// `scoregen posterior`.
 #[derive(Args, Debug)]
@@ -74,7 +70,7 @@ pub struct PosteriorArgs {
     /// DCPS: number of blocks L.
     #[arg(long, default_value_t = 4)]
     pub blocks: usize,
-    /// DCPS: tamed Langevin steps at the start of each block (deck 003's DCPS50 / DCPS500).
+    /// DCPS: tamed Langevin steps at the start of each block (DCPS50 / DCPS500 of Janati et al. 2024).
     #[arg(long, default_value_t = 50)]
     pub langevin: usize,
 }
@@ -121,25 +117,8 @@ impl PosteriorArgs {
     }
 }
 
-/// Runs a method on a score with a progress bar.
-pub fn run_method(
-    score: &dyn Score,
-    obs: &Observation,
-    method: &Method,
-    opts: &PosteriorOptions,
-    quiet: bool,
-) -> CliResult<PosteriorReport> {
-    let pb = bar(opts.steps as u64, method.name(), quiet);
-    let rep = sample_posterior(score, obs, method, opts, &mut |k, total| {
-        pb.set_length(total as u64);
-        pb.set_position(k as u64)
-    });
-    pb.finish_and_clear();
-    Ok(rep?)
-}
-
 /// `scoregen posterior`.
-pub fn posterior(a: PosteriorArgs, quiet: bool) -> CliResult<()> {
+pub fn run(a: PosteriorArgs, quiet: bool) -> CliResult<()> {
     check_output(&a.out)?;
     let method = a.method()?;
     let opts = a.options()?;
@@ -175,40 +154,11 @@ pub fn posterior(a: PosteriorArgs, quiet: bool) -> CliResult<()> {
         };
         limits::check_memory(&e)?;
     }
-    let obs = problem.observation()?;
     let start = Instant::now();
-    let (samples, dx, report) = match (&problem.prior, &method) {
-        (Prior::Mixture(law), Method::Exact) => {
-            let post = ExactPosterior::new(law, &obs.op, &obs.y, obs.sigma_y)?;
-            (post.sample(opts.n, &Noise::new(opts.seed), 0), law.dim(), None)
-        }
-        (Prior::Model(_), Method::Exact) => {
-            return Err(CliError::user(
-                "method 'exact' needs a Gaussian or Gaussian-mixture prior, not a trained model",
-            ))
-        }
-        (Prior::Mixture(law), _) => {
-            obs.validate(law.dim())?;
-            let score = MixtureScore::new(Arc::new(law.clone()), default_process(law.radius()));
-            let rep = run_method(&score, &obs, &method, &opts, quiet)?;
-            (rep.samples.clone(), law.dim(), Some(rep))
-        }
-        (Prior::Model(dir), _) => {
-            let (score, meta) = scoregen::nn::load_model(dir)?;
-            let norm = &meta.normalisation;
-            let local = obs.normalised(&norm.mean, &norm.std)?;
-            let rep = run_method(&score, &local, &method, &opts, quiet)?;
-            let d = score.dim();
-            let z = Tensor::from_vec(rep.samples.clone(), (opts.n, d), &Device::Cpu).map_err(scoregen::Error::from)?;
-            let x = norm.denormalise(&z)?;
-            let x: Vec<f64> = x
-                .to_dtype(candle_core::DType::F64)
-                .and_then(|t| t.flatten_all())
-                .and_then(|t| t.to_vec1())
-                .map_err(scoregen::Error::from)?;
-            (x, d, Some(rep))
-        }
-    };
+    let bar = Steps::new(opts.steps, method.name(), quiet);
+    let post = sample_problem(&problem, &method, &opts, &mut |k, t| bar.tick(k, t))?;
+    drop(bar);
+    let (samples, dx, report) = (post.samples, post.dim, post.report);
     let secs = start.elapsed().as_secs_f64();
     let t = Tensor::from_vec(samples, (opts.n, dx), &Device::Cpu).map_err(scoregen::Error::from)?;
     data::write_points(&out_tmp, &t)?;

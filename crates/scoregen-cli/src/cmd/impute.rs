@@ -16,7 +16,7 @@ use scoregen::process::TimeGrid;
 use scoregen::score::Score;
 use scoregen::smc::Resampling;
 
-use crate::commands::check_parent;
+use super::check_parent;
 use crate::limits;
 use crate::output::Outputs;
 use crate::progress::bar;
@@ -27,8 +27,8 @@ use scoregen::nn::Arch;
 /// Posterior-sampling settings shared by `impute` and `bench impute`.
 #[derive(Args, Debug, Clone)]
 pub struct ImputeSettings {
-    /// Posterior method: smc-impute (deck 000), mcgdiff, tds, replacement (or any other of
-    /// `scoregen posterior`'s methods except exact).
+    /// Posterior method: smc-impute (SMCDiff, Trippe et al. 2023), mcgdiff, tds, replacement
+    /// (or any other of `scoregen posterior`'s methods except exact).
     #[arg(long, default_value = "smc-impute")]
     pub method: String,
     /// Posterior samples (particles) per row.
