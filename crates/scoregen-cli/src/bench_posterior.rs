@@ -485,7 +485,7 @@ pub struct BenchDigitsArgs {
 pub fn bench_digits(b: BenchDigitsArgs, quiet: bool) -> CliResult<()> {
     use scoregen::data::builtin;
     use scoregen::score::Score;
-    let (score, meta) = scoregen::nn::load_model(&b.model)?;
+    let (score, meta) = scoregen::nn::load_model_on(&b.model, &crate::device::get())?;
     let (h, w) = meta
         .arch
         .image_shape()

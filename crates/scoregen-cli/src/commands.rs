@@ -226,7 +226,7 @@ fn sample_class_mixture(
     let d;
     let mut rows: Vec<Vec<f64>> = vec![Vec::new(); n];
     {
-        let (score, _) = scoregen::nn::load_model(dir)?;
+        let (score, _) = scoregen::nn::load_model_on(dir, &crate::device::get())?;
         d = scoregen::score::Score::dim(&score);
     }
     for c in 0..pi.len() {
@@ -234,7 +234,7 @@ fn sample_class_mixture(
         if pos.is_empty() {
             continue;
         }
-        let (score, _) = scoregen::nn::load_model(dir)?;
+        let (score, _) = scoregen::nn::load_model_on(dir, &crate::device::get())?;
         let score = score.conditional(c as u32, 0.0)?;
         let o = SampleOptions {
             seed: opts.seed.wrapping_add(1 + c as u64),
@@ -296,7 +296,7 @@ pub fn sample(a: SampleArgs, quiet: bool) -> CliResult<()> {
             sample_mixture(&law, &sampler, &opts, n, &a.sampler.sampler, quiet)?
         }
         (None, Some(dir)) => {
-            let (_, meta) = scoregen::nn::load_model(dir)?;
+            let (_, meta) = scoregen::nn::load_model_on(dir, &crate::device::get())?;
             let image = meta.arch.image_shape();
             let rows_out = if a.each_class {
                 n.saturating_mul(meta.arch.n_classes().max(1))
@@ -345,7 +345,7 @@ pub fn sample(a: SampleArgs, quiet: bool) -> CliResult<()> {
             }
             let mut parts = vec![];
             for class in classes {
-                let (score, _) = scoregen::nn::load_model(dir)?;
+                let (score, _) = scoregen::nn::load_model_on(dir, &crate::device::get())?;
                 let score = match class {
                     Some(c) => score.conditional(c, a.guidance)?,
                     None => score,

@@ -262,6 +262,7 @@ fn learned_moons(a: &DemoArgs, quiet: bool) -> CliResult<()> {
         config,
         checkpoint_dir: Some(&dir),
         resume: false,
+        device: crate::device::get(),
     };
     println!("\nLearned score: MLP 3 x 128 trained by denoising score matching on 4000 points of builtin:moons");
     let pb = crate::progress::bar(1500, "train", quiet);
@@ -269,7 +270,7 @@ fn learned_moons(a: &DemoArgs, quiet: bool) -> CliResult<()> {
     let r = train(&ds.x, None, &setup, &mut |p| pb.set_position(p.step as u64));
     pb.finish_and_clear();
     let r = r?;
-    let (score, meta) = scoregen::nn::load_model(&dir)?;
+    let (score, meta) = scoregen::nn::load_model_on(&dir, &crate::device::get())?;
     let n = a.n;
     let opts = SampleOptions {
         steps: 500,

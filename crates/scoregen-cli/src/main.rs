@@ -9,6 +9,7 @@ mod bench_impute;
 mod bench_posterior;
 mod commands;
 mod demo;
+mod device;
 mod ebm;
 mod impute;
 mod limits;
@@ -33,6 +34,11 @@ struct Cli {
     /// memory the machine has available].
     #[arg(long, global = true, value_name = "SIZE")]
     max_memory: Option<String>,
+    /// Where networks train and run: cpu, cuda or cuda:N (a build with `--features cuda`)
+    /// [default: cpu]. Used by train, sample, posterior, impute, demo and bench; samplers
+    /// and SMC keep their particles on the host.
+    #[arg(long, global = true, value_name = "DEVICE")]
+    device: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -134,6 +140,10 @@ fn main() -> ExitCode {
     };
     let quiet = cli.quiet;
     if let Err(e) = limits::set_budget(cli.max_memory.as_deref()) {
+        eprintln!("error: {}", e.msg);
+        return ExitCode::from(2);
+    }
+    if let Err(e) = device::set(cli.device.as_deref()) {
         eprintln!("error: {}", e.msg);
         return ExitCode::from(2);
     }

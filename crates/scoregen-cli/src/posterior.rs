@@ -194,7 +194,7 @@ pub fn posterior(a: PosteriorArgs, quiet: bool) -> CliResult<()> {
             (rep.samples.clone(), law.dim(), Some(rep))
         }
         (Prior::Model(dir), _) => {
-            let (score, meta) = scoregen::nn::load_model(dir)?;
+            let (score, meta) = scoregen::nn::load_model_on(dir, &crate::device::get())?;
             let norm = &meta.normalisation;
             let local = obs.normalised(&norm.mean, &norm.std)?;
             let rep = run_method(&score, &local, &method, &opts, quiet)?;

@@ -34,6 +34,7 @@
 
 pub mod budget;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod impute;
 pub mod inverse;
