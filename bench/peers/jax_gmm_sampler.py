@@ -1,6 +1,6 @@
 """JAX-CPU peer of `scoregen bench sample` (Euler-Maruyama, exact score of `grid25(d)`).
 
-The same computation as crates/scoregen-cli/src/bench.rs -> sample.rs -> score/mixture.rs:
+The same computation as crates/scoregen-cli/src/cmd/bench/sample.rs -> sample.rs -> score/mixture.rs:
 
 * law: GaussianMixture::grid25(d): 25 components, means (8i, 8j, 8i, 8j, ...) for i, j in -2..2,
   identity covariances, weights w_k = g_k^2 / sum g^2 (g ~ N(0, 1); the project draws g from its

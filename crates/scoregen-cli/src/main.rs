@@ -5,6 +5,7 @@
 //! failures with 1, and no output file is left behind.
 
 mod cmd;
+mod device;
 mod limits;
 mod output;
 mod plot;
@@ -37,6 +38,11 @@ struct GlobalArgs {
     /// memory the machine has available].
     #[arg(long, global = true, value_name = "SIZE")]
     max_memory: Option<String>,
+    /// Where networks train and run: cpu, cuda or cuda:N (a build with `--features cuda`)
+    /// [default: cpu]. Used by train, sample, posterior, impute, demo and bench; samplers
+    /// and SMC keep their particles on the host.
+    #[arg(long, global = true, value_name = "DEVICE")]
+    device: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,6 +142,10 @@ fn main() -> ExitCode {
     };
     let quiet = cli.global.quiet;
     if let Err(e) = limits::set_budget(cli.global.max_memory.as_deref()) {
+        eprintln!("error: {}", e.msg);
+        return ExitCode::from(2);
+    }
+    if let Err(e) = device::set(cli.global.device.as_deref()) {
         eprintln!("error: {}", e.msg);
         return ExitCode::from(2);
     }

@@ -478,3 +478,40 @@ fn train_unet_then_sample_a_grid_and_bad_image_flags() {
     assert!(!d.join("g2.png").exists());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn unknown_or_unavailable_devices_exit_2_without_output() {
+    let d = tmpdir("device");
+    let out = d.join("m");
+    let unknown = run(&[
+        "--device",
+        "gpu",
+        "train",
+        "--data",
+        "builtin:moons",
+        "--steps",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_user_error(&unknown, "unknown device 'gpu'", &out);
+    // The default build has no CUDA: say how to get it. (A CUDA build on a machine
+    // without a GPU says the device is not available, also exit 2.)
+    let cuda = run(&[
+        "--device",
+        "cuda",
+        "train",
+        "--data",
+        "builtin:moons",
+        "--steps",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let needle = if cfg!(feature = "cuda") {
+        "not available"
+    } else {
+        "--features cuda"
+    };
+    assert_user_error(&cuda, needle, &out);
+}

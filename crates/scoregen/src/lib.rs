@@ -36,6 +36,7 @@ pub mod benchmarks;
 pub mod budget;
 pub mod classes;
 pub mod data;
+pub mod device;
 pub mod ebm;
 pub mod error;
 pub mod impute;

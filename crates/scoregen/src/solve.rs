@@ -93,11 +93,12 @@ pub fn sample_model_posterior(
 /// ([`prior_score`]) or on the trained model (read once from its checkpoint,
 /// [`sample_model_posterior`]). Errors: a problem without observation, shapes that do not
 /// match, `exact` with a model prior, a model that cannot be read, and whatever the method
-/// reports.
+/// reports. A model prior's network runs on `device` ([`crate::device`]).
 pub fn sample_problem(
     problem: &Problem,
     method: &Method,
     opts: &PosteriorOptions,
+    device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ProblemPosterior> {
     let obs = problem.observation()?;
@@ -121,7 +122,7 @@ pub fn sample_problem(
         }
         (Prior::Model(_), Method::Exact) => Err(Error::invalid(EXACT_NEEDS_MIXTURE)),
         (Prior::Model(dir), _) => {
-            let (score, meta) = crate::nn::load_model(dir)?;
+            let (score, meta) = crate::nn::load_model_on(dir, device)?;
             let (samples, rep) = sample_model_posterior(&score, &meta.normalisation, &obs, method, opts, progress)?;
             Ok(ProblemPosterior {
                 samples,
@@ -155,14 +156,14 @@ mod tests {
     #[test]
     fn exact_method_draws_the_closed_form_posterior() {
         let p = Problem::from_json(PROBLEM, None).unwrap();
-        let got = sample_problem(&p, &Method::Exact, &opts(5), &mut |_, _| {}).unwrap();
+        let got = sample_problem(&p, &Method::Exact, &opts(5), &Device::Cpu, &mut |_, _| {}).unwrap();
         let law = p.mixture().unwrap();
         let post = ExactPosterior::new(law, &p.observation().unwrap().op, &[1.0], 0.5).unwrap();
         assert_eq!(got.samples, post.sample(5, &Noise::new(4), 0));
         assert_eq!((got.dim, got.report.is_none()), (2, true));
         // Its mean is the posterior mean within 4 standard errors per coordinate.
         let n = 20_000;
-        let big = sample_problem(&p, &Method::Exact, &opts(n), &mut |_, _| {}).unwrap();
+        let big = sample_problem(&p, &Method::Exact, &opts(n), &Device::Cpu, &mut |_, _| {}).unwrap();
         let mix = post.mixture().unwrap();
         for j in 0..2 {
             let m: f64 = (0..mix.n_components())
@@ -183,7 +184,7 @@ mod tests {
         let p = Problem::from_json(PROBLEM, None).unwrap();
         let obs = p.observation().unwrap();
         let m: Method = "mcgdiff".parse().unwrap();
-        let got = sample_problem(&p, &m, &opts(30), &mut |_, _| {}).unwrap();
+        let got = sample_problem(&p, &m, &opts(30), &Device::Cpu, &mut |_, _| {}).unwrap();
         let law = p.mixture().unwrap();
         let want = sample_posterior(&prior_score(law), &obs, &m, &opts(30), &mut |_, _| {}).unwrap();
         assert_eq!(got.samples, want.samples);

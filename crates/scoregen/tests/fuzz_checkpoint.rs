@@ -63,6 +63,7 @@ fn templates() -> &'static [PathBuf; 2] {
             config: cfg.clone(),
             checkpoint_dir: Some(&mlp),
             resume: false,
+            device: candle_core::Device::Cpu,
         };
         train(&x, Some(&labels), &setup, &mut |_| {}).unwrap();
         // An unconditional U-Net on 4x4 images.
@@ -85,6 +86,7 @@ fn templates() -> &'static [PathBuf; 2] {
             config: cfg,
             checkpoint_dir: Some(&unet),
             resume: false,
+            device: candle_core::Device::Cpu,
         };
         train(&x, None, &setup, &mut |_| {}).unwrap();
         [mlp, unet]

@@ -40,6 +40,7 @@ fn score_errors(loss: Loss, steps: usize, ts: &[f64]) -> Vec<f64> {
         },
         checkpoint_dir: Some(&dir),
         resume: false,
+        device: candle_core::Device::Cpu,
     };
     train(&x, None, &setup, &mut |_| {}).unwrap();
     let (model, meta) = scoregen::nn::load_model(&dir).unwrap();

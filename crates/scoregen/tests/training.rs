@@ -29,6 +29,7 @@ fn setup<'a>(
         config: cfg.clone(),
         checkpoint_dir: dir,
         resume,
+        device: candle_core::Device::Cpu,
     }
 }
 

@@ -22,6 +22,7 @@ fn class_conditional_two_spheres() {
         config: TrainConfig::default(),
         checkpoint_dir: Some(&dir),
         resume: false,
+        device: candle_core::Device::Cpu,
     };
     train(&ds.x, ds.labels.as_deref(), &setup, &mut |_| {}).unwrap();
     let meta = scoregen::nn::train::read_meta(&dir).unwrap();

@@ -22,6 +22,7 @@ fn setup<'a>(arch: impl Into<Arch>, cfg: &TrainConfig, dir: Option<&'a Path>, re
         config: cfg.clone(),
         checkpoint_dir: dir,
         resume,
+        device: candle_core::Device::Cpu,
     }
 }
 

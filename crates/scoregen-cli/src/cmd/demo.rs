@@ -163,7 +163,9 @@ fn learned_moons(a: &DemoArgs, quiet: bool) -> CliResult<()> {
     println!("\nLearned score: MLP 3 x 128 trained by denoising score matching on 4000 points of builtin:moons");
     let pb = crate::progress::bar(1500, "train", quiet);
     let t0 = Instant::now();
-    let r = scoregen::benchmarks::demo::learned_moons(a.n, a.seed, &dir, &mut |k| pb.set_position(k as u64));
+    let r = scoregen::benchmarks::demo::learned_moons(a.n, a.seed, &dir, &crate::device::get(), &mut |k| {
+        pb.set_position(k as u64)
+    });
     pb.finish_and_clear();
     let r = r?;
     println!(

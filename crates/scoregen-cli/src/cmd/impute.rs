@@ -10,7 +10,7 @@ use scoregen::impute::{
     fit, impute_table, Encoding, FitOptions, FitProgress, ImputeOptions, MixedTable, StoredEncoding,
 };
 use scoregen::inverse::Method;
-use scoregen::nn::load_model;
+use scoregen::nn::load_model_on;
 use scoregen::nn::model::Normalisation;
 use scoregen::process::TimeGrid;
 use scoregen::score::Score;
@@ -119,6 +119,7 @@ impl ImputeSettings {
         f.train.seed = seed;
         f.hidden = self.hidden;
         f.impute.posterior.seed = seed;
+        f.device = crate::device::get();
         Ok(f)
     }
 }
@@ -251,7 +252,7 @@ pub fn run(a: ImputeArgs, quiet: bool) -> CliResult<()> {
             let meta = scoregen::nn::train::read_meta(dir)?;
             a.settings
                 .check_memory(table.rows, table.cols, enc.dim(), a.imputations, &meta.arch)?;
-            let (score, meta) = load_model(dir)?;
+            let (score, meta) = load_model_on(dir, &crate::device::get())?;
             (table, enc, score, meta.normalisation)
         }
         (None, dir) => {

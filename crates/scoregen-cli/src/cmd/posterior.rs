@@ -156,7 +156,9 @@ pub fn run(a: PosteriorArgs, quiet: bool) -> CliResult<()> {
     }
     let start = Instant::now();
     let bar = Steps::new(opts.steps, method.name(), quiet);
-    let post = sample_problem(&problem, &method, &opts, &mut |k, t| bar.tick(k, t))?;
+    let post = sample_problem(&problem, &method, &opts, &crate::device::get(), &mut |k, t| {
+        bar.tick(k, t)
+    })?;
     drop(bar);
     let (samples, dx, report) = (post.samples, post.dim, post.report);
     let secs = start.elapsed().as_secs_f64();

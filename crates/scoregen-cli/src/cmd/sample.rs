@@ -119,7 +119,7 @@ pub fn run(a: SampleArgs, quiet: bool) -> CliResult<()> {
             (x, None, None)
         }
         (None, Some(dir)) => {
-            let (score, meta) = scoregen::nn::load_model(dir)?;
+            let (score, meta) = scoregen::nn::load_model_on(dir, &crate::device::get())?;
             let image = meta.arch.image_shape();
             let n_classes = meta.arch.n_classes();
             let choice = a.choice(n_classes, meta.class_weights.as_deref())?;

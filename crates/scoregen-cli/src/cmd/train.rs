@@ -343,6 +343,7 @@ fn train_on(
         config,
         checkpoint_dir: Some(&dir),
         resume: a.resume,
+        device: crate::device::get(),
     };
     // Announced once training has started, i.e. after the library's own validation, so
     // that a refused run prints its error line alone.

@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::data::builtin;
 use crate::inverse::{sample_posterior, ExactPosterior, Method, Observation, Operator, PosteriorOptions};
 use crate::metrics::{mixture_weight_error, mmd_rbf, sliced_wasserstein, SlicedOptions};
-use crate::nn::{load_model, train, MlpConfig, TrainConfig, TrainReport, TrainSetup};
+use crate::nn::{load_model_on, train, MlpConfig, TrainConfig, TrainReport, TrainSetup};
 use crate::rng::Noise;
 use crate::sample::{default_process, sample, SampleOptions, Sampler, SamplerParams};
 use crate::score::GaussianMixture;
@@ -315,7 +315,14 @@ pub struct LearnedMoons {
 /// 256, seed `seed`) on 4000 points of the two moons (seed `seed`), with checkpoints in
 /// `dir` (which must hold no checkpoint), reads it back and samples it (`n` draws, seed
 /// `seed + 7`), and compares the draws with fresh data. `progress(step)` reports training.
-pub fn learned_moons(n: usize, seed: u64, dir: &Path, progress: &mut dyn FnMut(usize)) -> Result<LearnedMoons> {
+/// The network trains and runs on `device` ([`crate::device`]).
+pub fn learned_moons(
+    n: usize,
+    seed: u64,
+    dir: &Path,
+    device: &Device,
+    progress: &mut dyn FnMut(usize),
+) -> Result<LearnedMoons> {
     let ds = builtin::load("moons", Some(4000), seed)?;
     let arch = MlpConfig {
         hidden: 128,
@@ -333,9 +340,10 @@ pub fn learned_moons(n: usize, seed: u64, dir: &Path, progress: &mut dyn FnMut(u
         config,
         checkpoint_dir: Some(dir),
         resume: false,
+        device: device.clone(),
     };
     let report = train(&ds.x, None, &setup, &mut |p| progress(p.step))?;
-    let (score, meta) = load_model(dir)?;
+    let (score, meta) = load_model_on(dir, device)?;
     let opts = SampleOptions {
         steps: 500,
         seed: seed + 7,

@@ -21,7 +21,7 @@ use super::sampler::{impute_table, ImputeOptions};
 use super::table::{ColumnKind, Encoding, MixedTable};
 use crate::io::write_atomic;
 use crate::nn::model::Normalisation;
-use crate::nn::{load_model, train_masked, Arch, LearnedScore, MlpConfig, TrainConfig, TrainProgress, TrainSetup};
+use crate::nn::{load_model_on, train_masked, Arch, LearnedScore, MlpConfig, TrainConfig, TrainProgress, TrainSetup};
 use crate::process::Process;
 use crate::rng::{stream, Noise, Purpose};
 use crate::sample::default_process;
@@ -45,6 +45,8 @@ pub struct FitOptions {
     pub em_steps: usize,
     /// The E-step's posterior settings (its `draws` is forced to 1).
     pub impute: ImputeOptions,
+    /// Where the network trains and runs ([`crate::device::parse`]; default the CPU).
+    pub device: Device,
 }
 
 impl Default for FitOptions {
@@ -68,6 +70,7 @@ impl Default for FitOptions {
             em_rounds: 4,
             em_steps: 1500,
             impute,
+            device: Device::Cpu,
         }
     }
 }
@@ -276,6 +279,7 @@ pub fn fit(
         config: opts.train.clone(),
         checkpoint_dir: Some(dir),
         resume: false,
+        device: opts.device.clone(),
     };
     let data = Tensor::from_vec(filled, (n, d), &Device::Cpu)?;
     train_masked(&data, Some(&observed), None, &setup, &mut |p| {
@@ -285,7 +289,7 @@ pub fn fit(
     let mut e_opts = opts.impute.clone();
     e_opts.draws = 1;
     for round in 1..=opts.em_rounds {
-        let (score, meta) = load_model(dir)?;
+        let (score, meta) = load_model_on(dir, &opts.device)?;
         e_opts.posterior.seed = opts.train.seed.wrapping_add(1000 + round as u64);
         let imp = impute_table(
             &score,
@@ -312,6 +316,6 @@ pub fn fit(
             progress(FitProgress::Train { round, progress: p })
         })?;
     }
-    let (score, meta) = load_model(dir)?;
+    let (score, meta) = load_model_on(dir, &opts.device)?;
     Ok((score, meta.normalisation))
 }

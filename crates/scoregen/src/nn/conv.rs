@@ -650,6 +650,12 @@ impl candle_core::CustomOp1 for ChannelSum {
 /// the per-channel sum of the output gradient, in a fixed order (candle's own reduction over
 /// the batch and pixel axes of a broadcast is slow).
 pub fn add_channel_bias(y: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    if !y.device().is_cpu() {
+        // Off the host: candle's broadcast (its backward is the same per-channel sum).
+        let mut shape = vec![1; y.rank()];
+        shape[1] = bias.elem_count();
+        return y.broadcast_add(&bias.reshape(shape)?);
+    }
     y.contiguous()?.apply_op2(&bias.contiguous()?, AddBias)
 }
 
@@ -663,6 +669,10 @@ pub fn channel_sum(dy: &Tensor) -> Result<Tensor> {
 /// and zero padding `padding` on every side; `[n, C_out, H_o, W_o]` with
 /// `H_o = (H + 2 padding - k) / stride + 1`. Differentiable (see the module documentation).
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        // Off the host (a CUDA device): candle's own convolution and its backward.
+        return x.conv2d(w, padding, stride, 1, 1);
+    }
     let op = Conv {
         kind: Kind::Forward,
         stride,

@@ -288,8 +288,38 @@ impl CustomOp3 for GroupNormBackward {
 /// documentation for the formulas). Differentiable once (its backward is not itself
 /// differentiable).
 pub fn group_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps: f64, silu: bool) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return composed(x, gamma, beta, groups, eps, silu);
+    }
     let op = GroupNorm { groups, eps, silu };
     x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)
+}
+
+/// [`group_norm`] as a composition of candle ops (mean, variance, broadcasts), for devices
+/// other than the host (the CUDA backend), where the fused operation has no kernel.
+fn composed(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps: f64, silu: bool) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let (n, c) = (dims[0], dims[1]);
+    if groups == 0 || c % groups != 0 {
+        bail!("group_norm: {c} channels do not split into {groups} groups");
+    }
+    let per_group = x.elem_count() / (n * groups);
+    let xg = x.reshape((n, groups, per_group))?;
+    let xc = xg.broadcast_sub(&xg.mean_keepdim(2)?)?;
+    let var = xc.sqr()?.mean_keepdim(2)?;
+    let y = xc
+        .broadcast_div(&var.affine(1.0, eps)?.sqrt()?)?
+        .reshape(dims.as_slice())?;
+    let mut shape = vec![1; dims.len()];
+    shape[1] = c;
+    let y = y
+        .broadcast_mul(&gamma.reshape(shape.as_slice())?)?
+        .broadcast_add(&beta.reshape(shape.as_slice())?)?;
+    if silu {
+        y.silu()
+    } else {
+        Ok(y)
+    }
 }
 
 #[cfg(test)]
@@ -312,27 +342,10 @@ mod tests {
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
-    /// The composition of candle ops that `unet.rs` used before.
+    /// The composition of candle ops that `unet.rs` used before, and that the CUDA path
+    /// still uses ([`composed`]): the fused op must agree with it.
     fn reference(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, silu: bool) -> Tensor {
-        let (n, c, h, w) = x.dims4().unwrap();
-        let xg = x.reshape((n, groups, (c / groups) * h * w)).unwrap();
-        let xc = xg.broadcast_sub(&xg.mean_keepdim(2).unwrap()).unwrap();
-        let var = xc.sqr().unwrap().mean_keepdim(2).unwrap();
-        let y = xc
-            .broadcast_div(&var.affine(1.0, 1e-5).unwrap().sqrt().unwrap())
-            .unwrap()
-            .reshape((n, c, h, w))
-            .unwrap();
-        let y = y
-            .broadcast_mul(&gamma.reshape((1, c, 1, 1)).unwrap())
-            .unwrap()
-            .broadcast_add(&beta.reshape((1, c, 1, 1)).unwrap())
-            .unwrap();
-        if silu {
-            y.silu().unwrap()
-        } else {
-            y
-        }
+        composed(x, gamma, beta, groups, 1e-5, silu).unwrap()
     }
 
     #[test]

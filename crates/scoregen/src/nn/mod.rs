@@ -51,7 +51,8 @@ pub use model::LearnedScore;
 pub use network::{Arch, Network, ScoreNet};
 pub use score_matching::Loss;
 pub use train::{
-    load_model, train, train_masked, CheckpointMeta, TimeSampling, TrainConfig, TrainProgress, TrainReport, TrainSetup,
+    load_model, load_model_on, train, train_masked, CheckpointMeta, TimeSampling, TrainConfig, TrainProgress,
+    TrainReport, TrainSetup,
 };
 pub use unet::{Unet, UnetConfig};
 

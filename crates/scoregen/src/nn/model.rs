@@ -5,7 +5,7 @@
 //! The network works on *normalised* data `z = (x - mean) / std`; the [`Normalisation`] is
 //! stored with the model and [`Normalisation::denormalise`] maps samples back.
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::fused::{FusedMlp, Real};
@@ -112,6 +112,10 @@ enum Engine {
 impl Engine {
     fn of(net: &Network) -> Option<Self> {
         let mlp = net.as_mlp()?;
+        // The fused engine runs on the host; a network on a GPU stays on candle's backend.
+        if !mlp.vars().first()?.device().is_cpu() {
+            return None;
+        }
         match mlp.vars().first()?.dtype() {
             DType::F64 => FusedMlp::from_mlp(mlp).ok().map(Engine::F64),
             _ => FusedMlp::from_mlp(mlp).ok().map(Engine::F32),
@@ -242,6 +246,11 @@ impl LearnedScore {
         &self.net
     }
 
+    /// The device the network's weights live on.
+    fn device(&self) -> &Device {
+        self.net.vars()[0].device()
+    }
+
     fn raw_score(&self, t: f64, x: &Tensor, class: Option<u32>) -> Result<Tensor> {
         let n = x.dims()[0];
         let dtype = self.net.vars()[0].dtype();
@@ -272,7 +281,11 @@ impl Score for LearnedScore {
         match &self.engine {
             Some(Engine::F32(f)) => Ok(self.engine_eval(f, t, x, None)?.0),
             Some(Engine::F64(f)) => Ok(self.engine_eval(f, t, x, None)?.0),
-            None => Ok(self.attached_score(t, x)?.detach()),
+            // On the network's device, back to the caller's.
+            None => Ok(self
+                .attached_score(t, &x.to_device(self.device())?)?
+                .detach()
+                .to_device(x.device())?),
         }
     }
 
@@ -294,15 +307,17 @@ impl Score for LearnedScore {
         if let Some((x0, Some(g))) = done {
             return Ok((x0, g));
         }
-        let xv = candle_core::Var::from_tensor(&x.detach())?;
+        // Autograd on the network's device; the results go back to the caller's.
+        let xv = candle_core::Var::from_tensor(&x.detach().to_device(self.device())?)?;
         let sc = self.attached_score(t, xv.as_tensor())?;
         let x0 = crate::score::tweedie::x0_from_score(&self.process, t, xv.as_tensor(), &sc)?;
-        let grads = (x0.clone() * v.detach())?.sum_all()?.backward()?;
+        let vd = v.detach().to_device(self.device())?;
+        let grads = (x0.clone() * vd)?.sum_all()?.backward()?;
         let g = match grads.get(xv.as_tensor()) {
             Some(g) => g.clone(),
             None => xv.as_tensor().zeros_like()?,
         };
-        Ok((x0.detach(), g.detach()))
+        Ok((x0.detach().to_device(x.device())?, g.detach().to_device(x.device())?))
     }
 }
 

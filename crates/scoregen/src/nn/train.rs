@@ -364,6 +364,11 @@ pub struct TrainSetup<'a> {
     pub checkpoint_dir: Option<&'a Path>,
     /// Continue from the checkpoint in `checkpoint_dir`.
     pub resume: bool,
+    /// Where the network trains ([`crate::device::parse`]). On the CPU the MLP with the DSM
+    /// loss runs on the fused engine ([`super::fused`]) and everything else on candle's CPU
+    /// backend; on a CUDA device every network and loss runs on candle's CUDA backend.
+    /// Checkpoints do not record the device: a run may resume on another one.
+    pub device: Device,
 }
 
 /// Trains a score network (MLP or U-Net) by denoising score matching on `data` (`[n, d]`,
@@ -433,7 +438,7 @@ pub fn train_masked(
         }
         c.iter().map(|v| v / n as f64).collect()
     });
-    let device = Device::Cpu;
+    let device = setup.device.clone();
     let noise = Noise::new(cfg.seed);
     // Deterministic split: a permutation by sorted uniforms.
     let u = noise.uniforms(stream(Purpose::Train, 1 << 41), n);
@@ -535,7 +540,7 @@ pub fn train_masked(
     // The fused engine for the MLP with the DSM loss (masked or not, with or without
     // classes); the U-Net and the SSM / ESM / NCSN losses go through candle's autograd.
     let mut fast = match (&arch, cfg.loss) {
-        (Arch::Mlp(c), Loss::Dsm) => Some(Fast::new(c, &st, &x, mask.as_ref())?),
+        (Arch::Mlp(c), Loss::Dsm) if device.is_cpu() => Some(Fast::new(c, &st, &x, mask.as_ref())?),
         _ => None,
     };
     let started = Instant::now();
@@ -795,11 +800,13 @@ fn save_state(
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create checkpoint directory: {e}")))?;
     let mut map: HashMap<String, Tensor> = HashMap::new();
+    // Checkpoints are written from host memory whatever the training device.
+    let host = |t: &Tensor| t.to_device(&Device::Cpu);
     for (i, name) in st.net.names().iter().enumerate() {
-        map.insert(format!("param.{name}"), st.net.vars()[i].as_tensor().clone());
-        map.insert(format!("ema.{name}"), st.ema[i].clone());
-        map.insert(format!("adam_m.{name}"), st.m[i].clone());
-        map.insert(format!("adam_v.{name}"), st.v[i].clone());
+        map.insert(format!("param.{name}"), host(st.net.vars()[i].as_tensor())?);
+        map.insert(format!("ema.{name}"), host(&st.ema[i])?);
+        map.insert(format!("adam_m.{name}"), host(&st.m[i])?);
+        map.insert(format!("adam_v.{name}"), host(&st.v[i])?);
     }
     let weights = format!("weights-{:08}.safetensors", st.step);
     let tmp = dir.join(format!(".{weights}.tmp-{}", std::process::id()));
@@ -1139,11 +1146,16 @@ fn load_state(dir: &Path, device: &Device) -> Result<(CheckpointMeta, State)> {
 /// Loads a checkpoint for sampling: the network with its **EMA** weights as a
 /// [`LearnedScore`], with the checkpoint's metadata (normalisation included).
 pub fn load_model(dir: &Path) -> Result<(LearnedScore, CheckpointMeta)> {
-    let device = Device::Cpu;
+    load_model_on(dir, &Device::Cpu)
+}
+
+/// [`load_model`] with the network on `device` ([`crate::device::parse`]): scores and their
+/// gradients are computed there, on tensors the caller keeps wherever it likes.
+pub fn load_model_on(dir: &Path, device: &Device) -> Result<(LearnedScore, CheckpointMeta)> {
     let meta = read_meta(dir)?;
-    let map = load_tensors(dir, &meta, &device)?;
+    let map = load_tensors(dir, &meta, device)?;
     let wpath = dir.join(&meta.weights);
     let ema = pick(&map, "ema", &layout(dir, &meta.arch)?, &wpath)?;
-    let net = Network::with_values(&meta.arch, &ema, &device).map_err(|e| Error::file(&wpath, e.to_string()))?;
+    let net = Network::with_values(&meta.arch, &ema, device).map_err(|e| Error::file(&wpath, e.to_string()))?;
     Ok((LearnedScore::new(net, meta.process.clone()), meta))
 }

@@ -42,7 +42,7 @@ pub struct BenchDigitsArgs {
 /// `scoregen bench digits`: one PNG grid per task, rows = digits, columns = truth,
 /// observation, then one posterior sample per method.
 pub fn run(b: BenchDigitsArgs, quiet: bool) -> CliResult<()> {
-    let (score, meta) = scoregen::nn::load_model(&b.model)?;
+    let (score, meta) = scoregen::nn::load_model_on(&b.model, &crate::device::get())?;
     let (h, w) = meta
         .arch
         .image_shape()

@@ -50,8 +50,9 @@ pub fn run(b: BenchTrainArgs) -> CliResult<()> {
     crate::limits::count("--steps", b.steps, 1, crate::limits::MAX_TRAIN_STEPS)?;
     crate::limits::count("--infer-batch", b.infer_batch, 1, 1 << 20)?;
     println!(
-        "bench train: reference MLP (d + 16 Fourier features -> 3 x 256 SiLU -> d), f32, batch 512, AdamW, {} threads",
-        rayon::current_num_threads()
+        "bench train: reference MLP (d + 16 Fourier features -> 3 x 256 SiLU -> d), f32, batch 512, AdamW, {} threads, device {}",
+        rayon::current_num_threads(),
+        scoregen::device::name(&crate::device::get())
     );
     if do_train {
         println!("{:<6} {:>12} {:>14}", "d", "steps", "steps/s");
@@ -72,6 +73,7 @@ pub fn run(b: BenchTrainArgs) -> CliResult<()> {
                     config,
                     checkpoint_dir: None,
                     resume: false,
+                    device: crate::device::get(),
                 };
                 Ok(train(&x, None, &setup, &mut |_| {})?.steps_per_sec)
             };
@@ -85,12 +87,20 @@ pub fn run(b: BenchTrainArgs) -> CliResult<()> {
         let x = Noise::new(1).normal_tensor(stream(Purpose::User, 1), b.infer_batch, d, DType::F32, &Device::Cpu)?;
         let mk = || -> CliResult<LearnedScore> {
             Ok(LearnedScore::new(
-                Mlp::new(MlpConfig::reference(d), 0, DType::F32, &Device::Cpu)?,
+                Mlp::new(MlpConfig::reference(d), 0, DType::F32, &crate::device::get())?,
                 Process::ou(2.0, 5.0),
             ))
         };
-        let mut paths = vec![("fused", mk()?)];
-        if b.reference {
+        let device = crate::device::get();
+        let mut paths = vec![(
+            if device.is_cpu() {
+                "fused"
+            } else {
+                "candle, on the device"
+            },
+            mk()?,
+        )];
+        if b.reference && device.is_cpu() {
             paths.push(("candle", mk()?.without_engine()));
         }
         for (name, score) in paths {
