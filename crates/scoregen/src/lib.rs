@@ -42,6 +42,7 @@ pub mod error;
 pub mod impute;
 pub mod inverse;
 pub mod io;
+pub mod likelihood;
 pub mod linalg;
 pub mod mcmc;
 pub mod metrics;
