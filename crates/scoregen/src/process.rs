@@ -12,9 +12,11 @@
 //!
 //! The discrete DDPM chains are these marginals read on a grid (`alpha_bar_k = m(t_k)^2`).
 
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::f64::consts::FRAC_PI_2;
 
+use crate::rng::{stream, Noise, Purpose};
 use crate::{Error, Result};
 
 /// The rate `beta(t)` of a VP process.
@@ -279,6 +281,90 @@ impl Process {
     /// from (1 for VP up to `m(T)^2`, `sigma_max` for VE).
     pub fn prior_std(&self) -> f64 {
         self.s(self.t_max())
+    }
+
+    /// `n` draws (row-major `[n, d]`) of the reference prior `N(0, s(T)^2 I)` from the
+    /// stream `(Purpose::Init, index)` of `noise`: `s(T) z`. Every posterior method and
+    /// imputer starts its particle system `index` here.
+    pub fn prior_rows(&self, noise: &Noise, index: u64, n: usize, d: usize) -> Vec<f64> {
+        let s = self.prior_std();
+        noise
+            .normals(stream(Purpose::Init, index), n, d)
+            .into_iter()
+            .map(|z| s * z)
+            .collect()
+    }
+
+    /// [`Process::prior_rows`] (index 0) as an `[n, d]` tensor of `dtype`, started at `t`
+    /// (the samplers' `t_max`, `T` by default): `s(t) z`, the normals rounded to `dtype`
+    /// first.
+    pub fn prior_tensor(
+        &self,
+        noise: &Noise,
+        t: f64,
+        n: usize,
+        d: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        Ok(noise
+            .normal_tensor(stream(Purpose::Init, 0), n, d, dtype, device)?
+            .affine(self.s(t), 0.0)?)
+    }
+
+    /// The reverse (backward) kernel of the DDPM / DDIM chains from `t0` down to `t1 < t0`
+    /// (Ho et al. 2020; Song, Meng & Ermon 2021, "Denoising diffusion implicit models"),
+    /// with the score at `t0`:
+    ///
+    /// `x_{t1} ~ N(ax x + kappa score(t0, x), var I)`, `ax = m1/m0`,
+    /// `var = eta^2 v s1^2 / s0^2`, `kappa = m1 s0^2 / m0 - s0 sqrt(s1^2 - var)`,
+    ///
+    /// `v` the forward transition variance from `t1` to `t0` (`m0 = m(t0)`, ...). This is
+    /// DDIM's `m1 x0_hat + sqrt(s1^2 - var) eps_hat + sqrt(var) z` with the Tweedie
+    /// `x0_hat = (x + s0^2 score)/m0`, `eps_hat = -s0 score` (docs/conventions.md);
+    /// `eta = 1` is DDPM's ancestral step, the forward posterior `q(x_{t1} | x_{t0}, x0_hat)`,
+    /// and the transition of every posterior method's Feynman–Kac model.
+    pub fn reverse_kernel(&self, t0: f64, t1: f64, eta: f64) -> ReverseKernel {
+        let (m, s, m1, s1) = (self.m(t0), self.s(t0), self.m(t1), self.s(t1));
+        let (_, v) = self.transition(t1, t0);
+        let var = eta * eta * (v * s1 * s1 / (s * s));
+        let kappa = m1 * s * s / m - s * (s1 * s1 - var).max(0.0).sqrt();
+        ReverseKernel { ax: m1 / m, kappa, var }
+    }
+}
+
+/// One step of the DDPM / DDIM reverse chain ([`Process::reverse_kernel`]):
+/// `x' = ax x + kappa score + sqrt(var) z`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReverseKernel {
+    /// `m(t1) / m(t0)`.
+    pub ax: f64,
+    /// Coefficient of the score in the mean.
+    pub kappa: f64,
+    /// Variance of the step.
+    pub var: f64,
+}
+
+impl ReverseKernel {
+    /// The standard deviation `sqrt(var)`.
+    pub fn sd(&self) -> f64 {
+        self.var.sqrt()
+    }
+
+    /// The mean `ax x + kappa score` of one coordinate.
+    #[inline]
+    pub fn mean_of(&self, x: f64, score: f64) -> f64 {
+        self.ax * x + self.kappa * score
+    }
+
+    /// The means of rows `x` given their scores (row-major, same shape).
+    pub fn mean(&self, x: &[f64], score: &[f64]) -> Vec<f64> {
+        x.iter().zip(score).map(|(a, b)| self.mean_of(*a, *b)).collect()
+    }
+
+    /// The mean as a tensor, `ax x + kappa score` (the same arithmetic as [`Self::mean`]).
+    pub fn mean_tensor(&self, x: &Tensor, score: &Tensor) -> Result<Tensor> {
+        Ok((x.affine(self.ax, 0.0)? + score.affine(self.kappa, 0.0)?)?)
     }
 }
 

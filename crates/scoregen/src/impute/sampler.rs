@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rayon::prelude::*;
 
 use super::table::{ColumnKind, Encoding, MixedTable};
-use crate::inverse::{sample_posterior, Kernel, Method, Observation, Operator, PosteriorOptions};
+use crate::inverse::{sample_posterior, Method, Observation, Operator, PosteriorOptions};
 use crate::nn::model::Normalisation;
 use crate::rng::{stream, Noise, Purpose};
 use crate::score::Score;
@@ -201,7 +201,7 @@ fn batched_rows(
     let device = candle_core::Device::Cpu;
     for k in 0..steps {
         let (t, t1) = (ts[k], ts[k + 1]);
-        let ker = Kernel::new(&p, t, t1);
+        let ker = p.reverse_kernel(t, t1, 1.0);
         let xt = candle_core::Tensor::from_slice(&x, (r * n, d), &device)?;
         let sc: Vec<f64> = score
             .score(t, &xt)?

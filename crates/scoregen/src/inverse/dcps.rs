@@ -21,8 +21,9 @@
 //! DCPS50; DCPS500 is `--langevin 500`), `K = 3`, SGD step 0.05 times the kernel's
 //! standard deviation per unit of normalised gradient.
 
+use super::common::{grid_with, same_time, Ctx, Observation, PosteriorOptions};
 use super::guidance::{residuals, GaussLik};
-use super::posterior::{check_finite, grid_with, same_time, Ctx, Kernel, Observation, PosteriorOptions};
+use crate::error::check_finite;
 use crate::{Error, Result};
 
 /// DCPS settings.
@@ -141,7 +142,7 @@ pub(crate) fn run(
         // 2. Variational steps down to tau.
         while ts[k] > tau && !same_time(ts[k], tau, &p) {
             let (t, t1) = (ts[k], ts[k + 1]);
-            let ker = Kernel::new(&p, t, t1);
+            let ker = p.reverse_kernel(t, t1, 1.0);
             let sc = ctx.score(t, &x)?;
             let mean = ker.mean(&x, &sc);
             let sd = ker.var.sqrt();

@@ -22,9 +22,8 @@
 //! `ybar_i` after the final denoising. With every `tau_i >= t_min` and a full-rank `U`, the
 //! run's `log Z` gives an estimate of `log p(y) = log Z + sum_i log m(tau_i) - sum_i log s_i`.
 
-use super::posterior::{
-    check_finite, grid_with, log_normal, same_time, Ctx, Kernel, Observation, PosteriorOptions, RunOutput, Spectral,
-};
+use super::common::{grid_with, log_normal, same_time, Ctx, Observation, PosteriorOptions, RunOutput, Spectral};
+use crate::error::check_finite;
 use crate::smc::{gather_rows, Particles};
 use crate::Result;
 
@@ -71,7 +70,7 @@ pub(crate) fn run(
     parts.reweight(&logg0)?;
     for k in 0..steps {
         let (t, t1) = (ts[k], ts[k + 1]);
-        let ker = Kernel::new(p, t, t1);
+        let ker = p.reverse_kernel(t, t1, 1.0);
         let sc = ctx.score(t, &x)?;
         let mut mean = ker.mean(&x, &sc);
         let mut mb = sp.f.vt_rows(&mean);

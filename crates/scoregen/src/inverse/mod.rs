@@ -3,6 +3,7 @@
 //! This layer owns the problem file format ([`problem`]); operators, the exact posterior
 //! of Gaussian-mixture priors and the posterior samplers build on it.
 
+mod common;
 pub mod dcps;
 mod ddrm;
 pub mod exact;
@@ -18,5 +19,5 @@ mod tds;
 pub use dcps::DcpsOptions;
 pub use exact::ExactPosterior;
 pub use operator::SvdForm;
-pub use posterior::{sample_posterior, Kernel, Method, Observation, PosteriorOptions, PosteriorReport, METHOD_NAMES};
+pub use posterior::{sample_posterior, Method, Observation, PosteriorOptions, PosteriorReport, METHOD_NAMES};
 pub use problem::{Operator, Prior, Problem};

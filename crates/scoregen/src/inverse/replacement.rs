@@ -10,7 +10,8 @@
 //! The method is a heuristic: for a Gaussian prior its output is biased (deck 000, and the
 //! `bench impute-gauss` table); it treats a noisy `y` as exact.
 
-use super::posterior::{check_finite, grid_with, Ctx, Kernel, Observation, PosteriorOptions};
+use super::common::{grid_with, Ctx, Observation, PosteriorOptions};
+use crate::error::check_finite;
 use crate::rng::{stream, Purpose};
 use crate::{Error, Result};
 
@@ -56,7 +57,7 @@ pub(crate) fn run(
     };
     for k in 0..steps {
         let (t, t1) = (ts[k], ts[k + 1]);
-        let ker = Kernel::new(p, t, t1);
+        let ker = p.reverse_kernel(t, t1, 1.0);
         let (a, v) = p.transition(t1, t);
         let mut xt = x.clone();
         for j in 0..jumps {

@@ -18,7 +18,8 @@
 //! trajectory starts at `y_tau = m(tau) y` (`tau` inserted in the grid) and below `tau`
 //! the observed coordinates are latent and move freely. This is exact, not a heuristic.
 
-use super::posterior::{check_finite, grid_with, same_time, Ctx, Kernel, Observation, PosteriorOptions, RunOutput};
+use super::common::{grid_with, same_time, Ctx, Observation, PosteriorOptions, RunOutput};
+use crate::error::check_finite;
 use crate::smc::{gather_rows, Particles};
 use crate::{Error, Result};
 
@@ -76,7 +77,7 @@ pub(crate) fn run(
     let mut parts = Particles::new(n, opts.resampling, opts.ess_threshold);
     for k in 0..steps {
         let (t, t1) = (ts[k], ts[k + 1]);
-        let ker = Kernel::new(p, t, t1);
+        let ker = p.reverse_kernel(t, t1, 1.0);
         let sc = ctx.score(t, &x)?;
         let mut mean = ker.mean(&x, &sc);
         let z = ctx.normals(run, k, 0, n, d);

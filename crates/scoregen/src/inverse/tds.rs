@@ -22,8 +22,9 @@
 //! Resampling by the ESS rule between steps. The weights are exact for any twist, so as
 //! particles grow the error goes to the discretisation error of the reverse chain.
 
+use super::common::{grid_with, tame_rows, Ctx, Observation, PosteriorOptions, RunOutput};
 use super::guidance::{pigdm_r2, residuals, tweedie_solve, GaussLik, Projected};
-use super::posterior::{check_finite, grid_with, tame_rows, Ctx, Kernel, Observation, PosteriorOptions, RunOutput};
+use crate::error::check_finite;
 use crate::smc::{gather_rows, Particles};
 use crate::Result;
 
@@ -102,7 +103,7 @@ pub(crate) fn run(
     parts.reweight(&logp)?;
     for k in 0..steps {
         let (t, t1) = (ts[k], ts[k + 1]);
-        let ker = Kernel::new(p, t, t1);
+        let ker = p.reverse_kernel(t, t1, 1.0);
         let u = ctx.uniforms(run, k, opts.resampling.uniforms_needed(n));
         if let Some(a) = parts.maybe_resample(&u) {
             x = gather_rows(&x, d, &a);
