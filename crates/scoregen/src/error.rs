@@ -110,7 +110,7 @@ pub fn number(x: f64) -> String {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// The error of a run that diverged: `what` names the sampler, method or quantity.
-fn diverged(what: &str) -> Error {
+pub(crate) fn diverged(what: &str) -> Error {
     Error::Numerical(format!(
         "{what}: NaN or infinite values (the run diverged; try more steps or a smaller step size)"
     ))
