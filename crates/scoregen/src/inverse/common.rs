@@ -167,6 +167,16 @@ pub struct PosteriorReport {
     pub log_evidence: Vec<f64>,
 }
 
+/// One particle system of an SMC method: the score and streams, the observation, the
+/// options and the run index (streams of run `run`).
+#[derive(Clone, Copy)]
+pub(crate) struct SmcJob<'r, 'a> {
+    pub ctx: &'r Ctx<'a>,
+    pub obs: &'r Observation,
+    pub opts: &'r PosteriorOptions,
+    pub run: usize,
+}
+
 /// The output of one particle system.
 pub(crate) struct RunOutput {
     pub samples: Vec<f64>,

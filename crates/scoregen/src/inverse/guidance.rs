@@ -1,5 +1,5 @@
-//! Guidance methods (deck 003, "Diffusion posterior sampling I/II", "Tweedie moment
-//! projected diffusion"): each approximates `grad_x log p_t(y | x)` through the denoiser
+//! Guidance methods (docs/methods.md; "Diffusion posterior sampling", "Pseudoinverse-guided
+//! diffusion", "Tweedie moment projected diffusion"): each approximates `grad_x log p_t(y | x)` through the denoiser
 //! `x0_hat(x)` and its input gradient (first order: the vector–Jacobian product
 //! [`crate::score::Score::denoise_vjp`]).
 //!

@@ -1,33 +1,34 @@
-//! Posterior sampling with an unconditional score (decks 000 and 003): the methods, their
+//! Posterior sampling with an unconditional score (docs/methods.md): the methods, their
 //! options and the one entry point [`sample_posterior`].
 //!
 //! Every method walks the same decreasing time grid `T = t_0 > ... > t_N = t_min` of the
 //! score's process and uses the same backward kernel, the DDPM ancestral step
 //! `p(x_{t'} | x_t) = N(x_{t'}; (m'/m) x + kappa score(t, x), var)` with
 //! `var = v s'^2 / s^2` (`v` the forward transition variance from `t'` to `t`) and
-//! `kappa = m' s^2 / m - s sqrt(s'^2 - var)` ([`Kernel`]; deck 003's `p_{k|k+1}`). The
+//! `kappa = m' s^2 / m - s sqrt(s'^2 - var)` ([`crate::process::Process::reverse_kernel`], Ho et al. 2020). The
 //! methods differ in how they bring in `y = A x + sigma_y z`:
 //!
 //! | method | kind | how |
 //! |---|---|---|
 //! | `exact` | oracle | closed-form mixture posterior ([`super::exact`]) |
-//! | `replacement` | heuristic | overwrite observed coordinates with `m' y + s' z` (deck 000 "Option 2"; RePaint jumps optional) |
-//! | `smc-impute` | SMC | deck 000: one stored forward path of `y`, weights = backward density of the observed coordinates |
-//! | `mcgdiff` | SMC | deck 003: potentials `N(a x~; Vbar^T x_t, v)` in the SVD basis, exact optimal proposal |
-//! | `tds` | SMC | twisted SMC (Wu et al. 2024), twist `N(y; A x0_hat, sigma_y^2 + r_t^2 A A^T)` |
+//! | `replacement` | heuristic | overwrite observed coordinates with `m' y + s' z` (Song et al. 2021; RePaint jumps optional) |
+//! | `smc-impute` | SMC | Trippe et al. 2023: one stored forward path of `y`, weights = backward density of the observed coordinates |
+//! | `mcgdiff` | SMC | Cardoso et al. 2024: potentials `N(a x~; Vbar^T x_t, v)` in the SVD basis, exact optimal proposal |
+//! | `tds` | SMC | twisted SMC (Wu et al. 2023), twist `N(y; A x0_hat, sigma_y^2 + r_t^2 A A^T)` |
 //! | `dps` | guidance | Chung et al. 2023: `- zeta grad ||y - A x0_hat||` after each step |
 //! | `pigdm` | guidance | Song et al. 2023: score of `N(y; A x0_hat, r_t^2 A A^T + sigma_y^2 I)` |
 //! | `tmpd` | guidance | Boys et al. 2023: score of `N(y; A x0_hat, A C_t A^T + sigma_y^2 I)`, `C_t = (s^2/m) d x0_hat/d x` |
 //! | `ddrm` | SVD | Kawar et al. 2022, spectral updates with `eta`, `eta_b` |
 //! | `dcps` | blocks | Janati et al. 2024: tamed ULA + Gaussian variational steps per block |
 //!
-//! The SMC methods run `ceil(n / particles)` independent particle systems and return the
+//! The SMC methods are [`crate::smc::FeynmanKac`] models run by the one driver
+//! [`crate::smc::run_feynman_kac`]. They run `ceil(n / particles)` independent particle systems and return the
 //! final population of each, resampled to equal weights: their error goes to zero as the
 //! particle count grows. The guidance methods move `n` samples in one batch.
 
 pub use super::common::{Observation, PosteriorOptions, PosteriorReport};
 
-use super::common::Ctx;
+use super::common::{Ctx, SmcJob};
 use super::problem::Operator;
 use crate::score::Score;
 use crate::{Error, Result};
@@ -37,17 +38,17 @@ use crate::{Error, Result};
 pub enum Method {
     /// The closed-form posterior (Gaussian / mixture priors only).
     Exact,
-    /// Replacement (deck 000 "Option 2", DiffPuter, RePaint): `jumps` repetitions of each
+    /// Replacement (Song et al. 2021, DiffPuter, RePaint): `jumps` repetitions of each
     /// step (RePaint's `r`, jump length 1; 1 = no resampling jumps).
     Replacement {
         /// RePaint resampling repetitions per step (>= 1).
         jumps: usize,
     },
-    /// Deck 000's SMC imputation (SMCDiff, Trippe et al. 2023) — mask operators.
+    /// SMC imputation (SMCDiff, Trippe et al. 2023) — mask operators.
     SmcImpute,
-    /// MCGdiff (Cardoso et al. 2024, deck 003).
+    /// MCGdiff (Cardoso et al. 2024).
     Mcgdiff,
-    /// Twisted diffusion sampler (Wu et al. 2024).
+    /// Twisted diffusion sampler (Wu et al. 2023).
     Tds,
     /// Diffusion posterior sampling (Chung et al. 2023) with step `zeta / ||y - A x0_hat||`
     /// on the squared residual, i.e. `zeta grad ||y - A x0_hat||`.
@@ -59,7 +60,7 @@ pub enum Method {
     Pigdm,
     /// Tweedie moment projected diffusion (Boys et al. 2023), exact denoiser Jacobian.
     Tmpd,
-    /// Divide-and-conquer posterior sampling (Janati et al. 2024, deck 003).
+    /// Divide-and-conquer posterior sampling (Janati et al. 2024).
     Dcps(super::dcps::DcpsOptions),
     /// Denoising diffusion restoration models (Kawar et al. 2022).
     Ddrm {
@@ -183,10 +184,16 @@ pub fn sample_posterior(
         let mut resamplings = 0usize;
         for run in 0..runs {
             let mut prog = |k: usize, _: usize| progress(run * opts.steps + k.min(opts.steps), total);
+            let job = SmcJob {
+                ctx: &ctx,
+                obs,
+                opts,
+                run,
+            };
             let out = match method {
-                Method::SmcImpute => super::smc_impute::run(&ctx, obs, opts, run, &mut prog)?,
-                Method::Mcgdiff => super::mcgdiff::run(&ctx, obs, opts, run, &mut prog)?,
-                Method::Tds => super::tds::run(&ctx, obs, opts, run, &mut prog)?,
+                Method::SmcImpute => super::smc_impute::run(&job, &mut prog)?,
+                Method::Mcgdiff => super::mcgdiff::run(&job, &mut prog)?,
+                Method::Tds => super::tds::run(&job, &mut prog)?,
                 _ => unreachable!("is_smc"),
             };
             let n_part = opts.particles as f64;

@@ -1,4 +1,4 @@
-//! Replacement (deck 000, "Option 2"; DiffPuter's E-step, RePaint): run the reverse chain
+//! Replacement (Song et al. 2021's imputation; DiffPuter's E-step, RePaint; docs/methods.md): run the reverse chain
 //! and after every step overwrite the observed coordinates with a forward-noised copy of
 //! the observation, `x_{t'}[obs] <- m(t') y + s(t') z`, fresh noise each step.
 //!
@@ -7,7 +7,7 @@
 //! state is pushed back from `t'` to `t` by the forward transition
 //! `x_t = (m/m') x_{t'} + sqrt(v) z` (jump length one step).
 //!
-//! The method is a heuristic: for a Gaussian prior its output is biased (deck 000, and the
+//! The method is a heuristic: for a Gaussian prior its output is biased (the tests, and the
 //! `bench impute-gauss` table); it treats a noisy `y` as exact.
 
 use super::common::{grid_with, Ctx, Observation, PosteriorOptions};
