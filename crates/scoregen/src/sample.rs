@@ -1,11 +1,12 @@
 //! Reverse-time samplers, batched over `n` particles, seeded and bit-reproducible.
 //!
 //! All samplers walk a decreasing grid `T = t_0 > ... > t_N = t_min` (forward time) and
-//! discretise the reverse family of deck 001 (DESIGN.md §1): at reverse time `u = T - t`,
+//! discretise the reverse family of SDEs (Song et al. 2021; docs/conventions.md, the `b_t`
+//! family): at reverse time `u = T - t`,
 //!
 //! `dX = (-f(t) X + (1 + b_u^2)/2 g(t)^2 score(t, X)) du + b_u g(t) dB`,
 //!
-//! which for the OU process `beta = 2` is deck 001's `dX = (X + (1 + b^2) score) du + sqrt(2) b dB`.
+//! which for the OU process `beta = 2` is `dX = (X + (1 + b^2) score) du + sqrt(2) b dB`.
 //! `b = 1` is the usual reverse SDE and `b = 0` the probability-flow ODE.
 //!
 //! | sampler | step from `t0` to `t1 < t0` (`h = t0 - t1`) |
@@ -13,9 +14,9 @@
 //! | [`Sampler::EulerMaruyama`] | `x + (-f x + (1+b^2)/2 g^2 score) h + b sqrt(g^2 h) z` |
 //! | [`Sampler::ExpIntegrator`] | `r x + (1+b^2)/2 c score + b sqrt(v) z`, linear part exact, score frozen ([`Process::ei_coefficients`]) |
 //! | [`Sampler::Heun`] | Heun's second-order method on the PF-ODE (Karras et al. 2022) |
-//! | [`Sampler::Ddpm`] | ancestral: draw from `q(x_{t1} | x_{t0}, x0_hat)`, the forward posterior at the Tweedie `x0_hat` |
-//! | [`Sampler::Ddim`] | `m1 x0_hat + sqrt(s1^2 - c^2) eps_hat + c z`, `c = eta sqrt(Var q)`; `eta = 1` is DDPM |
-//! | [`Sampler::AnnealedLangevin`] | deck 002 Algorithm 1: Langevin `x + a/2 score + sqrt(a) z` at each level, `a_i = delta s(t_i)^2`; between levels `x *= m(t_{i+1})/m(t_i)` |
+//! | [`Sampler::Ddpm`] | ancestral (Ho et al. 2020): draw from `q(x_{t1} | x_{t0}, x0_hat)`, the forward posterior at the Tweedie `x0_hat` ([`Process::reverse_kernel`], `eta = 1`) |
+//! | [`Sampler::Ddim`] | Song, Meng & Ermon 2021: `m1 x0_hat + sqrt(s1^2 - c^2) eps_hat + c z`, `c = eta sqrt(Var q)`; `eta = 1` is DDPM ([`Process::reverse_kernel`]) |
+//! | [`Sampler::AnnealedLangevin`] | NCSN's Algorithm 1 (Song & Ermon 2019): Langevin `x + a/2 score + sqrt(a) z` at each level, `a_i = delta s(t_i)^2`; between levels `x *= m(t_{i+1})/m(t_i)` |
 //! | [`Sampler::PredictorCorrector`] | score_sde's PC: Langevin corrector at target SNR, then a predictor step |
 //!
 //! Noise of step `k` comes from stream `(Purpose::Step, k)` of [`Noise`]
@@ -26,7 +27,7 @@
 //! particles on the CPU take a fused loop: per step and per fixed block of particles, the
 //! score, the noise draw and the update run together in place, with no tensor allocated per
 //! step; the arithmetic is the tensor path's, so both agree up to the rounding of the score. An optional final Tweedie step returns
-//! `x0_hat(t_min, x)` (DESIGN.md: early stopping and denoising are explicit options).
+//! `x0_hat(t_min, x)` (early stopping and denoising are explicit options; docs/conventions.md).
 
 use std::sync::Arc;
 
@@ -40,7 +41,7 @@ use crate::score::{RowScore, Score};
 use crate::{Error, Result};
 
 /// The diffusion multiplier `b_u` of the reverse family, a constant or a function of the
-/// reverse time `u = T - t` (deck 001's `b_t`).
+/// reverse time `u = T - t` (the `b_t` of docs/conventions.md).
 #[derive(Clone)]
 pub enum BFn {
     /// A constant `b >= 0`.
@@ -90,7 +91,7 @@ pub enum Sampler {
         /// 0: deterministic DDIM; 1: DDPM.
         eta: f64,
     },
-    /// Annealed Langevin dynamics (NCSN, deck 002). The levels are the VE-equivalent laws
+    /// Annealed Langevin dynamics (NCSN, Song & Ermon 2019). The levels are the VE-equivalent laws
     /// of `y = x / m(t)` (`y = x_0 + sigma(t) eps`, all centred like the data): in `y` the
     /// step is NCSN's `a_i = delta sigma_i^2`; in `x` this is `x + delta s^2/2 score + sqrt(delta) s z`
     /// with `x` rescaled by `m(t_{i+1})/m(t_i)` between levels (a no-op for VE).
@@ -322,7 +323,8 @@ pub fn pf_ode_velocity(score: &dyn Score, t: f64, x: &Tensor) -> Result<Tensor> 
 }
 
 /// One Langevin step `x + eps score + sqrt(2 eps) z` with score_sde's step rule
-/// `eps = 2 (snr |z| / |score|)^2`, the norms averaged over the batch.
+/// `eps = 2 (snr |z| / |score|)^2` (Song et al. 2021), the norms averaged over the batch.
+/// A non-finite score stops the run with [`Error::Numerical`]; a zero score leaves `x`.
 pub fn langevin_corrector_step(score: &dyn Score, t: f64, x: &Tensor, z: &Tensor, snr: f64) -> Result<Tensor> {
     let sc = score.score(t, x)?;
     let norm = |a: &Tensor| -> Result<f64> {
@@ -334,7 +336,11 @@ pub fn langevin_corrector_step(score: &dyn Score, t: f64, x: &Tensor, z: &Tensor
             .to_scalar::<f64>()?)
     };
     let (gn, zn) = (norm(&sc)?, norm(z)?);
-    if gn == 0.0 || !gn.is_finite() {
+    if !gn.is_finite() {
+        return Err(diverged("Langevin corrector (the score)"));
+    }
+    if gn == 0.0 {
+        // A zero score (the mode of a symmetric law): the step size is undefined; stay.
         return Ok(x.clone());
     }
     let eps = 2.0 * (snr * zn / gn).powi(2);
@@ -825,7 +831,7 @@ pub fn ou_horizon(radius: f64) -> f64 {
     ((radius.max(1.0) / 0.01).ln()).clamp(5.0, 12.0)
 }
 
-/// The default process for a data law of the given radius: OU with `beta = 2` (the decks')
+/// The default process for a data law of the given radius: OU with `beta = 2`
 /// and horizon [`ou_horizon`].
 pub fn default_process(radius: f64) -> Process {
     Process::ou(2.0, ou_horizon(radius))

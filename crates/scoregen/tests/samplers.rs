@@ -388,3 +388,29 @@ fn posterior_kernel_is_the_sampler_kernel() {
         }
     }
 }
+
+/// A score with a non-finite value.
+struct NanScore(MixtureScore);
+
+impl Score for NanScore {
+    fn dim(&self) -> usize {
+        self.0.dim()
+    }
+    fn process(&self) -> &Process {
+        self.0.process()
+    }
+    fn score(&self, _t: f64, x: &Tensor) -> scoregen::Result<Tensor> {
+        Ok(x.affine(f64::NAN, 0.0)?)
+    }
+}
+
+/// The Langevin corrector stops with a numerical error on a non-finite score (it used to
+/// skip the step, hiding the divergence).
+#[test]
+fn corrector_stops_on_a_non_finite_score() {
+    use scoregen::sample::langevin_corrector_step;
+    let score = NanScore(gaussian_score(Process::ou(2.0, 5.0)));
+    let x = rows(&[[0.1, 0.2, 0.3]]);
+    let err = langevin_corrector_step(&score, 1.0, &x, &x, 0.16).unwrap_err();
+    assert!(matches!(err, scoregen::Error::Numerical(_)), "{err}");
+}
