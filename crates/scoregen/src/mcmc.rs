@@ -1,19 +1,20 @@
-//! Langevin samplers for unnormalised targets (deck 002, DESIGN.md §1 "Langevin families").
+//! Langevin samplers for unnormalised targets (Roberts & Tweedie 1996; Song & Ermon 2019).
 //!
 //! A [`Target`] gives `log pi(x)` up to a constant and its gradient, batched over the rows
 //! of `x` (`[n, d]`, any float dtype). Each row is an independent chain.
 //!
-//! * **ULA** (unadjusted Langevin, deck 002's SGLD):
+//! * **ULA** (unadjusted Langevin; SGLD of Welling & Teh 2011 with exact gradients):
 //!   `x_{k+1} = x_k + h grad log pi(x_k) + sqrt(2h) z_k`. Its stationary law is biased by
 //!   `O(h)`: for `N(mu, sigma^2)` it is exactly `N(mu, sigma^2 / (1 - h / (2 sigma^2)))`.
 //! * **MALA**: the ULA move as a proposal `y`, accepted with probability
 //!   `min(1, pi(y) q(x | y) / (pi(x) q(y | x)))`, `q(y | x) = N(y; x + h grad log pi(x), 2h I)`;
 //!   exact stationary law; the acceptance rate is reported.
-//! * **Annealed Langevin** (NCSN, deck 002's Algorithm 1) on a noise-conditional [`Score`]:
+//! * **Annealed Langevin** (NCSN, Song & Ermon 2019, Algorithm 1) on a noise-conditional [`Score`]:
 //!   for `sigma_1 > ... > sigma_L`, `alpha_i = eps sigma_i^2 / sigma_L^2`, `T` steps
 //!   `x <- x + alpha_i / 2 s(x, sigma_i) + sqrt(alpha_i) z` at each level. Levels are read at
 //!   the process times `t_i = t(sigma_i)`; for a VP process the update is applied to the
-//!   VE-equivalent `y = x / m(t)` (as [`crate::sample::Sampler::AnnealedLangevin`]).
+//!   VE-equivalent `y = x / m(t)`; one implementation with
+//!   [`crate::sample::Sampler::AnnealedLangevin`] ([`crate::sample::annealed_langevin_levels`]).
 //!
 //! Randomness: the normals of step `k` come from the stream `(Purpose::Step, k)`, MALA's
 //! uniforms of step `k` from `(Purpose::Resample, k)`, so runs are bit-reproducible and chain
@@ -252,7 +253,7 @@ pub fn mala(target: &dyn Target, x0: &Tensor, opts: &LangevinOptions) -> Result<
     })
 }
 
-/// Annealed Langevin dynamics (deck 002's Algorithm 1) on a noise-conditional score, from
+/// Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) on a noise-conditional score, from
 /// `x0` (`[n, d]`): at each level `sigma_i` of `ladder`, `steps_per_level` steps of
 /// `x <- x + alpha_i / 2 s(t_i, x) + sqrt(alpha_i) z`, `alpha_i = eps sigma_i^2 / sigma_L^2`,
 /// at `t_i = t(sigma_i)` of the score's process (VE-equivalent update for VP processes, see

@@ -1,13 +1,13 @@
 //! Forward (noising) processes and time grids.
 //!
 //! A process is given by its marginal `x_t = m(t) x_0 + s(t) eps`, `eps ~ N(0, I)`, with
-//! forward time `t: 0 -> T` (DESIGN.md §1). In SDE form `dX = f(t) X dt + g(t) dB` with
+//! forward time `t: 0 -> T` (docs/conventions.md). In SDE form `dX = f(t) X dt + g(t) dB` with
 //! `f = d log m / dt` and `g^2 = d s^2/dt - 2 f s^2`.
 //!
-//! * **VP / Ornstein–Uhlenbeck** (deck 001): `dX = -beta(t)/2 X dt + sqrt(beta(t)) dB`,
-//!   `m = exp(-B/2)`, `s^2 = 1 - m^2`, `B(t) = int_0^t beta`. `beta = 2` is the decks'
+//! * **VP / Ornstein–Uhlenbeck** (Song et al. 2021, "Score-based generative modeling through SDEs"): `dX = -beta(t)/2 X dt + sqrt(beta(t)) dB`,
+//!   `m = exp(-B/2)`, `s^2 = 1 - m^2`, `B(t) = int_0^t beta`. `beta = 2` is the project's default
 //!   `dX = -X dt + sqrt(2) dB`; DDPM's linear and cosine schedules are other `beta(t)`.
-//! * **VE** (NCSN, deck 002): `m = 1`, `s(t) = sigma_min (sigma_max / sigma_min)^t` on
+//! * **VE** (NCSN, Song & Ermon 2019): `m = 1`, `s(t) = sigma_min (sigma_max / sigma_min)^t` on
 //!   `t in [0, 1]`, so `g^2 = d s^2 / dt = 2 s^2 log(sigma_max / sigma_min)`.
 //!
 //! The discrete DDPM chains are these marginals read on a grid (`alpha_bar_k = m(t_k)^2`).
@@ -23,7 +23,7 @@ use crate::{Error, Result};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BetaSchedule {
-    /// `beta(t) = beta` (the OU process of the decks; `beta = 2` by default).
+    /// `beta(t) = beta` (the OU process; `beta = 2` by default).
     Constant {
         /// The constant rate.
         beta: f64,
@@ -465,7 +465,7 @@ mod tests {
     }
 
     #[test]
-    fn deck_ou_marginals() {
+    fn ou_marginals() {
         let p = Process::ou(2.0, 5.0);
         for &t in &[0.01, 0.3, 1.0, 4.0] {
             assert!((p.m(t) - (-t).exp()).abs() < 1e-14);
