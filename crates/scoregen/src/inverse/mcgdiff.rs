@@ -23,9 +23,7 @@
 //! `ybar_i` after the final denoising. With every `tau_i >= t_min` and a full-rank `U`, the
 //! run's `log Z` gives an estimate of `log p(y) = log Z + sum_i log m(tau_i) - sum_i log s_i`.
 
-use super::common::{
-    grid_with, log_normal, same_time, Ctx, Observation, PosteriorOptions, RunOutput, SmcJob, Spectral,
-};
+use super::common::{grid_with, log_normal, same_time, Ctx, RunOutput, SmcJob, Spectral};
 use crate::error::check_finite;
 use crate::process::ReverseKernel;
 use crate::smc::{gather_rows, run_feynman_kac, FeynmanKac};

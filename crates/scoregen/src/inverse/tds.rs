@@ -23,7 +23,7 @@
 //! Resampling by the ESS rule between steps. The weights are exact for any twist, so as
 //! particles grow the error goes to the discretisation error of the reverse chain.
 
-use super::common::{grid_with, tame_rows, Ctx, Observation, PosteriorOptions, RunOutput, SmcJob};
+use super::common::{grid_with, tame_rows, Ctx, Observation, RunOutput, SmcJob};
 use super::guidance::{pigdm_r2, residuals, tweedie_solve, GaussLik, Projected};
 use crate::error::check_finite;
 use crate::smc::{gather_rows, run_feynman_kac, FeynmanKac};
