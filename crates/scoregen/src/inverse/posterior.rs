@@ -5,8 +5,9 @@
 //! score's process and uses the same backward kernel, the DDPM ancestral step
 //! `p(x_{t'} | x_t) = N(x_{t'}; (m'/m) x + kappa score(t, x), var)` with
 //! `var = v s'^2 / s^2` (`v` the forward transition variance from `t'` to `t`) and
-//! `kappa = m' s^2 / m - s sqrt(s'^2 - var)` ([`crate::process::Process::reverse_kernel`], Ho et al. 2020). The
-//! methods differ in how they bring in `y = A x + sigma_y z`:
+//! `kappa = m' s^2 / m - s sqrt(s'^2 - var)` (Ho et al. 2020;
+//! [`crate::process::Process::reverse_kernel`], the samplers' DDPM step). The methods
+//! differ in how they bring in `y = A x + sigma_y z`:
 //!
 //! | method | kind | how |
 //! |---|---|---|
@@ -22,9 +23,10 @@
 //! | `dcps` | blocks | Janati et al. 2024: tamed ULA + Gaussian variational steps per block |
 //!
 //! The SMC methods are [`crate::smc::FeynmanKac`] models run by the one driver
-//! [`crate::smc::run_feynman_kac`]. They run `ceil(n / particles)` independent particle systems and return the
-//! final population of each, resampled to equal weights: their error goes to zero as the
-//! particle count grows. The guidance methods move `n` samples in one batch.
+//! [`crate::smc::run_feynman_kac`]. They run `ceil(n / particles)` independent particle
+//! systems and return the final population of each, resampled to equal weights: their error
+//! goes to zero as the particle count grows. The guidance methods move `n` samples in one
+//! batch.
 
 pub use super::common::{Observation, PosteriorOptions, PosteriorReport};
 
