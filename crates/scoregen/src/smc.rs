@@ -240,20 +240,12 @@ impl Particles {
 ///    in [`Self::final_log_potential`]; the target is unchanged, only the variance is.
 ///
 /// After the last step the driver resamples once more (equal weights out). Several
-/// independent systems may run together ([`Self::systems`]; rows of a table, say): they
+/// independent systems may run together ([`Shape::systems`]; rows of a table, say): they
 /// share the model's batched evaluations but have their own weights, resampling and
 /// random streams, so each one's result is what it would be alone.
 pub trait FeynmanKac {
-    /// Number of independent particle systems `B` run together (default 1).
-    fn systems(&self) -> usize {
-        1
-    }
-
-    /// Particles per system `N`.
-    fn particles(&self) -> usize;
-
-    /// Number of moves `K`.
-    fn steps(&self) -> usize;
+    /// How many systems, particles and moves.
+    fn shape(&self) -> Shape;
 
     /// Draws the particles from the initial law and returns `log G_0` of the `B N`
     /// particles (system-major), or `None` when `G_0 = 1`.
@@ -281,6 +273,28 @@ pub trait FeynmanKac {
     /// `count` uniforms for the resampling of system `b` at step `k` (`k = K`: the final
     /// resampling), from the model's random streams.
     fn uniforms(&self, b: usize, k: usize, count: usize) -> Vec<f64>;
+}
+
+/// The size of a [`FeynmanKac`] model's run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Independent particle systems `B` run together.
+    pub systems: usize,
+    /// Particles per system `N`.
+    pub particles: usize,
+    /// Moves `K`.
+    pub steps: usize,
+}
+
+impl Shape {
+    /// One system of `particles` particles and `steps` moves.
+    pub fn single(particles: usize, steps: usize) -> Shape {
+        Shape {
+            systems: 1,
+            particles,
+            steps,
+        }
+    }
 }
 
 /// What [`run_feynman_kac`] reports per particle system.
@@ -313,7 +327,11 @@ pub fn run_feynman_kac(
     threshold: f64,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<SmcDiagnostics>> {
-    let (systems, n, steps) = (model.systems(), model.particles(), model.steps());
+    let Shape {
+        systems,
+        particles: n,
+        steps,
+    } = model.shape();
     let mut parts: Vec<Particles> = (0..systems).map(|_| Particles::new(n, scheme, threshold)).collect();
     let reweight = |parts: &mut [Particles], log_g: Option<Vec<f64>>| -> Result<bool> {
         match log_g {
@@ -454,14 +472,12 @@ mod tests {
     }
 
     impl FeynmanKac for Ar1 {
-        fn systems(&self) -> usize {
-            self.seeds.len()
-        }
-        fn particles(&self) -> usize {
-            self.n
-        }
-        fn steps(&self) -> usize {
-            self.ys.len() - 1
+        fn shape(&self) -> Shape {
+            let one = Shape::single(self.n, self.ys.len() - 1);
+            Shape {
+                systems: self.seeds.len(),
+                ..one
+            }
         }
         fn initial(&mut self) -> Result<Option<Vec<f64>>> {
             self.x = self

@@ -26,7 +26,7 @@
 use super::common::{grid_with, log_normal, same_time, Ctx, RunOutput, SmcJob, Spectral};
 use crate::error::check_finite;
 use crate::process::ReverseKernel;
-use crate::smc::{gather_rows, run_feynman_kac, FeynmanKac};
+use crate::smc::{gather_rows, run_feynman_kac, FeynmanKac, Shape};
 use crate::Result;
 
 /// The MCGdiff model of one particle system.
@@ -61,12 +61,8 @@ impl Mcgdiff<'_, '_> {
 }
 
 impl FeynmanKac for Mcgdiff<'_, '_> {
-    fn particles(&self) -> usize {
-        self.n
-    }
-
-    fn steps(&self) -> usize {
-        self.ts.len() - 1
+    fn shape(&self) -> Shape {
+        Shape::single(self.n, self.ts.len() - 1)
     }
 
     /// `x_T` from the prior, weighted by `g_T`.

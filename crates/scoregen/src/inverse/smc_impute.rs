@@ -27,7 +27,7 @@
 use super::common::{grid_with, same_time, Ctx, Observation, PosteriorOptions, RunOutput, SmcJob};
 use crate::error::check_finite;
 use crate::process::ReverseKernel;
-use crate::smc::{gather_rows, run_feynman_kac, FeynmanKac};
+use crate::smc::{gather_rows, run_feynman_kac, FeynmanKac, Shape};
 use crate::{Error, Result};
 
 /// One problem of the batch: its random streams (`ctx.noise`, `run`), mask and the stored
@@ -134,16 +134,12 @@ impl<'a> SmcImpute<'a> {
 }
 
 impl FeynmanKac for SmcImpute<'_> {
-    fn systems(&self) -> usize {
-        self.sys.len()
-    }
-
-    fn particles(&self) -> usize {
-        self.n
-    }
-
-    fn steps(&self) -> usize {
-        self.ts.len() - 1
+    fn shape(&self) -> Shape {
+        Shape {
+            systems: self.sys.len(),
+            particles: self.n,
+            steps: self.ts.len() - 1,
+        }
     }
 
     /// The particles start from the prior with the observed part at `y_path[0]`.

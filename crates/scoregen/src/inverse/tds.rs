@@ -26,7 +26,7 @@
 use super::common::{grid_with, tame_rows, Ctx, Observation, RunOutput, SmcJob};
 use super::guidance::{pigdm_r2, residuals, tweedie_solve, GaussLik, Projected};
 use crate::error::check_finite;
-use crate::smc::{gather_rows, run_feynman_kac, FeynmanKac};
+use crate::smc::{gather_rows, run_feynman_kac, FeynmanKac, Shape};
 use crate::Result;
 
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
@@ -103,12 +103,8 @@ struct Tds<'a, 'c> {
 }
 
 impl FeynmanKac for Tds<'_, '_> {
-    fn particles(&self) -> usize {
-        self.n
-    }
-
-    fn steps(&self) -> usize {
-        self.ts.len() - 1
+    fn shape(&self) -> Shape {
+        Shape::single(self.n, self.ts.len() - 1)
     }
 
     /// `x_T` from the prior, weighted by the twist `p~_T(y | x_T)`.
