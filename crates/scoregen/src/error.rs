@@ -109,6 +109,35 @@ pub fn number(x: f64) -> String {
 /// `Result` with the library's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The error of a run that diverged: `what` names the sampler, method or quantity.
+pub(crate) fn diverged(what: &str) -> Error {
+    Error::Numerical(format!(
+        "{what}: NaN or infinite values (the run diverged; try more steps or a smaller step size)"
+    ))
+}
+
+/// Fails with [`Error::Numerical`] when a value of `x` is NaN or infinite: the one check
+/// by which every sampler, corrector, Langevin chain and posterior method stops on
+/// divergence (never by skipping a step). Input validation (a NaN in a user's file) is
+/// [`Error::InvalidInput`] instead and checked where the input is read.
+pub fn check_finite(x: &[f64], what: &str) -> Result<()> {
+    if x.iter().all(|v| v.is_finite()) {
+        Ok(())
+    } else {
+        Err(diverged(what))
+    }
+}
+
+/// [`check_finite`] for a tensor of any float dtype (through its largest absolute value).
+pub fn check_finite_tensor(x: &candle_core::Tensor, what: &str) -> Result<()> {
+    let s: f64 = x.to_dtype(candle_core::DType::F64)?.abs()?.max_all()?.to_scalar()?;
+    if s.is_finite() {
+        Ok(())
+    } else {
+        Err(diverged(what))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

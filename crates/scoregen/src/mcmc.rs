@@ -1,19 +1,20 @@
-//! Langevin samplers for unnormalised targets (deck 002, DESIGN.md §1 "Langevin families").
+//! Langevin samplers for unnormalised targets (Roberts & Tweedie 1996; Song & Ermon 2019).
 //!
 //! A [`Target`] gives `log pi(x)` up to a constant and its gradient, batched over the rows
 //! of `x` (`[n, d]`, any float dtype). Each row is an independent chain.
 //!
-//! * **ULA** (unadjusted Langevin, deck 002's SGLD):
+//! * **ULA** (unadjusted Langevin; SGLD of Welling & Teh 2011 with exact gradients):
 //!   `x_{k+1} = x_k + h grad log pi(x_k) + sqrt(2h) z_k`. Its stationary law is biased by
 //!   `O(h)`: for `N(mu, sigma^2)` it is exactly `N(mu, sigma^2 / (1 - h / (2 sigma^2)))`.
 //! * **MALA**: the ULA move as a proposal `y`, accepted with probability
 //!   `min(1, pi(y) q(x | y) / (pi(x) q(y | x)))`, `q(y | x) = N(y; x + h grad log pi(x), 2h I)`;
 //!   exact stationary law; the acceptance rate is reported.
-//! * **Annealed Langevin** (NCSN, deck 002's Algorithm 1) on a noise-conditional [`Score`]:
+//! * **Annealed Langevin** (NCSN, Song & Ermon 2019, Algorithm 1) on a noise-conditional [`Score`]:
 //!   for `sigma_1 > ... > sigma_L`, `alpha_i = eps sigma_i^2 / sigma_L^2`, `T` steps
 //!   `x <- x + alpha_i / 2 s(x, sigma_i) + sqrt(alpha_i) z` at each level. Levels are read at
 //!   the process times `t_i = t(sigma_i)`; for a VP process the update is applied to the
-//!   VE-equivalent `y = x / m(t)` (as [`crate::sample::Sampler::AnnealedLangevin`]).
+//!   VE-equivalent `y = x / m(t)`; one implementation with
+//!   [`crate::sample::Sampler::AnnealedLangevin`] ([`crate::sample::annealed_langevin_levels`]).
 //!
 //! Randomness: the normals of step `k` come from the stream `(Purpose::Step, k)`, MALA's
 //! uniforms of step `k` from `(Purpose::Resample, k)`, so runs are bit-reproducible and chain
@@ -23,9 +24,11 @@ use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
 
+use crate::error::check_finite_tensor;
 use crate::nn::score_matching::SigmaLadder;
 use crate::nn::EnergyNet;
 use crate::rng::{stream, Noise, Purpose};
+use crate::sample::annealed_langevin_levels;
 use crate::score::{GaussianMixture, Score};
 use crate::{Error, Result};
 
@@ -161,17 +164,6 @@ fn check(target_dim: usize, x: &Tensor, opts: &LangevinOptions) -> Result<(usize
     Ok((n, d))
 }
 
-fn finite(x: &Tensor, what: &str) -> Result<()> {
-    let m: f64 = x.to_dtype(DType::F64)?.abs()?.max_all()?.to_scalar()?;
-    if m.is_finite() {
-        Ok(())
-    } else {
-        Err(Error::Numerical(format!(
-            "{what}: chains are no longer finite (try a smaller step size)"
-        )))
-    }
-}
-
 /// ULA from the chains `x0` (`[n, d]`): `x <- x + h grad log pi(x) + sqrt(2h) z`, `steps`
 /// times; returns the final states.
 pub fn ula(target: &dyn Target, x0: &Tensor, opts: &LangevinOptions) -> Result<Tensor> {
@@ -184,10 +176,10 @@ pub fn ula(target: &dyn Target, x0: &Tensor, opts: &LangevinOptions) -> Result<T
         let z = noise.normal_tensor(stream(Purpose::Step, k as u64), n, d, x.dtype(), x.device())?;
         x = ((&x + g.affine(h, 0.0)?)? + z.affine((2.0 * h).sqrt(), 0.0)?)?;
         if k % 64 == 63 {
-            finite(&x, "ULA")?;
+            check_finite_tensor(&x, "ULA")?;
         }
     }
-    finite(&x, "ULA")?;
+    check_finite_tensor(&x, "ULA")?;
     Ok(x)
 }
 
@@ -254,14 +246,14 @@ pub fn mala(target: &dyn Target, x0: &Tensor, opts: &LangevinOptions) -> Result<
         lp = mix(&lpy, &lp)?;
         g = mix(&gy, &g)?;
     }
-    finite(&x, "MALA")?;
+    check_finite_tensor(&x, "MALA")?;
     Ok(MalaReport {
         x,
         acceptance_rate: accepted as f64 / (n * opts.steps).max(1) as f64,
     })
 }
 
-/// Annealed Langevin dynamics (deck 002's Algorithm 1) on a noise-conditional score, from
+/// Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) on a noise-conditional score, from
 /// `x0` (`[n, d]`): at each level `sigma_i` of `ladder`, `steps_per_level` steps of
 /// `x <- x + alpha_i / 2 s(t_i, x) + sqrt(alpha_i) z`, `alpha_i = eps sigma_i^2 / sigma_L^2`,
 /// at `t_i = t(sigma_i)` of the score's process (VE-equivalent update for VP processes, see
@@ -274,7 +266,7 @@ pub fn annealed_langevin(
     x0: &Tensor,
     seed: u64,
 ) -> Result<Tensor> {
-    let (n, d) = x0.dims2()?;
+    let (_, d) = x0.dims2()?;
     if d != score.dim() {
         return Err(Error::invalid(format!(
             "chains have dimension {d}, the score {}",
@@ -287,28 +279,18 @@ pub fn annealed_langevin(
         ));
     }
     let p = score.process();
-    let noise = Noise::new(seed);
     let sigmas = ladder.sigmas();
     let sigma_l = *sigmas.last().expect("a ladder has >= 2 levels");
     let ts: Vec<f64> = sigmas.iter().map(|&s| p.t_of_sigma(s)).collect();
-    let mut x = x0.detach();
-    let mut k = 0u64;
-    for (i, (&sigma, &t)) in sigmas.iter().zip(&ts).enumerate() {
-        if i > 0 {
-            x = x.affine(p.m(t) / p.m(ts[i - 1]), 0.0)?;
-        }
-        let alpha = eps * sigma * sigma / (sigma_l * sigma_l);
-        let m = p.m(t);
-        for _ in 0..steps_per_level {
-            let s = score.score(t, &x)?;
-            let z = noise.normal_tensor(stream(Purpose::Step, k), n, d, x.dtype(), x.device())?;
-            // In y = x / m: y + alpha/2 m score_x + sqrt(alpha) z; times m.
-            x = ((&x + s.affine(0.5 * alpha * m * m, 0.0)?)? + z.affine(alpha.sqrt() * m, 0.0)?)?;
-            k += 1;
-        }
-        finite(&x, "annealed Langevin")?;
-    }
-    Ok(x)
+    annealed_langevin_levels(
+        score,
+        &ts,
+        steps_per_level,
+        eps / (sigma_l * sigma_l),
+        x0.detach(),
+        &Noise::new(seed),
+        &mut |_, _| {},
+    )
 }
 
 #[cfg(test)]

@@ -1,27 +1,29 @@
 //! Forward (noising) processes and time grids.
 //!
 //! A process is given by its marginal `x_t = m(t) x_0 + s(t) eps`, `eps ~ N(0, I)`, with
-//! forward time `t: 0 -> T` (DESIGN.md §1). In SDE form `dX = f(t) X dt + g(t) dB` with
+//! forward time `t: 0 -> T` (docs/conventions.md). In SDE form `dX = f(t) X dt + g(t) dB` with
 //! `f = d log m / dt` and `g^2 = d s^2/dt - 2 f s^2`.
 //!
-//! * **VP / Ornstein–Uhlenbeck** (deck 001): `dX = -beta(t)/2 X dt + sqrt(beta(t)) dB`,
-//!   `m = exp(-B/2)`, `s^2 = 1 - m^2`, `B(t) = int_0^t beta`. `beta = 2` is the decks'
+//! * **VP / Ornstein–Uhlenbeck** (Song et al. 2021, "Score-based generative modeling through SDEs"): `dX = -beta(t)/2 X dt + sqrt(beta(t)) dB`,
+//!   `m = exp(-B/2)`, `s^2 = 1 - m^2`, `B(t) = int_0^t beta`. `beta = 2` is the project's default
 //!   `dX = -X dt + sqrt(2) dB`; DDPM's linear and cosine schedules are other `beta(t)`.
-//! * **VE** (NCSN, deck 002): `m = 1`, `s(t) = sigma_min (sigma_max / sigma_min)^t` on
+//! * **VE** (NCSN, Song & Ermon 2019): `m = 1`, `s(t) = sigma_min (sigma_max / sigma_min)^t` on
 //!   `t in [0, 1]`, so `g^2 = d s^2 / dt = 2 s^2 log(sigma_max / sigma_min)`.
 //!
 //! The discrete DDPM chains are these marginals read on a grid (`alpha_bar_k = m(t_k)^2`).
 
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::f64::consts::FRAC_PI_2;
 
+use crate::rng::{stream, Noise, Purpose};
 use crate::{Error, Result};
 
 /// The rate `beta(t)` of a VP process.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BetaSchedule {
-    /// `beta(t) = beta` (the OU process of the decks; `beta = 2` by default).
+    /// `beta(t) = beta` (the OU process; `beta = 2` by default).
     Constant {
         /// The constant rate.
         beta: f64,
@@ -280,6 +282,90 @@ impl Process {
     pub fn prior_std(&self) -> f64 {
         self.s(self.t_max())
     }
+
+    /// `n` draws (row-major `[n, d]`) of the reference prior `N(0, s(T)^2 I)` from the
+    /// stream `(Purpose::Init, index)` of `noise`: `s(T) z`. Every posterior method and
+    /// imputer starts its particle system `index` here.
+    pub fn prior_rows(&self, noise: &Noise, index: u64, n: usize, d: usize) -> Vec<f64> {
+        let s = self.prior_std();
+        noise
+            .normals(stream(Purpose::Init, index), n, d)
+            .into_iter()
+            .map(|z| s * z)
+            .collect()
+    }
+
+    /// [`Process::prior_rows`] (index 0) as an `[n, d]` tensor of `dtype`, started at `t`
+    /// (the samplers' `t_max`, `T` by default): `s(t) z`, the normals rounded to `dtype`
+    /// first.
+    pub fn prior_tensor(
+        &self,
+        noise: &Noise,
+        t: f64,
+        n: usize,
+        d: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        Ok(noise
+            .normal_tensor(stream(Purpose::Init, 0), n, d, dtype, device)?
+            .affine(self.s(t), 0.0)?)
+    }
+
+    /// The reverse (backward) kernel of the DDPM / DDIM chains from `t0` down to `t1 < t0`
+    /// (Ho et al. 2020; Song, Meng & Ermon 2021, "Denoising diffusion implicit models"),
+    /// with the score at `t0`:
+    ///
+    /// `x_{t1} ~ N(ax x + kappa score(t0, x), var I)`, `ax = m1/m0`,
+    /// `var = eta^2 v s1^2 / s0^2`, `kappa = m1 s0^2 / m0 - s0 sqrt(s1^2 - var)`,
+    ///
+    /// `v` the forward transition variance from `t1` to `t0` (`m0 = m(t0)`, ...). This is
+    /// DDIM's `m1 x0_hat + sqrt(s1^2 - var) eps_hat + sqrt(var) z` with the Tweedie
+    /// `x0_hat = (x + s0^2 score)/m0`, `eps_hat = -s0 score` (docs/conventions.md);
+    /// `eta = 1` is DDPM's ancestral step, the forward posterior `q(x_{t1} | x_{t0}, x0_hat)`,
+    /// and the transition of every posterior method's Feynman–Kac model.
+    pub fn reverse_kernel(&self, t0: f64, t1: f64, eta: f64) -> ReverseKernel {
+        let (m, s, m1, s1) = (self.m(t0), self.s(t0), self.m(t1), self.s(t1));
+        let (_, v) = self.transition(t1, t0);
+        let var = eta * eta * (v * s1 * s1 / (s * s));
+        let kappa = m1 * s * s / m - s * (s1 * s1 - var).max(0.0).sqrt();
+        ReverseKernel { ax: m1 / m, kappa, var }
+    }
+}
+
+/// One step of the DDPM / DDIM reverse chain ([`Process::reverse_kernel`]):
+/// `x' = ax x + kappa score + sqrt(var) z`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReverseKernel {
+    /// `m(t1) / m(t0)`.
+    pub ax: f64,
+    /// Coefficient of the score in the mean.
+    pub kappa: f64,
+    /// Variance of the step.
+    pub var: f64,
+}
+
+impl ReverseKernel {
+    /// The standard deviation `sqrt(var)`.
+    pub fn sd(&self) -> f64 {
+        self.var.sqrt()
+    }
+
+    /// The mean `ax x + kappa score` of one coordinate.
+    #[inline]
+    pub fn mean_of(&self, x: f64, score: f64) -> f64 {
+        self.ax * x + self.kappa * score
+    }
+
+    /// The means of rows `x` given their scores (row-major, same shape).
+    pub fn mean(&self, x: &[f64], score: &[f64]) -> Vec<f64> {
+        x.iter().zip(score).map(|(a, b)| self.mean_of(*a, *b)).collect()
+    }
+
+    /// The mean as a tensor, `ax x + kappa score` (the same arithmetic as [`Self::mean`]).
+    pub fn mean_tensor(&self, x: &Tensor, score: &Tensor) -> Result<Tensor> {
+        Ok((x.affine(self.ax, 0.0)? + score.affine(self.kappa, 0.0)?)?)
+    }
 }
 
 /// Spacing of the reverse-time grid `T = t_0 > t_1 > ... > t_N = t_min`.
@@ -379,7 +465,7 @@ mod tests {
     }
 
     #[test]
-    fn deck_ou_marginals() {
+    fn ou_marginals() {
         let p = Process::ou(2.0, 5.0);
         for &t in &[0.01, 0.3, 1.0, 4.0] {
             assert!((p.m(t) - (-t).exp()).abs() < 1e-14);

@@ -1,11 +1,12 @@
 //! Reverse-time samplers, batched over `n` particles, seeded and bit-reproducible.
 //!
 //! All samplers walk a decreasing grid `T = t_0 > ... > t_N = t_min` (forward time) and
-//! discretise the reverse family of deck 001 (DESIGN.md §1): at reverse time `u = T - t`,
+//! discretise the reverse family of SDEs (Song et al. 2021; docs/conventions.md, the `b_t`
+//! family): at reverse time `u = T - t`,
 //!
 //! `dX = (-f(t) X + (1 + b_u^2)/2 g(t)^2 score(t, X)) du + b_u g(t) dB`,
 //!
-//! which for the OU process `beta = 2` is deck 001's `dX = (X + (1 + b^2) score) du + sqrt(2) b dB`.
+//! which for the OU process `beta = 2` is `dX = (X + (1 + b^2) score) du + sqrt(2) b dB`.
 //! `b = 1` is the usual reverse SDE and `b = 0` the probability-flow ODE.
 //!
 //! | sampler | step from `t0` to `t1 < t0` (`h = t0 - t1`) |
@@ -13,9 +14,9 @@
 //! | [`Sampler::EulerMaruyama`] | `x + (-f x + (1+b^2)/2 g^2 score) h + b sqrt(g^2 h) z` |
 //! | [`Sampler::ExpIntegrator`] | `r x + (1+b^2)/2 c score + b sqrt(v) z`, linear part exact, score frozen ([`Process::ei_coefficients`]) |
 //! | [`Sampler::Heun`] | Heun's second-order method on the PF-ODE (Karras et al. 2022) |
-//! | [`Sampler::Ddpm`] | ancestral: draw from `q(x_{t1} | x_{t0}, x0_hat)`, the forward posterior at the Tweedie `x0_hat` |
-//! | [`Sampler::Ddim`] | `m1 x0_hat + sqrt(s1^2 - c^2) eps_hat + c z`, `c = eta sqrt(Var q)`; `eta = 1` is DDPM |
-//! | [`Sampler::AnnealedLangevin`] | deck 002 Algorithm 1: Langevin `x + a/2 score + sqrt(a) z` at each level, `a_i = delta s(t_i)^2`; between levels `x *= m(t_{i+1})/m(t_i)` |
+//! | [`Sampler::Ddpm`] | ancestral (Ho et al. 2020): draw from `q(x_{t1} | x_{t0}, x0_hat)`, the forward posterior at the Tweedie `x0_hat` ([`Process::reverse_kernel`], `eta = 1`) |
+//! | [`Sampler::Ddim`] | Song, Meng & Ermon 2021: `m1 x0_hat + sqrt(s1^2 - c^2) eps_hat + c z`, `c = eta sqrt(Var q)`; `eta = 1` is DDPM ([`Process::reverse_kernel`]) |
+//! | [`Sampler::AnnealedLangevin`] | NCSN's Algorithm 1 (Song & Ermon 2019): Langevin `x + a/2 score + sqrt(a) z` at each level, `a_i = delta s(t_i)^2`; between levels `x *= m(t_{i+1})/m(t_i)` |
 //! | [`Sampler::PredictorCorrector`] | score_sde's PC: Langevin corrector at target SNR, then a predictor step |
 //!
 //! Noise of step `k` comes from stream `(Purpose::Step, k)` of [`Noise`]
@@ -26,20 +27,21 @@
 //! particles on the CPU take a fused loop: per step and per fixed block of particles, the
 //! score, the noise draw and the update run together in place, with no tensor allocated per
 //! step; the arithmetic is the tensor path's, so both agree up to the rounding of the score. An optional final Tweedie step returns
-//! `x0_hat(t_min, x)` (DESIGN.md: early stopping and denoising are explicit options).
+//! `x0_hat(t_min, x)` (early stopping and denoising are explicit options; docs/conventions.md).
 
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
-use crate::process::{Process, TimeGrid};
+use crate::error::{check_finite_tensor, diverged};
+use crate::process::{Process, ReverseKernel, TimeGrid};
 use crate::rng::{stream, Noise, Purpose};
 use crate::score::{RowScore, Score};
 use crate::{Error, Result};
 
 /// The diffusion multiplier `b_u` of the reverse family, a constant or a function of the
-/// reverse time `u = T - t` (deck 001's `b_t`).
+/// reverse time `u = T - t` (the `b_t` of docs/conventions.md).
 #[derive(Clone)]
 pub enum BFn {
     /// A constant `b >= 0`.
@@ -89,7 +91,7 @@ pub enum Sampler {
         /// 0: deterministic DDIM; 1: DDPM.
         eta: f64,
     },
-    /// Annealed Langevin dynamics (NCSN, deck 002). The levels are the VE-equivalent laws
+    /// Annealed Langevin dynamics (NCSN, Song & Ermon 2019). The levels are the VE-equivalent laws
     /// of `y = x / m(t)` (`y = x_0 + sigma(t) eps`, all centred like the data): in `y` the
     /// step is NCSN's `a_i = delta sigma_i^2`; in `x` this is `x + delta s^2/2 score + sqrt(delta) s z`
     /// with `x` rescaled by `m(t_{i+1})/m(t_i)` between levels (a no-op for VE).
@@ -303,15 +305,9 @@ pub fn predictor_step(
         }
         Sampler::Ddpm => predictor_step(score, &Sampler::Ddim { eta: 1.0 }, t0, t1, x, z),
         Sampler::Ddim { eta } => {
-            let (m0, s0, m1, s1) = (p.m(t0), p.s(t0), p.m(t1), p.s(t1));
-            let (_, v) = p.transition(t1, t0);
-            let var_post = v * s1 * s1 / (s0 * s0);
-            let c2 = eta * eta * var_post;
+            let k = p.reverse_kernel(t0, t1, *eta);
             let sc = score.score(t0, x)?;
-            // x0_hat = (x + s0^2 score)/m0, eps_hat = -s0 score.
-            let x0 = (x + sc.affine(s0 * s0, 0.0)?)?.affine(1.0 / m0, 0.0)?;
-            let mean = (x0.affine(m1, 0.0)? + sc.affine(-s0 * (s1 * s1 - c2).max(0.0).sqrt(), 0.0)?)?;
-            noise_term(c2.sqrt(), mean)
+            noise_term(k.sd(), k.mean_tensor(x, &sc)?)
         }
         Sampler::AnnealedLangevin { .. } | Sampler::PredictorCorrector { .. } => {
             Err(Error::invalid("predictor_step: not a single-step sampler"))
@@ -327,7 +323,8 @@ pub fn pf_ode_velocity(score: &dyn Score, t: f64, x: &Tensor) -> Result<Tensor> 
 }
 
 /// One Langevin step `x + eps score + sqrt(2 eps) z` with score_sde's step rule
-/// `eps = 2 (snr |z| / |score|)^2`, the norms averaged over the batch.
+/// `eps = 2 (snr |z| / |score|)^2` (Song et al. 2021), the norms averaged over the batch.
+/// A non-finite score stops the run with [`Error::Numerical`]; a zero score leaves `x`.
 pub fn langevin_corrector_step(score: &dyn Score, t: f64, x: &Tensor, z: &Tensor, snr: f64) -> Result<Tensor> {
     let sc = score.score(t, x)?;
     let norm = |a: &Tensor| -> Result<f64> {
@@ -339,22 +336,60 @@ pub fn langevin_corrector_step(score: &dyn Score, t: f64, x: &Tensor, z: &Tensor
             .to_scalar::<f64>()?)
     };
     let (gn, zn) = (norm(&sc)?, norm(z)?);
-    if gn == 0.0 || !gn.is_finite() {
+    if !gn.is_finite() {
+        return Err(diverged("Langevin corrector (the score)"));
+    }
+    if gn == 0.0 {
+        // A zero score (the mode of a symmetric law): the step size is undefined; stay.
         return Ok(x.clone());
     }
     let eps = 2.0 * (snr * zn / gn).powi(2);
     Ok(((x + sc.affine(eps, 0.0)?)? + z.affine((2.0 * eps).sqrt(), 0.0)?)?)
 }
 
-fn check_finite(x: &Tensor, what: &str) -> Result<()> {
-    let s: f64 = x.to_dtype(DType::F64)?.abs()?.max_all()?.to_scalar()?;
-    if s.is_finite() {
-        Ok(())
-    } else {
-        Err(Error::Numerical(format!(
-            "{what}: particles are no longer finite (try more steps or a smaller step size)"
-        )))
+/// Annealed Langevin dynamics (Song & Ermon 2019, NCSN's Algorithm 1) over the noise
+/// levels at the decreasing times `ts`, from the particles `x` at `ts[0]`: the one
+/// implementation behind [`Sampler::AnnealedLangevin`] and [`crate::mcmc::annealed_langevin`].
+///
+/// Convention: the levels are the variance-exploding laws of `y = x / m(t)`
+/// (`y = x_0 + sigma(t) eps`), on which NCSN's step is `y += alpha_i/2 score_y + sqrt(alpha_i) z`
+/// with `alpha_i = delta sigma_i^2` (NCSN writes `alpha_i = eps sigma_i^2 / sigma_L^2`, i.e.
+/// `delta = eps / sigma_L^2`). In `x` this is
+/// `x += a_i/2 score(t_i, x) + sqrt(a_i) z`, `a_i = delta s(t_i)^2`, and between levels
+/// `x *= m(t_{i+1}) / m(t_i)` (a no-op for VE). `steps_per_level` steps at each level; the
+/// normals of step `k` (counted over all levels) are [`Noise::normals_fast`] of stream
+/// `(Purpose::Step, k)`. Stops with [`Error::Numerical`] when the chains diverge.
+pub fn annealed_langevin_levels(
+    score: &dyn Score,
+    ts: &[f64],
+    steps_per_level: usize,
+    delta: f64,
+    x: Tensor,
+    noise: &Noise,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Tensor> {
+    let p = score.process();
+    let (n, d) = x.dims2()?;
+    let (dtype, device) = (x.dtype(), x.device().clone());
+    let total = ts.len() * steps_per_level;
+    let mut x = x;
+    let mut k = 0;
+    for (i, &t) in ts.iter().enumerate() {
+        if i > 0 {
+            // Levels are the VE-equivalent laws of y = x / m(t): keep y, rescale x.
+            x = x.affine(p.m(t) / p.m(ts[i - 1]), 0.0)?;
+        }
+        let a = delta * p.s(t).powi(2);
+        for _ in 0..steps_per_level {
+            let sc = score.score(t, &x)?;
+            let z = noise.normal_tensor_fast(stream(Purpose::Step, k as u64), n, d, dtype, &device)?;
+            x = ((&x + sc.affine(0.5 * a, 0.0)?)? + z.affine(a.sqrt(), 0.0)?)?;
+            k += 1;
+            progress(k, total);
+        }
+        check_finite_tensor(&x, "annealed Langevin")?;
     }
+    Ok(x)
 }
 
 /// Draws `n` particles from the reference prior `N(0, s(T)^2 I)` and runs [`sample_from`].
@@ -371,9 +406,7 @@ pub fn sample(
     let p = score.process();
     let t_max = opts.t_max.unwrap_or(p.t_max());
     let noise = Noise::new(opts.seed);
-    let x = noise
-        .normal_tensor(stream(Purpose::Init, 0), n, score.dim(), opts.dtype, &Device::Cpu)?
-        .affine(p.s(t_max), 0.0)?;
+    let x = p.prior_tensor(&noise, t_max, n, score.dim(), opts.dtype, &Device::Cpu)?;
     sample_from(score, sampler, opts, x, progress)
 }
 
@@ -416,23 +449,7 @@ pub fn sample_from(
             // does not vanish near t = 0 for a uniform-in-t grid), so the default is log-SNR.
             let grid = opts.grid.unwrap_or(TimeGrid::LogSnr);
             let ts = grid.times(p, levels - 1, opts.t_min, t_max)?;
-            let total = levels * steps_per_level;
-            let mut k = 0;
-            for (i, &t) in ts.iter().enumerate() {
-                if i > 0 {
-                    // Levels are the VE-equivalent laws of y = x / m(t): keep y, rescale x.
-                    x = x.affine(p.m(t) / p.m(ts[i - 1]), 0.0)?;
-                }
-                let a = step_ratio * p.s(t).powi(2);
-                for _ in 0..*steps_per_level {
-                    let sc = score.score(t, &x)?;
-                    let z = z_at(Purpose::Step, k as u64)?;
-                    x = ((&x + sc.affine(0.5 * a, 0.0)?)? + z.affine(a.sqrt(), 0.0)?)?;
-                    k += 1;
-                    progress(k, total);
-                }
-                check_finite(&x, "annealed Langevin")?;
-            }
+            x = annealed_langevin_levels(score, &ts, *steps_per_level, *step_ratio, x, &noise, progress)?;
             last_t = opts.t_min;
         }
         Sampler::PredictorCorrector {
@@ -452,7 +469,7 @@ pub fn sample_from(
                 let z = z_at(Purpose::Step, k as u64)?;
                 x = predictor_step(score, predictor, ts[k], ts[k + 1], &x, Some(&z))?;
                 if k % 16 == 15 {
-                    check_finite(&x, "predictor-corrector")?;
+                    check_finite_tensor(&x, "predictor-corrector")?;
                 }
                 progress(k + 1, opts.steps);
             }
@@ -472,14 +489,14 @@ pub fn sample_from(
                 };
                 x = predictor_step(score, sampler, ts[k], ts[k + 1], &x, z.as_ref())?;
                 if k % 16 == 15 {
-                    check_finite(&x, "sampler")?;
+                    check_finite_tensor(&x, "sampler")?;
                 }
                 progress(k + 1, opts.steps);
             }
             last_t = opts.t_min;
         }
     }
-    check_finite(&x, "sampler")?;
+    check_finite_tensor(&x, "sampler")?;
     if opts.denoise {
         x = score.denoise(last_t, &x)?;
     }
@@ -510,14 +527,10 @@ enum RowOp {
         cz: f64,
         stream: Option<u64>,
     },
-    /// `x0 = (x + score s02) inv_m0`, `x' = (x0 m1 + score ce) + z cz` (DDIM / DDPM).
+    /// `x' = ax x + kappa score + sd z` ([`Process::reverse_kernel`]; DDIM / DDPM).
     Ddim {
         kern: usize,
-        s02: f64,
-        inv_m0: f64,
-        m1: f64,
-        ce: f64,
-        cz: f64,
+        k: ReverseKernel,
         stream: Option<u64>,
     },
     /// Heun on the PF-ODE: `d0 = x f0 + score(t0, x) q0`, `xe = x + d0 h`,
@@ -599,21 +612,13 @@ impl RowOp {
                     add_noise(xb, z, st, cz);
                 }
             }
-            RowOp::Ddim {
-                kern,
-                s02,
-                inv_m0,
-                m1,
-                ce,
-                cz,
-                stream,
-            } => {
+            RowOp::Ddim { kern, k, stream } => {
                 kernels[kern].score_rows(xb, sc);
                 xb.iter_mut()
                     .zip(sc.iter())
-                    .for_each(|(xv, s)| *xv = ((*xv + s * s02) * inv_m0) * m1 + s * ce);
+                    .for_each(|(xv, s)| *xv = k.mean_of(*xv, *s));
                 if let Some(st) = stream {
-                    add_noise(xb, z, st, cz);
+                    add_noise(xb, z, st, k.sd());
                 }
             }
             RowOp::Heun {
@@ -756,19 +761,11 @@ fn sample_rows(
                     }
                     Sampler::Ddpm | Sampler::Ddim { .. } => {
                         let eta = if let Sampler::Ddim { eta } = sampler { *eta } else { 1.0 };
-                        let (m0, s0, m1, s1) = (p.m(t0), p.s(t0), p.m(t1), p.s(t1));
-                        let (_, v) = p.transition(t1, t0);
-                        let var_post = v * s1 * s1 / (s0 * s0);
-                        let c2 = eta * eta * var_post;
-                        let cz = c2.sqrt();
+                        let k = p.reverse_kernel(t0, t1, eta);
                         RowOp::Ddim {
                             kern: kernel(t0)?,
-                            s02: s0 * s0,
-                            inv_m0: 1.0 / m0,
-                            m1,
-                            ce: -s0 * (s1 * s1 - c2).max(0.0).sqrt(),
-                            cz,
-                            stream: noisy(cz),
+                            k,
+                            stream: noisy(k.sd()),
                         }
                     }
                     Sampler::Heun => RowOp::Heun {
@@ -819,9 +816,7 @@ fn sample_rows(
         progress(total * w1 / blocks, total);
     }
     if !ok {
-        return Err(Error::Numerical(format!(
-            "{what}: particles are no longer finite (try more steps or a smaller step size)"
-        )));
+        return Err(diverged(what));
     }
     let mut x = Tensor::from_vec(xs, (n, d), x.device())?;
     if opts.denoise {
@@ -836,7 +831,7 @@ pub fn ou_horizon(radius: f64) -> f64 {
     ((radius.max(1.0) / 0.01).ln()).clamp(5.0, 12.0)
 }
 
-/// The default process for a data law of the given radius: OU with `beta = 2` (the decks')
+/// The default process for a data law of the given radius: OU with `beta = 2`
 /// and horizon [`ou_horizon`].
 pub fn default_process(radius: f64) -> Process {
     Process::ou(2.0, ou_horizon(radius))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use scoregen::inverse::{sample_posterior, ExactPosterior, Method, Observation, Operator, PosteriorOptions};
 use scoregen::rng::{stream, Noise, Purpose};
 use scoregen::sample::default_process;
-use scoregen::score::{Covariance, GaussianMixture, MixtureScore};
+use scoregen::score::{Covariance, GaussianMixture, MixtureScore, Score};
 
 /// Deck 000: (Y, X) ~ N(0, [[1, 1.5], [1.5, 5]]); observing Y = y gives X | y ~ N(1.5 y, 2.75).
 fn deck000() -> (MixtureScore, GaussianMixture) {
@@ -314,5 +314,50 @@ fn every_method_runs_and_is_reproducible() {
         assert_eq!(a.samples.len(), 500, "{m}");
         assert!(a.samples.iter().all(|v| v.is_finite()), "{m}");
         assert_eq!(a.samples, b.samples, "{m} not reproducible");
+    }
+}
+
+/// A score without gradients (its values computed on the host, outside candle's graph).
+struct NoGradients(MixtureScore);
+
+impl Score for NoGradients {
+    fn dim(&self) -> usize {
+        self.0.dim()
+    }
+    fn process(&self) -> &scoregen::process::Process {
+        self.0.process()
+    }
+    fn score(&self, t: f64, x: &candle_core::Tensor) -> scoregen::Result<candle_core::Tensor> {
+        let v: Vec<f64> = self.0.score(t, &x.detach())?.flatten_all()?.to_vec1()?;
+        Ok(candle_core::Tensor::from_vec(v, x.dims2()?, x.device())?)
+    }
+}
+
+/// The gradient-based methods refuse a score without gradients with one clear error (no
+/// silent fallback to zero guidance); the methods that need no gradients run.
+#[test]
+fn gradient_methods_refuse_a_score_without_gradients() {
+    let (score, _) = deck000();
+    let score = NoGradients(score);
+    let obs = mask_obs(1.0, 0.1);
+    let opts = PosteriorOptions {
+        n: 50,
+        particles: 50,
+        steps: 20,
+        ..Default::default()
+    };
+    for m in ["dps", "pigdm", "tmpd", "tds", "dcps"] {
+        let method: Method = m.parse().unwrap();
+        let err = sample_posterior(&score, &obs, &method, &opts, &mut |_, _| {}).unwrap_err();
+        assert!(
+            err.to_string().contains("needs gradients of the score")
+                || err.to_string().contains("need gradients of the score"),
+            "{m}: {err}"
+        );
+        assert!(err.is_user_error(), "{m}: {err}");
+    }
+    for m in ["smc-impute", "mcgdiff", "replacement", "ddrm"] {
+        let method: Method = m.parse().unwrap();
+        sample_posterior(&score, &obs, &method, &opts, &mut |_, _| {}).unwrap();
     }
 }

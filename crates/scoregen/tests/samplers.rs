@@ -308,3 +308,109 @@ fn divergence_is_reported_not_hidden() {
     assert!(r.is_err(), "expected a divergence error");
     assert_eq!(score.dim(), 1);
 }
+
+/// The DDPM / DDIM step of the samplers is [`Process::reverse_kernel`], the kernel every
+/// posterior method and the imputer move by: one step of `predictor_step` equals
+/// `ax x + kappa score + sd z` bit for bit (so the exact chain laws above cover the
+/// posterior kernels), and one step of `sample_posterior` with nothing observed has the
+/// Gaussian law of that kernel: from `x_T ~ N(0, s(T)^2)` and the affine Gaussian score
+/// `-(x - m mu) / c`, `c = m^2 lambda + s^2`, it is `N(kappa m mu / c, A^2 s(T)^2 + var)`
+/// with `A = ax - kappa / c` (tolerance 4.5 standard errors of the mean and variance).
+#[test]
+fn posterior_kernel_is_the_sampler_kernel() {
+    use scoregen::inverse::{sample_posterior, Method, Observation, Operator, PosteriorOptions};
+    for p in [Process::ou(2.0, 5.0), Process::ddpm_linear(), Process::ve(0.01, 50.0)] {
+        let score = gaussian_score(p.clone());
+        let x = rows(&[[0.3, -1.2, 2.0], [1.0, 0.0, -0.5]]);
+        let z = rows(&[[0.7, 1.1, -0.4], [-2.0, 0.5, 0.25]]);
+        for eta in [0.0, 0.5, 1.0] {
+            for (a, b) in [(0.7, 0.6), (0.1, 0.05)] {
+                let (t0, t1) = (a * p.t_max(), b * p.t_max());
+                let k = p.reverse_kernel(t0, t1, eta);
+                let got: Vec<f64> = predictor_step(&score, &Sampler::Ddim { eta }, t0, t1, &x, Some(&z))
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let sc: Vec<f64> = score.score(t0, &x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                let xv: Vec<f64> = x.flatten_all().unwrap().to_vec1().unwrap();
+                let zv: Vec<f64> = z.flatten_all().unwrap().to_vec1().unwrap();
+                let want: Vec<f64> = (0..6)
+                    .map(|i| {
+                        let m = k.mean_of(xv[i], sc[i]);
+                        if eta == 0.0 {
+                            m
+                        } else {
+                            m + zv[i] * k.sd()
+                        }
+                    })
+                    .collect();
+                assert_eq!(got, want, "{p:?} eta {eta} ({t0}, {t1})");
+            }
+        }
+        // One posterior step from T down to t1 with nothing observed.
+        let t1 = 0.5 * p.t_max();
+        let n = 20_000;
+        let obs = Observation {
+            op: Operator::Mask {
+                dim: 3,
+                observed: Vec::new(),
+            },
+            y: Vec::new(),
+            sigma_y: 0.0,
+        };
+        let opts = PosteriorOptions {
+            n,
+            particles: n,
+            steps: 1,
+            grid: TimeGrid::Uniform,
+            t_min: t1,
+            denoise: false,
+            seed: 4,
+            ..Default::default()
+        };
+        let r = sample_posterior(&score, &obs, &Method::SmcImpute, &opts, &mut |_, _| {}).unwrap();
+        let t0 = p.t_max();
+        let k = p.reverse_kernel(t0, t1, 1.0);
+        let (m0, s0) = (p.m(t0), p.s(t0));
+        for j in 0..3 {
+            let c = m0 * m0 * LAM[j] + s0 * s0;
+            let a = k.ax - k.kappa / c;
+            let mean = k.kappa * m0 * MU[j] / c;
+            let var = a * a * p.prior_std().powi(2) + k.var;
+            let col: Vec<f64> = r.samples.iter().skip(j).step_by(3).copied().collect();
+            let mu = col.iter().sum::<f64>() / n as f64;
+            let v = col.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / (n - 1) as f64;
+            let (se_m, se_v) = ((var / n as f64).sqrt(), var * (2.0 / n as f64).sqrt());
+            assert!((mu - mean).abs() < 4.5 * se_m, "{p:?} coord {j}: mean {mu} vs {mean}");
+            assert!((v - var).abs() < 4.5 * se_v, "{p:?} coord {j}: var {v} vs {var}");
+        }
+    }
+}
+
+/// A score with a non-finite value.
+struct NanScore(MixtureScore);
+
+impl Score for NanScore {
+    fn dim(&self) -> usize {
+        self.0.dim()
+    }
+    fn process(&self) -> &Process {
+        self.0.process()
+    }
+    fn score(&self, _t: f64, x: &Tensor) -> scoregen::Result<Tensor> {
+        Ok(x.affine(f64::NAN, 0.0)?)
+    }
+}
+
+/// The Langevin corrector stops with a numerical error on a non-finite score (it used to
+/// skip the step, hiding the divergence).
+#[test]
+fn corrector_stops_on_a_non_finite_score() {
+    use scoregen::sample::langevin_corrector_step;
+    let score = NanScore(gaussian_score(Process::ou(2.0, 5.0)));
+    let x = rows(&[[0.1, 0.2, 0.3]]);
+    let err = langevin_corrector_step(&score, 1.0, &x, &x, 0.16).unwrap_err();
+    assert!(matches!(err, scoregen::Error::Numerical(_)), "{err}");
+}

@@ -1,6 +1,7 @@
-//! Row-by-row posterior imputation (deck 000): row `i` with observed coordinates `O_i` is
+//! Row-by-row posterior imputation (docs/methods.md): row `i` with observed coordinates `O_i` is
 //! the inverse problem `y = x_{O_i}` (a noiseless mask), solved with any posterior method
-//! of [`crate::inverse`] (by default deck 000's SMC imputation) on the unconditional model.
+//! of [`crate::inverse`] (by default the SMC imputation of Trippe et al. 2023, batched over
+//! rows) on the unconditional model.
 //!
 //! From the `N` equal-weight posterior samples of a row:
 //! * the completed table holds the posterior **mean** of each missing number and the
@@ -21,17 +22,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rayon::prelude::*;
 
 use super::table::{ColumnKind, Encoding, MixedTable};
-use crate::inverse::{sample_posterior, Kernel, Method, Observation, Operator, PosteriorOptions};
+use crate::inverse::{sample_posterior, smc_impute_batch, Method, Observation, Operator, PosteriorOptions};
 use crate::nn::model::Normalisation;
 use crate::rng::{stream, Noise, Purpose};
 use crate::score::Score;
-use crate::smc::{gather_rows, Particles};
 use crate::{Error, Result};
 
 /// Settings of [`impute_table`].
 #[derive(Clone, Debug)]
 pub struct ImputeOptions {
-    /// The posterior method (default: deck 000's SMC imputation).
+    /// The posterior method (default: smc-impute, Trippe et al. 2023).
     pub method: Method,
     /// The posterior settings; `particles` samples per row (`n` is ignored), `seed` the
     /// seed of the whole table (each row derives its own).
@@ -93,6 +93,19 @@ pub fn row_posterior(
     opts: &PosteriorOptions,
 ) -> Result<(Vec<f64>, f64)> {
     let d = z.len();
+    let obs = row_observation(score, norm, z)?;
+    let popts = PosteriorOptions {
+        n: opts.particles,
+        ..opts.clone()
+    };
+    let report = sample_posterior(score, &obs, method, &popts, &mut |_, _| {})?;
+    Ok((from_model(norm, report.samples, d), report.ess_min))
+}
+
+/// The noiseless mask problem of an encoded row `z` (NaN where missing) in the model's
+/// coordinates (through `norm`, see [`row_posterior`]).
+fn row_observation(score: &dyn Score, norm: Option<&Normalisation>, z: &[f64]) -> Result<Observation> {
+    let d = z.len();
     if score.dim() != d {
         return Err(Error::invalid(format!(
             "the model has dimension {}, the encoded table {d}",
@@ -105,16 +118,14 @@ pub fn row_posterior(
         op: Operator::Mask { dim: d, observed },
         sigma_y: 0.0,
     };
-    let obs = match norm {
-        Some(nm) => obs.normalised(&nm.mean, &nm.std)?,
-        None => obs,
-    };
-    let popts = PosteriorOptions {
-        n: opts.particles,
-        ..opts.clone()
-    };
-    let report = sample_posterior(score, &obs, method, &popts, &mut |_, _| {})?;
-    let mut x = report.samples;
+    match norm {
+        Some(nm) => obs.normalised(&nm.mean, &nm.std),
+        None => Ok(obs),
+    }
+}
+
+/// Samples `[n, d]` in the model's coordinates back to the encoding's (`mean + std w`).
+fn from_model(norm: Option<&Normalisation>, mut x: Vec<f64>, d: usize) -> Vec<f64> {
     if let Some(nm) = norm {
         for row in x.chunks_mut(d) {
             for c in 0..d {
@@ -122,169 +133,12 @@ pub fn row_posterior(
             }
         }
     }
-    Ok((x, report.ess_min))
+    x
 }
 
-/// Rows per batch times particles: the size of one network evaluation in [`batched_rows`].
+/// Rows per batch times particles: the size of one network evaluation of the batched
+/// smc-impute.
 const BATCH_ROWS_TIMES_PARTICLES: usize = 1 << 15;
-
-/// Deck 000's SMC imputation for many rows at once: every row is its own particle system, but one network evaluation serves a
-/// batch of rows. `w` holds the rows in the network's coordinates (NaN where missing).
-///
-/// The observed part follows the forward process pinned at `t_min` (`y_{t_min} = m(t_min) y`,
-/// as in [`crate::inverse`]'s smc-impute). Instead of storing the forward path, it is drawn
-/// backwards by the Gaussian bridge `q(y_{t'} | y_t, y_{t_min})` (DDPM's posterior
-/// `q(x_{t-1} | x_t, x_0)` relative to `t_min`), which has the same joint law:
-/// with `mr(t) = m(t) / m(t_min)`, `vr(t) = s(t)^2 - mr(t)^2 s(t_min)^2`, `a = m(t)/m(t')`,
-/// `v` the transition variance from `t'` to `t`:
-/// `y_{t'} ~ N(a vr(t') / vr(t) y_t + mr(t') v / vr(t) y_{t_min}, vr(t') v / vr(t))`.
-/// Returns per row `particles` equal-weight samples `[particles, d]` and the smallest ESS / N.
-fn batched_rows(
-    score: &dyn Score,
-    w: &[Vec<f64>],
-    seeds: &[u64],
-    opts: &PosteriorOptions,
-) -> Result<Vec<(Vec<f64>, f64)>> {
-    let d = score.dim();
-    let (r, n) = (w.len(), opts.particles);
-    let p = score.process().clone();
-    let ts = opts.grid.times(&p, opts.steps, opts.t_min, p.t_max())?;
-    let steps = ts.len() - 1;
-    let t0 = ts[steps];
-    let (m0, s0) = (p.m(t0), p.s(t0));
-    let mr = |t: f64| p.m(t) / m0;
-    let vr = |t: f64| (p.s(t).powi(2) - mr(t).powi(2) * s0 * s0).max(0.0);
-    let noises: Vec<Noise> = seeds.iter().map(|&s| Noise::new(s)).collect();
-    let observed: Vec<Vec<usize>> = w
-        .iter()
-        .map(|row| (0..d).filter(|&c| !row[c].is_nan()).collect())
-        .collect();
-    let y0: Vec<Vec<f64>> = w
-        .iter()
-        .zip(&observed)
-        .map(|(row, o)| o.iter().map(|&c| m0 * row[c]).collect())
-        .collect();
-    // y at ts[0] = T.
-    let mut y: Vec<Vec<f64>> = (0..r)
-        .map(|i| {
-            let z = noises[i].normals(stream(Purpose::Exact, 0), 1, observed[i].len());
-            y0[i]
-                .iter()
-                .zip(&z)
-                .map(|(a, z)| mr(ts[0]) * a + vr(ts[0]).sqrt() * z)
-                .collect()
-        })
-        .collect();
-    let prior_sd = p.prior_std();
-    let mut x: Vec<f64> = Vec::with_capacity(r * n * d);
-    for i in 0..r {
-        x.extend(
-            noises[i]
-                .normals(stream(Purpose::Init, 0), n, d)
-                .iter()
-                .map(|z| prior_sd * z),
-        );
-    }
-    let set_obs = |x: &mut [f64], y: &[Vec<f64>]| {
-        for i in 0..r {
-            for row in x[i * n * d..(i + 1) * n * d].chunks_mut(d) {
-                for (j, &c) in observed[i].iter().enumerate() {
-                    row[c] = y[i][j];
-                }
-            }
-        }
-    };
-    set_obs(&mut x, &y);
-    let mut parts: Vec<Particles> = (0..r)
-        .map(|_| Particles::new(n, opts.resampling, opts.ess_threshold))
-        .collect();
-    let device = candle_core::Device::Cpu;
-    for k in 0..steps {
-        let (t, t1) = (ts[k], ts[k + 1]);
-        let ker = Kernel::new(&p, t, t1);
-        let xt = candle_core::Tensor::from_slice(&x, (r * n, d), &device)?;
-        let sc: Vec<f64> = score
-            .score(t, &xt)?
-            .to_dtype(candle_core::DType::F64)?
-            .flatten_all()?
-            .to_vec1()?;
-        if sc.iter().any(|v| !v.is_finite()) {
-            return Err(Error::Numerical(format!(
-                "impute: the score is not finite at t = {t:.4}"
-            )));
-        }
-        let mean = ker.mean(&x, &sc);
-        // The bridge step of the observed part.
-        let (a, v) = (p.m(t) / p.m(t1), p.transition(t1, t).1);
-        let (vt, vt1) = (vr(t), vr(t1));
-        for i in 0..r {
-            let z = noises[i].normals(stream(Purpose::Exact, 1 + k as u64), 1, observed[i].len());
-            y[i] = if vt1 <= 0.0 || vt <= 0.0 {
-                y0[i].clone()
-            } else {
-                (0..observed[i].len())
-                    .map(|j| a * vt1 / vt * y[i][j] + mr(t1) * v / vt * y0[i][j] + (vt1 * v / vt).sqrt() * z[j])
-                    .collect()
-            };
-        }
-        let mut next = vec![0.0; r * n * d];
-        for i in 0..r {
-            let block = i * n * d..(i + 1) * n * d;
-            let mut m_i = mean[block.clone()].to_vec();
-            if !observed[i].is_empty() {
-                let logg: Vec<f64> = m_i
-                    .chunks(d)
-                    .map(|row| {
-                        observed[i]
-                            .iter()
-                            .enumerate()
-                            .map(|(j, &c)| -0.5 * (y[i][j] - row[c]).powi(2) / ker.var)
-                            .sum()
-                    })
-                    .collect();
-                parts[i].reweight(&logg)?;
-                let u = noises[i].uniforms(stream(Purpose::Resample, k as u64), opts.resampling.uniforms_needed(n));
-                if let Some(anc) = parts[i].maybe_resample(&u) {
-                    m_i = gather_rows(&m_i, d, &anc);
-                }
-            }
-            let z = noises[i].normals(stream(Purpose::Step, k as u64), n, d);
-            for (o, (m, z)) in next[block].iter_mut().zip(m_i.iter().zip(&z)) {
-                *o = m + ker.var.sqrt() * z;
-            }
-        }
-        x = next;
-        set_obs(&mut x, &y);
-    }
-    let mut out = Vec::with_capacity(r);
-    let xd = if opts.denoise {
-        let xt = candle_core::Tensor::from_slice(&x, (r * n, d), &device)?;
-        score
-            .denoise(t0, &xt)?
-            .to_dtype(candle_core::DType::F64)?
-            .flatten_all()?
-            .to_vec1()?
-    } else {
-        x
-    };
-    for i in 0..r {
-        let block = &xd[i * n * d..(i + 1) * n * d];
-        let u = noises[i].uniforms(
-            stream(Purpose::Resample, steps as u64),
-            opts.resampling.uniforms_needed(n),
-        );
-        let ess_min = parts[i].ess_trace.iter().fold(1.0f64, |a, e| a.min(e / n as f64));
-        let anc = parts[i].resample(&u);
-        let mut s = gather_rows(block, d, &anc);
-        for row in s.chunks_mut(d) {
-            for &c in &observed[i] {
-                row[c] = w[i][c];
-            }
-        }
-        out.push((s, ess_min));
-    }
-    Ok(out)
-}
 
 /// Equal-weight posterior samples (encoded coordinates) and smallest ESS / N of the rows
 /// `todo` of the encoded table `z`.
@@ -326,23 +180,22 @@ fn row_samples(
             })
             .collect();
     }
-    let to_net = |c: usize, v: f64| norm.map_or(v, |nm| (v - nm.mean[c]) / nm.std[c]);
-    let from_net = |c: usize, v: f64| norm.map_or(v, |nm| nm.mean[c] + nm.std[c] * v);
+    // smc-impute: the library's one implementation (`inverse`'s, as `scoregen posterior`
+    // runs it), every row its own particle system, a batch of rows per score evaluation.
     let chunk = (BATCH_ROWS_TIMES_PARTICLES / opts.posterior.particles.max(1)).max(1);
     let mut out = Vec::with_capacity(total);
     for rows in todo.chunks(chunk) {
-        let w: Vec<Vec<f64>> = rows
+        let obs = rows
             .iter()
-            .map(|&i| (0..d).map(|c| to_net(c, z[i * d + c])).collect())
-            .collect();
+            .map(|&i| row_observation(score, norm, &z[i * d..(i + 1) * d]))
+            .collect::<Result<Vec<_>>>()?;
+        let obs_refs: Vec<&Observation> = obs.iter().collect();
         let seeds: Vec<u64> = rows.iter().map(|&i| row_seed(seed, i)).collect();
-        for (mut x, ess) in batched_rows(score, &w, &seeds, &opts.posterior)? {
-            for row in x.chunks_mut(d) {
-                for c in 0..d {
-                    row[c] = from_net(c, row[c]);
-                }
-            }
-            out.push((x, ess));
+        let runs = vec![0; rows.len()];
+        let got = smc_impute_batch(score, &obs_refs, &seeds, &runs, &opts.posterior, &mut |_, _| {})?;
+        for r in got {
+            let ess = r.ess.iter().fold(1.0f64, |a, e| a.min(e / po.particles as f64));
+            out.push((from_model(norm, r.samples, d), ess));
         }
         progress(out.len(), total);
     }
@@ -460,4 +313,59 @@ pub fn impute_table(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::Process;
+    use crate::score::{Covariance, GaussianMixture, MixtureScore};
+    use std::sync::Arc;
+
+    /// `scoregen impute`'s batched smc-impute is `sample_posterior`'s smc-impute: every row
+    /// of a batch gives, bit for bit, what the row alone gives with its seed (the exact
+    /// mixture score is row-wise, so batching cannot change a value).
+    #[test]
+    fn batched_rows_equal_the_one_row_posterior() {
+        let law = GaussianMixture::new(
+            vec![0.4, 0.6],
+            vec![vec![-1.0, 0.5, 2.0], vec![1.5, -0.5, 0.0]],
+            vec![Covariance::Scalar(0.3), Covariance::Diagonal(vec![0.5, 1.0, 0.2])],
+        )
+        .unwrap();
+        let score = MixtureScore::new(Arc::new(law), Process::ou(2.0, 6.0));
+        let nan = f64::NAN;
+        let z = [
+            0.3, nan, 1.0, //
+            nan, nan, -0.2, //
+            1.2, -0.4, 0.1, //
+            nan, 0.8, nan,
+        ];
+        let norm = Normalisation {
+            mean: vec![0.1, -0.2, 0.3],
+            std: vec![1.5, 0.7, 1.0],
+        };
+        let opts = ImputeOptions {
+            posterior: PosteriorOptions {
+                particles: 64,
+                steps: 40,
+                seed: 3,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let todo = [0, 1, 2, 3];
+        for nm in [None, Some(&norm)] {
+            let got = row_samples(&score, nm, &z, 3, &todo, &opts, &|_, _| {}).unwrap();
+            for (&i, (x, ess)) in todo.iter().zip(&got) {
+                let popts = PosteriorOptions {
+                    seed: row_seed(3, i),
+                    ..opts.posterior.clone()
+                };
+                let (x1, ess1) = row_posterior(&score, nm, &z[i * 3..(i + 1) * 3], &Method::SmcImpute, &popts).unwrap();
+                assert_eq!(x, &x1, "row {i}");
+                assert_eq!(*ess, ess1, "row {i}");
+            }
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! DCPS (Janati et al. 2024, deck 003 "Divide-and-conquer posterior sampling").
+//! DCPS (Janati et al. 2024, "Divide-and-conquer posterior sampling for denoising
+//! diffusion priors"; docs/methods.md).
 //!
 //! Split the grid at `L` block times `t_min = tau_0 < tau_1 < ... < tau_L = T` and target in
 //! turn the intermediate posteriors `p^y_{tau_l} ∝ g_l(x) p_{tau_l}(x)` with the potentials
@@ -15,14 +16,15 @@
 //!    `G = grad log beta^_l + score`, `gamma = 0.05 s(tau_{l+1})^2`;
 //! 2. down the grid to `tau_l`: at each step a mean-field Gaussian
 //!    `r = N(mu_v, diag(e^{s_v}))` fitted to `∝ beta^_l(x') p(x' | x)` by `K` steps of SGD on
-//!    the KL with normalised gradients (deck 003: "2 or 3 SGD steps"), then `x' ~ r`.
+//!    the KL with normalised gradients (the paper: "2 or 3 SGD steps"), then `x' ~ r`.
 //!
-//! Defaults: `L = 4` blocks equally spaced in log-SNR, `M = 50` Langevin steps (the deck's
-//! DCPS50; DCPS500 is `--langevin 500`), `K = 3`, SGD step 0.05 times the kernel's
+//! Defaults: `L = 4` blocks equally spaced in log-SNR, `M = 50` Langevin steps (the
+//! paper's DCPS50; DCPS500 is `--langevin 500`), `K = 3`, SGD step 0.05 times the kernel's
 //! standard deviation per unit of normalised gradient.
 
+use super::common::{grid_with, same_time, Ctx, Observation, PosteriorOptions};
 use super::guidance::{residuals, GaussLik};
-use super::posterior::{check_finite, grid_with, same_time, Ctx, Kernel, Observation, PosteriorOptions};
+use crate::error::check_finite;
 use crate::{Error, Result};
 
 /// DCPS settings.
@@ -141,7 +143,7 @@ pub(crate) fn run(
         // 2. Variational steps down to tau.
         while ts[k] > tau && !same_time(ts[k], tau, &p) {
             let (t, t1) = (ts[k], ts[k + 1]);
-            let ker = Kernel::new(&p, t, t1);
+            let ker = p.reverse_kernel(t, t1, 1.0);
             let sc = ctx.score(t, &x)?;
             let mean = ker.mean(&x, &sc);
             let sd = ker.var.sqrt();

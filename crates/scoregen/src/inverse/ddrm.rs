@@ -10,7 +10,8 @@
 //!
 //! Defaults `eta = 0.85`, `eta_b = 1` (the paper's). Then `x_{t'} = m(t') u_{t'}`.
 
-use super::posterior::{check_finite, grid_with, Ctx, Observation, PosteriorOptions, Spectral};
+use super::common::{grid_with, Ctx, Observation, PosteriorOptions, Spectral};
+use crate::error::check_finite;
 use crate::{Error, Result};
 
 pub(crate) fn run(

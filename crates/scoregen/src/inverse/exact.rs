@@ -1,5 +1,5 @@
-//! The exact posterior of a Gaussian-mixture prior under `y = A x + sigma_y z` (deck 003's
-//! oracle, DESIGN.md §4): again a Gaussian mixture, component by component
+//! The exact posterior of a Gaussian-mixture prior under `y = A x + sigma_y z` (the oracle of
+//! the benchmarks, docs/methods.md): again a Gaussian mixture, component by component
 //!
 //! * `S_k = A Sigma_k A^T + sigma_y^2 I`, `K_k = Sigma_k A^T S_k^{-1}`;
 //! * mean `mu_k + K_k (y - A mu_k)`, covariance `Sigma_k - K_k A Sigma_k`;
@@ -158,16 +158,10 @@ impl ExactPosterior {
         let d = self.dim;
         let u = noise.uniforms(stream(Purpose::Exact, 2 * index), n);
         let z = noise.normals(stream(Purpose::Exact, 2 * index + 1), n, d);
-        let mut cum = Vec::with_capacity(self.weights.len());
-        let mut acc = 0.0;
-        for w in &self.weights {
-            acc += w;
-            cum.push(acc);
-        }
         let mut out = vec![0.0; n * d];
         let mut labels = Vec::with_capacity(n);
         for i in 0..n {
-            let k = cum.iter().position(|&c| u[i] * acc < c).unwrap_or(cum.len() - 1);
+            let k = crate::smc::categorical(&self.weights, u[i]);
             labels.push(k);
             let f = &self.factors[k];
             let zi = &z[i * d..(i + 1) * d];
@@ -226,7 +220,7 @@ mod tests {
     /// Deck 000's example: (Y, X) ~ N(0, [[1, 1.5], [1.5, 5]]), observe Y = y exactly:
     /// X | y ~ N(1.5 y, 2.75).
     #[test]
-    fn deck000_conditional() {
+    fn bivariate_gaussian_conditional() {
         let prior = GaussianMixture::gaussian(vec![0.0, 0.0], Covariance::Full(vec![1.0, 1.5, 1.5, 5.0])).unwrap();
         let op = Operator::Mask {
             dim: 2,

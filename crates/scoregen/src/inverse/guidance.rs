@@ -1,5 +1,5 @@
-//! Guidance methods (deck 003, "Diffusion posterior sampling I/II", "Tweedie moment
-//! projected diffusion"): each approximates `grad_x log p_t(y | x)` through the denoiser
+//! Guidance methods (docs/methods.md; "Diffusion posterior sampling", "Pseudoinverse-guided
+//! diffusion", "Tweedie moment projected diffusion"): each approximates `grad_x log p_t(y | x)` through the denoiser
 //! `x0_hat(x)` and its input gradient (first order: the vector–Jacobian product
 //! [`crate::score::Score::denoise_vjp`]).
 //!
@@ -17,8 +17,9 @@
 //! kernel (`mean = (m'/m) x + kappa (score + grad log p_t(y | x))`): the posterior score
 //! plugged into the sampler, the form these papers' VP samplers reduce to.
 
+use super::common::{grid_with, tame_rows, Ctx, Observation, PosteriorOptions};
 use super::operator::SvdForm;
-use super::posterior::{check_finite, grid_with, tame_rows, Ctx, Kernel, Observation, PosteriorOptions};
+use crate::error::check_finite;
 use crate::{Error, Result};
 
 /// `N(y; A x0, sigma_y^2 I + r^2 A A^T)` through the SVD of `A`.
@@ -121,7 +122,7 @@ pub(crate) fn run_dps(
     let mut x = ctx.initial(0, n);
     for k in 0..steps {
         let (t, t1) = (ts[k], ts[k + 1]);
-        let ker = Kernel::new(p, t, t1);
+        let ker = p.reverse_kernel(t, t1, 1.0);
         let x0 = ctx.denoise(t, &x)?;
         let e = residuals(obs, &x0);
         // grad_{x0} ||A x0 - y|| = A^T (A x0 - y) / ||A x0 - y||.
@@ -292,7 +293,7 @@ pub(crate) fn run_gaussian(
     let mut x = ctx.initial(0, n);
     for k in 0..steps {
         let (t, t1) = (ts[k], ts[k + 1]);
-        let ker = Kernel::new(p, t, t1);
+        let ker = p.reverse_kernel(t, t1, 1.0);
         let (x0, sol) = if tmpd {
             let pr = tweedie_solve(ctx, obs, &a, t, &x)?;
             (pr.x0, pr.sol)

@@ -1,8 +1,9 @@
-//! Inverse problems `y = A x + sigma_y z` with a score prior (DESIGN.md §1, decks 000 and 003).
+//! Inverse problems `y = A x + sigma_y z` with a score prior (docs/methods.md).
 //!
 //! This layer owns the problem file format ([`problem`]); operators, the exact posterior
 //! of Gaussian-mixture priors and the posterior samplers build on it.
 
+mod common;
 pub mod dcps;
 mod ddrm;
 pub mod exact;
@@ -18,5 +19,6 @@ mod tds;
 pub use dcps::DcpsOptions;
 pub use exact::ExactPosterior;
 pub use operator::SvdForm;
-pub use posterior::{sample_posterior, Kernel, Method, Observation, PosteriorOptions, PosteriorReport, METHOD_NAMES};
+pub use posterior::{sample_posterior, Method, Observation, PosteriorOptions, PosteriorReport, METHOD_NAMES};
 pub use problem::{Operator, Prior, Problem};
+pub(crate) use smc_impute::run_batch as smc_impute_batch;

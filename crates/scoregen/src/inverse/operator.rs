@@ -1,4 +1,4 @@
-//! Linear operators `A` (DESIGN.md §1): application to batches, the dense matrix, and the
+//! Linear operators `A` (docs/formats.md): application to batches, the dense matrix, and the
 //! thin SVD `A = U diag(s) V^T` that the SVD-based methods (MCGdiff, DDRM) work in.
 
 use super::problem::{Operator, MAX_MATRIX_ENTRIES};

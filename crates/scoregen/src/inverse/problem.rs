@@ -1,4 +1,4 @@
-//! The problem file (DESIGN.md §3), parsed and validated.
+//! The problem file (docs/formats.md), parsed and validated.
 //!
 //! ```json
 //! {"prior": {"kind": "gaussian_mixture", "weights": [...], "means": [[...]],

@@ -1,4 +1,4 @@
-//! Replacement (deck 000, "Option 2"; DiffPuter's E-step, RePaint): run the reverse chain
+//! Replacement (Song et al. 2021's imputation; DiffPuter's E-step, RePaint; docs/methods.md): run the reverse chain
 //! and after every step overwrite the observed coordinates with a forward-noised copy of
 //! the observation, `x_{t'}[obs] <- m(t') y + s(t') z`, fresh noise each step.
 //!
@@ -7,10 +7,11 @@
 //! state is pushed back from `t'` to `t` by the forward transition
 //! `x_t = (m/m') x_{t'} + sqrt(v) z` (jump length one step).
 //!
-//! The method is a heuristic: for a Gaussian prior its output is biased (deck 000, and the
+//! The method is a heuristic: for a Gaussian prior its output is biased (the tests, and the
 //! `bench impute-gauss` table); it treats a noisy `y` as exact.
 
-use super::posterior::{check_finite, grid_with, Ctx, Kernel, Observation, PosteriorOptions};
+use super::common::{grid_with, Ctx, Observation, PosteriorOptions};
+use crate::error::check_finite;
 use crate::rng::{stream, Purpose};
 use crate::{Error, Result};
 
@@ -56,7 +57,7 @@ pub(crate) fn run(
     };
     for k in 0..steps {
         let (t, t1) = (ts[k], ts[k + 1]);
-        let ker = Kernel::new(p, t, t1);
+        let ker = p.reverse_kernel(t, t1, 1.0);
         let (a, v) = p.transition(t1, t);
         let mut xt = x.clone();
         for j in 0..jumps {

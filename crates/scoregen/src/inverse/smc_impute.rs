@@ -1,4 +1,5 @@
-//! Deck 000's SMC imputation (SMCDiff, Trippe et al. 2023), for mask operators.
+//! SMC imputation (SMCDiff, Trippe et al. 2023; docs/methods.md), for mask operators: a
+//! [`FeynmanKac`] model run by [`crate::smc::run_feynman_kac`].
 //!
 //! Split `x = (x_miss, y_obs)`. Draw and store **one** forward trajectory of the observed
 //! part, `y_{t_N} -> ... -> y_{t_0}` from `y`, by the forward transitions. Particles carry
@@ -18,108 +19,236 @@
 //! trajectory starts at `y_tau = m(tau) y` (`tau` inserted in the grid) and below `tau`
 //! the observed coordinates are latent and move freely. This is exact, not a heuristic.
 
-use super::posterior::{check_finite, grid_with, same_time, Ctx, Kernel, Observation, PosteriorOptions, RunOutput};
-use crate::smc::{gather_rows, Particles};
+//!
+//! Several problems (rows of a table, each its own mask, `y` and seed) run as independent
+//! particle systems of one model, sharing each step's score evaluation: `scoregen impute`
+//! and `scoregen posterior` run this one implementation.
+
+use super::common::{grid_with, same_time, Ctx, Observation, PosteriorOptions, RunOutput, SmcJob};
+use crate::error::check_finite;
+use crate::process::ReverseKernel;
+use crate::smc::{gather_rows, run_feynman_kac, FeynmanKac, Shape};
 use crate::{Error, Result};
 
-pub(crate) fn run(
-    ctx: &Ctx,
-    obs: &Observation,
-    opts: &PosteriorOptions,
+/// One problem of the batch: its random streams (`ctx.noise`, `run`), mask and the stored
+/// forward path of its observed part, `y_path[k]` at `ts[k]` for `k <= itau`.
+struct System<'a> {
+    ctx: Ctx<'a>,
     run: usize,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<RunOutput> {
-    let observed = obs
-        .mask()
-        .ok_or_else(|| {
-            Error::invalid("smc-impute needs a mask operator (\"kind\": \"mask\"); use mcgdiff for general A")
-        })?
-        .to_vec();
-    let (d, n, p) = (ctx.d, opts.particles, &ctx.p);
-    let dy = observed.len();
-    let tau = if obs.sigma_y > 0.0 {
-        p.t_of_sigma(obs.sigma_y).max(opts.t_min)
-    } else {
-        opts.t_min
-    };
-    let noisy = obs.sigma_y > 0.0 && tau > opts.t_min;
-    let ts = grid_with(p, opts, &[tau])?;
-    let steps = ts.len() - 1;
-    let itau = ts
-        .iter()
-        .position(|&t| same_time(t, tau, p))
-        .expect("tau is on the grid");
-    // The stored forward trajectory of the observed part, y_path[k] at ts[k], k <= itau.
-    let mut y_path = vec![Vec::new(); itau + 1];
-    // Noiseless observations are pinned at t_min like the samplers' early stopping: y is
-    // read as x_{t_min} / m(t_min) (an observation noise s/m at t_min, 0.045 with the
-    // defaults), which keeps the random end of the stored path out of the answer.
-    y_path[itau] = obs.y.iter().map(|v| p.m(tau) * v).collect();
-    for k in (0..itau).rev() {
-        let (a, v) = p.transition(ts[k + 1], ts[k]);
-        let z = ctx.normals(run, k, 5, 1, dy);
-        y_path[k] = y_path[k + 1]
-            .iter()
-            .zip(&z)
-            .map(|(y, z)| a * y + v.sqrt() * z)
-            .collect();
-    }
-    let set_obs = |x: &mut [f64], yv: &[f64]| {
-        for row in x.chunks_mut(d) {
-            for (j, &i) in observed.iter().enumerate() {
-                row[i] = yv[j];
-            }
+    observed: Vec<usize>,
+    y_path: Vec<Vec<f64>>,
+}
+
+/// The smc-impute model of a batch of mask problems with one `sigma_y`.
+struct SmcImpute<'a> {
+    sys: Vec<System<'a>>,
+    ts: Vec<f64>,
+    itau: usize,
+    n: usize,
+    d: usize,
+    /// Particles `[B N, d]`, system-major.
+    x: Vec<f64>,
+    /// The kernel means of the current step (empty between steps).
+    mean: Vec<f64>,
+    ker: Option<ReverseKernel>,
+}
+
+/// Sets the observed coordinates of every row of `x` to `yv`.
+fn set_obs(x: &mut [f64], d: usize, observed: &[usize], yv: &[f64]) {
+    for row in x.chunks_mut(d) {
+        for (j, &i) in observed.iter().enumerate() {
+            row[i] = yv[j];
         }
-    };
-    let mut x = ctx.initial(run, n);
-    set_obs(&mut x, &y_path[0]);
-    let mut parts = Particles::new(n, opts.resampling, opts.ess_threshold);
-    for k in 0..steps {
-        let (t, t1) = (ts[k], ts[k + 1]);
-        let ker = Kernel::new(p, t, t1);
-        let sc = ctx.score(t, &x)?;
-        let mut mean = ker.mean(&x, &sc);
-        let z = ctx.normals(run, k, 0, n, d);
-        if k < itau {
-            let target = &y_path[k + 1];
-            let logg: Vec<f64> = mean
-                .chunks(d)
-                .map(|row| {
-                    observed
-                        .iter()
-                        .enumerate()
-                        .map(|(j, &i)| -0.5 * (target[j] - row[i]).powi(2) / ker.var)
-                        .sum()
-                })
-                .collect();
-            parts.reweight(&logg)?;
-            let u = ctx.uniforms(run, k, opts.resampling.uniforms_needed(n));
-            if let Some(a) = parts.maybe_resample(&u) {
-                mean = gather_rows(&mean, d, &a);
-            }
-            x = mean.iter().zip(&z).map(|(m, z)| m + ker.var.sqrt() * z).collect();
-            set_obs(&mut x, target);
+    }
+}
+
+impl<'a> SmcImpute<'a> {
+    /// The model of the problems `obs[b]`, with streams `ctxs[b]` and run indices `runs[b]`.
+    fn new(ctxs: Vec<Ctx<'a>>, runs: &[usize], obs: &[&Observation], opts: &PosteriorOptions) -> Result<Self> {
+        let p = ctxs[0].p.clone();
+        let (d, n) = (ctxs[0].d, opts.particles);
+        let sigma_y = obs[0].sigma_y;
+        if obs.iter().any(|o| o.sigma_y != sigma_y) {
+            return Err(Error::invalid("smc-impute: a batch of problems needs one sigma_y"));
+        }
+        let tau = if sigma_y > 0.0 {
+            p.t_of_sigma(sigma_y).max(opts.t_min)
         } else {
-            x = mean.iter().zip(&z).map(|(m, z)| m + ker.var.sqrt() * z).collect();
+            opts.t_min
+        };
+        let ts = grid_with(&p, opts, &[tau])?;
+        let itau = ts
+            .iter()
+            .position(|&t| same_time(t, tau, &p))
+            .expect("tau is on the grid");
+        let mut sys = Vec::with_capacity(ctxs.len());
+        let mut x = Vec::with_capacity(ctxs.len() * n * d);
+        for ((ctx, &run), o) in ctxs.into_iter().zip(runs).zip(obs) {
+            let observed = o
+                .mask()
+                .ok_or_else(|| {
+                    Error::invalid("smc-impute needs a mask operator (\"kind\": \"mask\"); use mcgdiff for general A")
+                })?
+                .to_vec();
+            let dy = observed.len();
+            // The stored forward trajectory of the observed part. Noiseless observations are
+            // pinned at t_min like the samplers' early stopping: y is read as
+            // x_{t_min} / m(t_min) (an observation noise s/m at t_min, 0.045 with the
+            // defaults), which keeps the random end of the stored path out of the answer.
+            let mut y_path = vec![Vec::new(); itau + 1];
+            y_path[itau] = o.y.iter().map(|v| p.m(tau) * v).collect();
+            for k in (0..itau).rev() {
+                let (a, v) = p.transition(ts[k + 1], ts[k]);
+                let z = ctx.normals(run, k, 5, 1, dy);
+                y_path[k] = y_path[k + 1]
+                    .iter()
+                    .zip(&z)
+                    .map(|(y, z)| a * y + v.sqrt() * z)
+                    .collect();
+            }
+            let mut xb = ctx.initial(run, n);
+            set_obs(&mut xb, d, &observed, &y_path[0]);
+            x.extend(xb);
+            sys.push(System {
+                ctx,
+                run,
+                observed,
+                y_path,
+            });
         }
-        check_finite(&x, "smc-impute")?;
-        progress(k + 1, steps);
+        Ok(SmcImpute {
+            sys,
+            ts,
+            itau,
+            n,
+            d,
+            x,
+            mean: Vec::new(),
+            ker: None,
+        })
     }
-    let u = ctx.uniforms(run, steps, opts.resampling.uniforms_needed(n));
-    let ess = parts.ess_trace.clone();
-    let resamplings = parts.resamplings();
-    let a = parts.resample(&u);
-    let mut x = gather_rows(&x, d, &a);
+
+    fn block(&self, b: usize, width: usize) -> std::ops::Range<usize> {
+        b * self.n * width..(b + 1) * self.n * width
+    }
+}
+
+impl FeynmanKac for SmcImpute<'_> {
+    fn shape(&self) -> Shape {
+        Shape {
+            systems: self.sys.len(),
+            particles: self.n,
+            steps: self.ts.len() - 1,
+        }
+    }
+
+    /// The particles start from the prior with the observed part at `y_path[0]`.
+    fn initial(&mut self) -> Result<Option<Vec<f64>>> {
+        Ok(None)
+    }
+
+    /// Weight `N(y_{t'}; mean_obs(x_t), var)`: the backward kernel's density of the stored
+    /// observed value (above the release time `tau` only).
+    fn pre_log_potential(&mut self, k: usize) -> Result<Option<Vec<f64>>> {
+        let p = &self.sys[0].ctx.p;
+        let ker = p.reverse_kernel(self.ts[k], self.ts[k + 1], 1.0);
+        let sc = self.sys[0].ctx.score(self.ts[k], &self.x)?;
+        self.mean = ker.mean(&self.x, &sc);
+        self.ker = Some(ker);
+        if k >= self.itau {
+            return Ok(None);
+        }
+        let d = self.d;
+        let mut logg = Vec::with_capacity(self.mean.len() / d);
+        for (b, s) in self.sys.iter().enumerate() {
+            let target = &s.y_path[k + 1];
+            logg.extend(self.mean[self.block(b, d)].chunks(d).map(|row| {
+                s.observed
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &i)| -0.5 * (target[j] - row[i]).powi(2) / ker.var)
+                    .sum::<f64>()
+            }));
+        }
+        Ok(Some(logg))
+    }
+
+    fn select(&mut self, b: usize, a: &[usize]) {
+        let r = self.block(b, self.d);
+        let buf = if self.mean.is_empty() {
+            &mut self.x
+        } else {
+            &mut self.mean
+        };
+        let g = gather_rows(&buf[r.clone()], self.d, a);
+        buf[r].copy_from_slice(&g);
+    }
+
+    /// `x_miss' ~ N(mean_miss, var)`; above `tau` the observed part is set to `y_{t'}`.
+    fn propagate(&mut self, k: usize) -> Result<Option<Vec<f64>>> {
+        let (d, n) = (self.d, self.n);
+        let ker = self.ker.take().expect("pre_log_potential ran");
+        let mean = std::mem::take(&mut self.mean);
+        for (b, s) in self.sys.iter().enumerate() {
+            let r = b * n * d..(b + 1) * n * d;
+            let z = s.ctx.normals(s.run, k, 0, n, d);
+            let xb = &mut self.x[r.clone()];
+            for ((x, m), z) in xb.iter_mut().zip(&mean[r]).zip(&z) {
+                *x = m + ker.var.sqrt() * z;
+            }
+            if k < self.itau {
+                set_obs(xb, d, &s.observed, &s.y_path[k + 1]);
+            }
+        }
+        check_finite(&self.x, "smc-impute")?;
+        Ok(None)
+    }
+
+    fn uniforms(&self, b: usize, k: usize, count: usize) -> Vec<f64> {
+        self.sys[b].ctx.uniforms(self.sys[b].run, k, count)
+    }
+}
+
+/// Runs smc-impute on the problems `obs` (each with its own seed `seeds[b]` and run index
+/// `runs[b]`) as independent particle systems sharing each step's score evaluation:
+/// per problem, `opts.particles` equally weighted posterior samples and the run's
+/// diagnostics. With one problem this is `sample_posterior`'s smc-impute run.
+pub(crate) fn run_batch(
+    score: &dyn crate::score::Score,
+    obs: &[&Observation],
+    seeds: &[u64],
+    runs: &[usize],
+    opts: &PosteriorOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<RunOutput>> {
+    let ctxs: Vec<Ctx> = seeds.iter().map(|&s| Ctx::new(score, s)).collect();
+    let mut model = SmcImpute::new(ctxs, runs, obs, opts)?;
+    let diags = run_feynman_kac(&mut model, opts.resampling, opts.ess_threshold, progress)?;
+    let (d, n) = (model.d, model.n);
+    let noisy = obs[0].sigma_y > 0.0 && model.ts[model.itau] > opts.t_min;
+    let mut x = std::mem::take(&mut model.x);
     if opts.denoise {
-        x = ctx.denoise(opts.t_min, &x)?;
+        x = model.sys[0].ctx.denoise(opts.t_min, &x)?;
     }
-    if !noisy {
-        set_obs(&mut x, &obs.y);
+    let mut out = Vec::with_capacity(obs.len());
+    for (b, (diag, o)) in diags.into_iter().zip(obs).enumerate() {
+        let mut xb = x[b * n * d..(b + 1) * n * d].to_vec();
+        if !noisy {
+            set_obs(&mut xb, d, &model.sys[b].observed, &o.y);
+        }
+        out.push(RunOutput {
+            samples: xb,
+            ess: diag.ess,
+            resamplings: diag.resamplings,
+            log_evidence: None,
+        });
     }
-    Ok(RunOutput {
-        samples: x,
-        ess,
-        resamplings,
-        log_evidence: None,
-    })
+    Ok(out)
+}
+
+/// One smc-impute particle system (run `run` of `sample_posterior`).
+pub(crate) fn run(job: &SmcJob, progress: &mut dyn FnMut(usize, usize)) -> Result<RunOutput> {
+    let SmcJob { ctx, obs, opts, run } = *job;
+    let mut out = run_batch(ctx.score, &[obs], &[ctx.noise.seed()], &[run], opts, progress)?;
+    Ok(out.remove(0))
 }

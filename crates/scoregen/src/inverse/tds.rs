@@ -1,5 +1,6 @@
-//! Twisted diffusion sampler (TDS; Wu et al. 2024, "Practical and asymptotically exact
-//! conditional sampling in diffusion models").
+//! Twisted diffusion sampler (TDS; Wu et al. 2023, "Practical and asymptotically exact
+//! conditional sampling in diffusion models"; docs/methods.md): a twisted [`FeynmanKac`]
+//! model run by [`crate::smc::run_feynman_kac`].
 //!
 //! A particle filter whose intermediate targets are the reverse-chain marginals twisted by
 //! `p~_t(y | x_t) = N(y; A x0_hat(x_t), A C_t A^T + sigma_y^2 I)` with the Tweedie
@@ -7,7 +8,7 @@
 //! `dy` vector–Jacobian products). It is exact for Gaussian data, stays defined when
 //! `sigma_y = 0`, and tends to the likelihood as `t -> 0`. (The paper's twist
 //! `p(y | x0_hat)`, or Pi-GDM's `r_t^2 = s^2/(m^2+s^2)` inflation, is far too confident
-//! when the data are not of unit scale: on deck 003's mixture, with means 8 apart, its
+//! when the data are not of unit scale: on the Gaussian-mixture benchmark of Cardoso et al. 2024, with means 8 apart, its
 //! weights collapsed (ESS/N 0.001) where the denoiser switches modes.) With more than
 //! [`TWEEDIE_MAX_DY`] observations (images) the twist falls back to Pi-GDM's covariance
 //! `r_t^2 A A^T + sigma_y^2 I`, suited to data of unit scale. Each step:
@@ -22,9 +23,10 @@
 //! Resampling by the ESS rule between steps. The weights are exact for any twist, so as
 //! particles grow the error goes to the discretisation error of the reverse chain.
 
+use super::common::{grid_with, tame_rows, Ctx, Observation, RunOutput, SmcJob};
 use super::guidance::{pigdm_r2, residuals, tweedie_solve, GaussLik, Projected};
-use super::posterior::{check_finite, grid_with, tame_rows, Ctx, Kernel, Observation, PosteriorOptions, RunOutput};
-use crate::smc::{gather_rows, Particles};
+use crate::error::check_finite;
+use crate::smc::{gather_rows, run_feynman_kac, FeynmanKac, Shape};
 use crate::Result;
 
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
@@ -84,79 +86,114 @@ fn twist(
     Ok((x0, g, logp))
 }
 
-pub(crate) fn run(
-    ctx: &Ctx,
-    obs: &Observation,
-    opts: &PosteriorOptions,
+/// The twisted model of one particle system: the particles, and per particle the twist's
+/// `x0_hat`, gradient and value at the current time.
+struct Tds<'a, 'c> {
+    ctx: &'c Ctx<'a>,
+    obs: &'c Observation,
     run: usize,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<RunOutput> {
-    let (d, n, p) = (ctx.d, opts.particles, &ctx.p);
-    let a_mat = obs.op.matrix();
-    let lik = GaussLik::new_relaxed(obs)?;
-    let ts = grid_with(p, opts, &[])?;
-    let steps = ts.len() - 1;
-    let mut x = ctx.initial(run, n);
-    let mut parts = Particles::new(n, opts.resampling, opts.ess_threshold);
-    let (mut x0, mut grad, mut logp) = twist(ctx, obs, &a_mat, &lik, ts[0], &x)?;
-    parts.reweight(&logp)?;
-    for k in 0..steps {
-        let (t, t1) = (ts[k], ts[k + 1]);
-        let ker = Kernel::new(p, t, t1);
-        let u = ctx.uniforms(run, k, opts.resampling.uniforms_needed(n));
-        if let Some(a) = parts.maybe_resample(&u) {
-            x = gather_rows(&x, d, &a);
-            x0 = gather_rows(&x0, d, &a);
-            grad = gather_rows(&grad, d, &a);
-            logp = a.iter().map(|&i| logp[i]).collect();
-        }
-        let sc = ctx.score_from_x0(t, &x, &x0);
-        let mean = ker.mean(&x, &sc);
-        let mut step: Vec<f64> = grad.iter().map(|g| ker.var * g).collect();
+    a_mat: Vec<f64>,
+    lik: GaussLik,
+    ts: Vec<f64>,
+    n: usize,
+    x: Vec<f64>,
+    x0: Vec<f64>,
+    grad: Vec<f64>,
+    logp: Vec<f64>,
+}
+
+impl FeynmanKac for Tds<'_, '_> {
+    fn shape(&self) -> Shape {
+        Shape::single(self.n, self.ts.len() - 1)
+    }
+
+    /// `x_T` from the prior, weighted by the twist `p~_T(y | x_T)`.
+    fn initial(&mut self) -> Result<Option<Vec<f64>>> {
+        self.x = self.ctx.initial(self.run, self.n);
+        let (x0, grad, logp) = twist(self.ctx, self.obs, &self.a_mat, &self.lik, self.ts[0], &self.x)?;
+        (self.x0, self.grad) = (x0, grad);
+        self.logp = logp.clone();
+        Ok(Some(logp))
+    }
+
+    fn select(&mut self, _b: usize, a: &[usize]) {
+        let d = self.ctx.d;
+        self.x = gather_rows(&self.x, d, a);
+        self.x0 = gather_rows(&self.x0, d, a);
+        self.grad = gather_rows(&self.grad, d, a);
+        self.logp = a.iter().map(|&i| self.logp[i]).collect();
+    }
+
+    /// The tilted kernel as proposal; weight `p(x' | x) p~_{t'}(y | x') / (q(x' | x) p~_t(y | x))`.
+    fn propagate(&mut self, k: usize) -> Result<Option<Vec<f64>>> {
+        let (ctx, p) = (self.ctx, &self.ctx.p);
+        let (d, n) = (ctx.d, self.n);
+        let (t, t1) = (self.ts[k], self.ts[k + 1]);
+        let ker = p.reverse_kernel(t, t1, 1.0);
+        let sc = ctx.score_from_x0(t, &self.x, &self.x0);
+        let mean = ker.mean(&self.x, &sc);
+        let mut step: Vec<f64> = self.grad.iter().map(|g| ker.var * g).collect();
         tame_rows(&mut step, d, ker.var.sqrt() * (d as f64).sqrt());
         let guided: Vec<f64> = mean.iter().zip(&step).map(|(m, g)| m + g).collect();
-        let z = ctx.normals(run, k, 0, n, d);
+        let z = ctx.normals(self.run, k, 0, n, d);
         let sd = ker.var.sqrt();
         let x1: Vec<f64> = guided.iter().zip(&z).map(|(m, z)| m + sd * z).collect();
         check_finite(&x1, "tds")?;
-        let (nx0, ngrad, nlogp) = twist(ctx, obs, &a_mat, &lik, t1, &x1)?;
+        let (nx0, ngrad, nlogp) = twist(ctx, self.obs, &self.a_mat, &self.lik, t1, &x1)?;
         let mut logg = vec![0.0; n];
         for j in 0..n {
             let mut lr = 0.0;
             for i in j * d..(j + 1) * d {
                 lr += ((x1[i] - guided[i]).powi(2) - (x1[i] - mean[i]).powi(2)) / (2.0 * ker.var);
             }
-            logg[j] = lr + nlogp[j] - logp[j];
+            logg[j] = lr + nlogp[j] - self.logp[j];
         }
-        parts.reweight(&logg)?;
-        x = x1;
-        x0 = nx0;
-        grad = ngrad;
-        logp = nlogp;
-        progress(k + 1, steps);
+        (self.x, self.x0, self.grad, self.logp) = (x1, nx0, ngrad, nlogp);
+        Ok(Some(logg))
     }
-    // Final potential: the likelihood of the denoised output over the last twist.
-    if obs.sigma_y > 0.0 {
-        let e = residuals(obs, &x0);
+
+    /// With `sigma_y > 0`: the likelihood of the denoised output over the last twist.
+    fn final_log_potential(&mut self) -> Result<Option<Vec<f64>>> {
+        let obs = self.obs;
+        if obs.sigma_y <= 0.0 {
+            return Ok(None);
+        }
+        let e = residuals(obs, &self.x0);
         let dy = obs.y.len();
         let s2 = obs.sigma_y * obs.sigma_y;
-        let logg: Vec<f64> = e
-            .chunks(dy)
-            .zip(&logp)
-            .map(|(row, lp)| -0.5 * (row.iter().map(|v| v * v).sum::<f64>() / s2 + dy as f64 * (LN_2PI + s2.ln())) - lp)
-            .collect();
-        parts.reweight(&logg)?;
+        Ok(Some(
+            e.chunks(dy)
+                .zip(&self.logp)
+                .map(|(row, lp)| {
+                    -0.5 * (row.iter().map(|v| v * v).sum::<f64>() / s2 + dy as f64 * (LN_2PI + s2.ln())) - lp
+                })
+                .collect(),
+        ))
     }
-    let ess = parts.ess_trace.clone();
-    let resamplings = parts.resamplings();
-    let log_z = parts.log_z;
-    let u = ctx.uniforms(run, steps, opts.resampling.uniforms_needed(n));
-    let a = parts.resample(&u);
-    let mut out = if opts.denoise {
-        gather_rows(&x0, d, &a)
-    } else {
-        gather_rows(&x, d, &a)
+
+    fn uniforms(&self, _b: usize, k: usize, count: usize) -> Vec<f64> {
+        self.ctx.uniforms(self.run, k, count)
+    }
+}
+
+pub(crate) fn run(job: &SmcJob, progress: &mut dyn FnMut(usize, usize)) -> Result<RunOutput> {
+    let SmcJob { ctx, obs, opts, run } = *job;
+    let mut model = Tds {
+        ctx,
+        obs,
+        run,
+        a_mat: obs.op.matrix(),
+        lik: GaussLik::new_relaxed(obs)?,
+        ts: grid_with(&ctx.p, opts, &[])?,
+        n: opts.particles,
+        x: Vec::new(),
+        x0: Vec::new(),
+        grad: Vec::new(),
+        logp: Vec::new(),
     };
+    let diag = run_feynman_kac(&mut model, opts.resampling, opts.ess_threshold, progress)?.remove(0);
+    let d = ctx.d;
+    let mut out = if opts.denoise { model.x0 } else { model.x };
     if obs.sigma_y == 0.0 {
         if let Some(observed) = obs.mask() {
             for row in out.chunks_mut(d) {
@@ -168,8 +205,8 @@ pub(crate) fn run(
     }
     Ok(RunOutput {
         samples: out,
-        ess,
-        resamplings,
-        log_evidence: (obs.sigma_y > 0.0).then_some(log_z),
+        ess: diag.ess,
+        resamplings: diag.resamplings,
+        log_evidence: (obs.sigma_y > 0.0).then_some(diag.log_z),
     })
 }

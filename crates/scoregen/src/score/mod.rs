@@ -5,7 +5,8 @@
 //! learned networks implement it alike; a conditional or guided model is wrapped into a
 //! `Score` by fixing its class and guidance scale.
 //!
-//! The three parametrisations are one quantity (Tweedie, DESIGN.md §1):
+//! The three parametrisations are one quantity (Tweedie's formula, Efron 2011;
+//! docs/conventions.md):
 //! `eps_hat = -s(t) score`, `x0_hat = (x + s(t)^2 score) / m(t)`; [`tweedie`] converts.
 
 pub mod mixture;
@@ -14,7 +15,12 @@ pub mod tweedie;
 use candle_core::Tensor;
 
 use crate::process::Process;
-use crate::Result;
+use crate::{Error, Result};
+
+/// The message of [`Score::denoise_vjp`] for a score without gradients.
+pub const NO_GRADIENTS: &str =
+    "this score has no gradients: dps, pigdm, tmpd, tds and dcps need gradients of the score \
+     (the vector-Jacobian product of its denoiser); use smc-impute, mcgdiff, replacement or ddrm";
 
 pub use mixture::{Covariance, GaussianMixture, MixtureRows, MixtureScore};
 pub use tweedie::Parametrisation;
@@ -55,18 +61,24 @@ pub trait Score: Send + Sync {
 
     /// The denoiser and its vector–Jacobian product: `(x0_hat(x), (d x0_hat / d x)^T v)`
     /// for each row (`v` is `[n, d]`). This is the input gradient that guidance methods
-    /// (DPS, Pi-GDM, TMPD, twisted SMC) need. The default differentiates [`Score::denoise`]
-    /// with candle's (first-order, hence correct) backward pass, which suits networks built
-    /// from tensor ops; analytic scores override it with the exact Jacobian.
+    /// (DPS, Pi-GDM, TMPD, the twisted SMC, DCPS) need. The default uses candle's
+    /// (first-order, hence correct) backward pass, which suits networks built from tensor
+    /// ops, on the Tweedie denoiser `(x + s^2 score)/m` of [`Score::score`]; analytic scores
+    /// override it with the exact Jacobian. A score that is not a function of `x` in
+    /// candle's graph (computed on the host, say) has no gradients: the default then fails
+    /// with [`NO_GRADIENTS`] rather than return zeros, which would silently turn guidance off.
     fn denoise_vjp(&self, t: f64, x: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let xv = candle_core::Var::from_tensor(&x.detach())?;
-        let x0 = self.denoise(t, xv.as_tensor())?;
+        let sc = self.score(t, xv.as_tensor())?;
+        if !sc.track_op() {
+            return Err(Error::invalid(NO_GRADIENTS));
+        }
+        let x0 = tweedie::x0_from_score(self.process(), t, xv.as_tensor(), &sc)?;
         let grads = (x0.clone() * v.detach())?.sum_all()?.backward()?;
-        let g = match grads.get(xv.as_tensor()) {
-            Some(g) => g.clone(),
-            None => xv.as_tensor().zeros_like()?,
-        };
-        Ok((x0.detach(), g))
+        match grads.get(xv.as_tensor()) {
+            Some(g) => Ok((x0.detach(), g.clone())),
+            None => Err(Error::invalid(NO_GRADIENTS)),
+        }
     }
 
     /// The score at time `t` as a [`RowScore`] on host `f64` rows, when this score has one

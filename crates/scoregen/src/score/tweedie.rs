@@ -1,5 +1,5 @@
 //! Tweedie conversions between the score, noise and data parametrisations — the one place
-//! where they are converted (DESIGN.md §1):
+//! where they are converted (docs/conventions.md):
 //!
 //! `eps_hat = -s(t) score`, `score = -eps_hat / s(t)`,
 //! `x0_hat = (x + s(t)^2 score) / m(t)`, `score = (m(t) x0_hat - x) / s(t)^2`.
