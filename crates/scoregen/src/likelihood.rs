@@ -176,7 +176,7 @@ pub fn log_likelihood(score: &dyn Score, x: &[f64], opts: &LikelihoodOptions) ->
     let process = score.process();
     process.validate()?;
     opts.validate(process)?;
-    if d == 0 || x.len() % d != 0 {
+    if d == 0 || !x.len().is_multiple_of(d) {
         return Err(Error::invalid(format!(
             "likelihood: {} values do not make rows of dimension {d}",
             x.len()
@@ -281,7 +281,7 @@ pub fn model_log_likelihood(
             mean.len()
         )));
     }
-    if d == 0 || x.len() % d != 0 {
+    if d == 0 || !x.len().is_multiple_of(d) {
         return Err(Error::invalid(format!(
             "likelihood: {} values do not make rows of dimension {d}",
             x.len()
@@ -498,7 +498,7 @@ fn dopri_adaptive(
             (0.9 * e.powf(-0.2)).clamp(0.2, 5.0)
         };
         h = step * if e <= 1.0 { factor } else { factor.min(1.0) };
-        if !(h > 0.0) || h < 1e-14 * t1 {
+        if h.is_nan() || h < 1e-14 * t1 {
             return Err(Error::Numerical(format!(
                 "likelihood: the ODE step size underflowed at t = {t:.3e}"
             )));
