@@ -17,10 +17,11 @@
 //! function of its inputs and seed; parallel sums are reduced in a fixed order, so results
 //! do not depend on the number of threads.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::data::to_rows;
 use crate::linalg::sym_eigen;
 use crate::rng::{stream, Noise, Purpose};
 use crate::score::GaussianMixture;
@@ -56,7 +57,7 @@ fn points(x: &Tensor, what: &str, min_rows: usize) -> Result<Points> {
             "{what}: needs at least {min_rows} points, got {n}"
         )));
     }
-    let v = x.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    let v = to_rows(x)?.0;
     check_finite(&v, what)?;
     Ok(Points { v, n, d })
 }

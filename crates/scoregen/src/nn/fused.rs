@@ -33,6 +33,7 @@ use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use super::mlp::{Mlp, MlpConfig};
+pub use super::optim::AdamWStep;
 use crate::score::Parametrisation;
 use crate::{Error, Result};
 
@@ -956,27 +957,6 @@ pub fn dsm_loss<T: Real>(net: &FusedMlp<T>, b: &DsmBatch<T>) -> Result<f64> {
         }
     }
     Ok(sum / count.max(1.0))
-}
-
-/// The hyper-parameters of one [`adamw_ema`] step.
-#[derive(Clone, Copy, Debug)]
-pub struct AdamWStep {
-    /// Learning rate.
-    pub lr: f64,
-    /// First-moment decay `beta_1`.
-    pub beta1: f64,
-    /// Second-moment decay `beta_2`.
-    pub beta2: f64,
-    /// `epsilon` of the denominator.
-    pub eps: f64,
-    /// Decoupled weight decay.
-    pub weight_decay: f64,
-    /// 1-based step number `k` (bias corrections `1 - beta^k`).
-    pub step: i32,
-    /// Global-norm clipping threshold (0: none).
-    pub clip: f64,
-    /// EMA decay of this step.
-    pub ema_decay: f64,
 }
 
 /// The squared global norm `sum g^2` (in `f64`, over fixed blocks in order).

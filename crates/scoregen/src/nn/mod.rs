@@ -38,6 +38,7 @@ pub mod loss;
 pub mod mlp;
 pub mod model;
 pub mod network;
+pub mod optim;
 pub mod rbm;
 pub mod score_matching;
 #[cfg(test)]
