@@ -59,14 +59,21 @@ pub fn to_rows(x: &Tensor) -> Result<(Vec<f64>, usize, usize)> {
         [n, d] => (n, d),
         ref dims => return Err(Error::invalid(format!("expected a [n, d] tensor, got shape {dims:?}"))),
     };
-    Ok((x.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?, n, d))
+    Ok((
+        x.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?,
+        n,
+        d,
+    ))
 }
 
 /// The inverse of [`to_rows`]: the row-major `f64` values `v` (`n * d` of them) as an
 /// `[n, d]` tensor of `dtype` on `device`.
 pub fn from_rows(v: Vec<f64>, d: usize, dtype: candle_core::DType, device: &candle_core::Device) -> Result<Tensor> {
     if d == 0 || v.len() % d != 0 {
-        return Err(Error::invalid(format!("{} values do not make rows of dimension {d}", v.len())));
+        return Err(Error::invalid(format!(
+            "{} values do not make rows of dimension {d}",
+            v.len()
+        )));
     }
     let n = v.len() / d;
     Ok(Tensor::from_vec(v, (n, d), device)?.to_dtype(dtype)?)

@@ -7,7 +7,7 @@
 //!
 //! Architecture: `[x, phi(t)] -> H -> ... -> H -> 1` with SiLU, the Fourier time features of
 //! [`super::mlp`] (`phi(t)` at normalised time `tau = t / T`; a time-free EBM uses
-//! `tau = 0`), initialised from [`Noise`] streams like [`super::Mlp`].
+//! `tau = 0`), initialised from [`crate::rng::Noise`] streams like [`super::Mlp`].
 //!
 //! Because candle's second backward pass is wrong (DESIGN.md §5), the input gradient and the
 //! Hessian-vector product are written **explicitly** with tensor ops, so that losses built
@@ -34,10 +34,10 @@ use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::jvp::{silu_prime, silu_second, tangent_matmul, tangents_3d};
+use super::mlp::{check_body, MlpBody};
 use super::model::Normalisation;
 use crate::io::write_atomic;
 use crate::process::Process;
-use crate::rng::{stream, Noise, Purpose};
 use crate::score::Score;
 use crate::{Error, Result};
 
@@ -66,13 +66,7 @@ impl EnergyConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.dim == 0 || self.hidden == 0 || self.depth == 0 || self.fourier == 0 || !self.fourier.is_multiple_of(2)
-        {
-            return Err(Error::invalid(
-                "energy network: need dim, hidden, depth >= 1 and an even number of Fourier features",
-            ));
-        }
-        Ok(())
+        check_body("energy network", self.dim, self.hidden, self.depth, self.fourier)
     }
 }
 
@@ -98,39 +92,20 @@ impl EnergyNet {
     /// from `Noise::new(seed)`; the output layer is scaled by 0.1.
     pub fn new(config: EnergyConfig, seed: u64, dtype: DType, device: &Device) -> Result<Self> {
         config.validate()?;
-        let noise = Noise::new(seed);
-        let mut names = vec![];
-        let mut vars = vec![];
-        let mut k = 0u64;
-        let mut layer = |name: &str, fan_in: usize, rows: usize, cols: usize, scale: f64| -> Result<()> {
-            let b = 1.0 / (fan_in as f64).sqrt();
-            // Streams apart from the score MLP's (1 << 40) + k.
-            let u = noise.uniforms(stream(Purpose::Train, (1 << 40) + (1 << 20) + k), rows * cols);
-            k += 1;
-            let v: Vec<f64> = u.iter().map(|u| scale * b * (2.0 * u - 1.0)).collect();
-            let t = Tensor::from_vec(v, (rows, cols), device)?.to_dtype(dtype)?;
-            names.push(name.to_string());
-            vars.push(Var::from_tensor(&t)?);
-            Ok(())
-        };
-        let (d, h) = (config.dim, config.hidden);
-        layer("in.w", d + config.fourier, d + config.fourier, h, 1.0)?;
-        layer("in.b", d + config.fourier, 1, h, 1.0)?;
-        for i in 1..config.depth {
-            layer(&format!("h{i}.w"), h, h, h, 1.0)?;
-            layer(&format!("h{i}.b"), h, 1, h, 1.0)?;
-        }
-        layer("out.w", h, h, 1, 0.1)?;
-        layer("out.b", h, 1, 1, 0.1)?;
-        let f: Vec<f64> = (0..config.fourier / 2)
-            .map(|k| std::f64::consts::PI * 2f64.powi(k as i32 - 1))
-            .collect();
-        let freqs = Tensor::from_vec(f, (1, config.fourier / 2), device)?.to_dtype(dtype)?;
+        let c = &config;
+        // Streams apart from the score MLP's (1 << 40) + k.
+        let body = MlpBody::init(
+            [c.dim, c.hidden, c.depth, c.fourier, 1, 0],
+            (1 << 40) + (1 << 20),
+            seed,
+            dtype,
+            device,
+        )?;
         Ok(EnergyNet {
             config,
-            names,
-            vars,
-            freqs,
+            names: body.names,
+            vars: body.vars,
+            freqs: body.freqs,
         })
     }
 
@@ -461,6 +436,7 @@ pub fn load_energy(dir: &Path) -> Result<(EnergyNet, EnergyMeta)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::{stream, Noise, Purpose};
 
     fn tiny() -> EnergyNet {
         let cfg = EnergyConfig {

@@ -115,9 +115,7 @@ pub fn mlp_score_jvp(
     if t.len() != n {
         return Err(Error::invalid(format!("{} times for {n} points", t.len())));
     }
-    let tau: Vec<f64> = t.iter().map(|t| t / process.t_max()).collect();
-    let tau = Tensor::from_vec(tau, (n, 1), x.device())?.to_dtype(x.dtype())?;
-    let (out, jv) = mlp_jvp(net, x, &tau, classes, v)?;
+    let (out, jv) = mlp_jvp(net, x, &super::loss::taus(process, t, x)?, classes, v)?;
     let (m, s) = coefficients(process, t, x)?;
     Ok(match net.config.param {
         Parametrisation::Score => (out, jv),

@@ -24,6 +24,13 @@ pub fn coefficients(process: &Process, t: &[f64], like: &Tensor) -> Result<(Tens
     Ok((mk(m)?, mk(s)?))
 }
 
+/// The networks' normalised times `tau = t / T` of the per-row times `t`, as an `[n, 1]`
+/// tensor of `like`'s dtype and device.
+pub fn taus(process: &Process, t: &[f64], like: &Tensor) -> Result<Tensor> {
+    let tau: Vec<f64> = t.iter().map(|t| t / process.t_max()).collect();
+    Ok(Tensor::from_vec(tau, (t.len(), 1), like.device())?.to_dtype(like.dtype())?)
+}
+
 /// The mean denoising score-matching loss of `net` on clean data `x0` (`[n, d]`) at times
 /// `t` (`n` values) with noise `eps` (`[n, d]`), in the network's parametrisation.
 pub fn dsm_loss<N: ScoreNet + ?Sized>(
@@ -71,9 +78,7 @@ fn dsm_residual<N: ScoreNet + ?Sized>(
 ) -> Result<Tensor> {
     let (m, s) = coefficients(process, t, x0)?;
     let xt = (x0.broadcast_mul(&m)? + eps.broadcast_mul(&s)?)?;
-    let tau: Vec<f64> = t.iter().map(|t| t / process.t_max()).collect();
-    let tau = Tensor::from_vec(tau, (t.len(), 1), x0.device())?.to_dtype(x0.dtype())?;
-    let out = net.forward(&xt, &tau, classes)?;
+    let out = net.forward(&xt, &taus(process, t, x0)?, classes)?;
     let resid = match net.param() {
         Parametrisation::Eps => (out - eps)?,
         Parametrisation::X0 => (out - x0)?,

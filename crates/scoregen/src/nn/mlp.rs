@@ -42,13 +42,70 @@ impl MlpConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.dim == 0 || self.hidden == 0 || self.depth == 0 || self.fourier == 0 || !self.fourier.is_multiple_of(2)
-        {
-            return Err(Error::invalid(
-                "mlp: need dim, hidden, depth >= 1 and an even number of Fourier features",
-            ));
+        check_body("mlp", self.dim, self.hidden, self.depth, self.fourier)
+    }
+}
+
+/// Checks the sizes of an MLP body (`what` names the network in the error): `dim`,
+/// `hidden`, `depth >= 1` and an even number `fourier >= 2` of Fourier time features.
+pub(crate) fn check_body(what: &str, dim: usize, hidden: usize, depth: usize, fourier: usize) -> Result<()> {
+    if dim == 0 || hidden == 0 || depth == 0 || fourier == 0 || !fourier.is_multiple_of(2) {
+        return Err(Error::invalid(format!(
+            "{what}: need dim, hidden, depth >= 1 and an even number of Fourier features"
+        )));
+    }
+    Ok(())
+}
+
+/// The parameters of the MLP body that the score MLP and the energy network
+/// ([`super::energy::EnergyNet`]) share: `in.w` (`[d + F, H]`), `in.b`, `h{i}.w`, `h{i}.b`
+/// for `i = 1..depth`, `out.w` (`[H, out]`), `out.b`, and with classes `class.emb`
+/// (`[K + 1, H]`), and the Fourier frequencies `w_k = pi 2^(k - 1)`, `k < F / 2`, as a
+/// `[1, F / 2]` tensor.
+pub(crate) struct MlpBody {
+    pub names: Vec<String>,
+    pub vars: Vec<Var>,
+    pub freqs: Tensor,
+}
+
+impl MlpBody {
+    /// PyTorch-style initialisation `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` (the output layer
+    /// scaled by 0.1; class embeddings of unit variance), parameter `k` drawn from the
+    /// stream `(Purpose::Train, first_stream + k)` of `Noise::new(seed)`. `sizes` is
+    /// `[d, H, depth, F, out, K]`.
+    pub fn init(sizes: [usize; 6], first_stream: u64, seed: u64, dtype: DType, device: &Device) -> Result<Self> {
+        let [d, h, depth, fourier, out, n_classes] = sizes;
+        let noise = Noise::new(seed);
+        let mut names = vec![];
+        let mut vars = vec![];
+        let mut k = 0u64;
+        let mut layer = |name: &str, fan_in: usize, rows: usize, cols: usize, scale: f64| -> Result<()> {
+            let b = 1.0 / (fan_in as f64).sqrt();
+            let u = noise.uniforms(stream(Purpose::Train, first_stream + k), rows * cols);
+            k += 1;
+            let v: Vec<f64> = u.iter().map(|u| scale * b * (2.0 * u - 1.0)).collect();
+            let t = Tensor::from_vec(v, (rows, cols), device)?.to_dtype(dtype)?;
+            names.push(name.to_string());
+            vars.push(Var::from_tensor(&t)?);
+            Ok(())
+        };
+        layer("in.w", d + fourier, d + fourier, h, 1.0)?;
+        layer("in.b", d + fourier, 1, h, 1.0)?;
+        for i in 1..depth {
+            layer(&format!("h{i}.w"), h, h, h, 1.0)?;
+            layer(&format!("h{i}.b"), h, 1, h, 1.0)?;
         }
-        Ok(())
+        layer("out.w", h, h, out, 0.1)?;
+        layer("out.b", h, 1, out, 0.1)?;
+        if n_classes > 0 {
+            // Embedding rows N(0, 1)-ish: uniform with unit variance.
+            layer("class.emb", 3, n_classes + 1, h, 1.0)?;
+        }
+        let f: Vec<f64> = (0..fourier / 2)
+            .map(|k| std::f64::consts::PI * 2f64.powi(k as i32 - 1))
+            .collect();
+        let freqs = Tensor::from_vec(f, (1, fourier / 2), device)?.to_dtype(dtype)?;
+        Ok(MlpBody { names, vars, freqs })
     }
 }
 
@@ -66,42 +123,19 @@ impl Mlp {
     /// drawn from `Noise::new(seed)`; the last layer is scaled by 0.1.
     pub fn new(config: MlpConfig, seed: u64, dtype: DType, device: &Device) -> Result<Self> {
         config.validate()?;
-        let noise = Noise::new(seed);
-        let mut names = vec![];
-        let mut vars = vec![];
-        let mut k = 0u64;
-        let mut layer = |name: &str, fan_in: usize, rows: usize, cols: usize, scale: f64| -> Result<()> {
-            let b = 1.0 / (fan_in as f64).sqrt();
-            let u = noise.uniforms(stream(Purpose::Train, (1 << 40) + k), rows * cols);
-            k += 1;
-            let v: Vec<f64> = u.iter().map(|u| scale * b * (2.0 * u - 1.0)).collect();
-            let t = Tensor::from_vec(v, (rows, cols), device)?.to_dtype(dtype)?;
-            names.push(name.to_string());
-            vars.push(Var::from_tensor(&t)?);
-            Ok(())
-        };
-        let (d, h) = (config.dim, config.hidden);
-        layer("in.w", d + config.fourier, d + config.fourier, h, 1.0)?;
-        layer("in.b", d + config.fourier, 1, h, 1.0)?;
-        for i in 1..config.depth {
-            layer(&format!("h{i}.w"), h, h, h, 1.0)?;
-            layer(&format!("h{i}.b"), h, 1, h, 1.0)?;
-        }
-        layer("out.w", h, h, d, 0.1)?;
-        layer("out.b", h, 1, d, 0.1)?;
-        if config.n_classes > 0 {
-            // Embedding rows N(0, 1)-ish: uniform with unit variance.
-            layer("class.emb", 3, config.n_classes + 1, h, 1.0)?;
-        }
-        let f: Vec<f64> = (0..config.fourier / 2)
-            .map(|k| std::f64::consts::PI * 2f64.powi(k as i32 - 1))
-            .collect();
-        let freqs = Tensor::from_vec(f, (1, config.fourier / 2), device)?.to_dtype(dtype)?;
+        let c = &config;
+        let body = MlpBody::init(
+            [c.dim, c.hidden, c.depth, c.fourier, c.dim, c.n_classes],
+            1 << 40,
+            seed,
+            dtype,
+            device,
+        )?;
         Ok(Mlp {
             config,
-            names,
-            vars,
-            freqs,
+            names: body.names,
+            vars: body.vars,
+            freqs: body.freqs,
         })
     }
 

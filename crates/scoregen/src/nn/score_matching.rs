@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::energy::EnergyNet;
 use super::jvp::mlp_score_jvp;
-use super::loss::{coefficients, dsm_loss, masked_dsm_loss};
+use super::loss::{coefficients, dsm_loss, masked_dsm_loss, taus};
 use super::mlp::Mlp;
 use super::network::Network;
 use crate::process::Process;
@@ -58,11 +58,6 @@ pub trait TangentScore {
         classes: Option<&Tensor>,
         v: &Tensor,
     ) -> Result<(Tensor, Tensor)>;
-}
-
-fn taus(process: &Process, t: &[f64], like: &Tensor) -> Result<Tensor> {
-    let tau: Vec<f64> = t.iter().map(|t| t / process.t_max()).collect();
-    Ok(Tensor::from_vec(tau, (t.len(), 1), like.device())?.to_dtype(like.dtype())?)
 }
 
 impl TangentScore for Mlp {
