@@ -87,8 +87,8 @@ pub fn from_rows(v: Vec<f64>, d: usize, dtype: candle_core::DType, device: &cand
 /// finite number above `1e-24` (a constant column, or `n_j <= ddof`) and `mean_j = 0` for
 /// a column with no values. The sums add `x / n_j` (and `(x - mean_j)^2 / (n_j - ddof)`)
 /// term by term, in row order. Used by
-/// [`crate::nn::model::Normalisation`] (the trained networks' coordinates),
-/// [`crate::impute::Encoding`] (table coordinates) and the missingness mechanisms.
+/// `nn::model::Normalisation` (the trained networks' coordinates), `impute::Encoding`
+/// (table coordinates) and the missingness mechanisms of `impute::mechanism`.
 pub fn column_mean_sd(v: &[f64], d: usize, ddof: usize) -> (Vec<f64>, Vec<f64>) {
     let mut count = vec![0usize; d];
     for r in v.chunks(d.max(1)) {
@@ -118,6 +118,9 @@ pub fn column_mean_sd(v: &[f64], d: usize, ddof: usize) -> (Vec<f64>, Vec<f64>) 
         .collect();
     (mean, sd)
 }
+
+/// The most classes a class-conditional model (or a labelled data set) may have.
+pub const MAX_CLASSES: usize = 1 << 16;
 
 const UNSUPPORTED_EXT: &str = "unsupported extension (expected .npy or .csv)";
 
@@ -154,11 +157,11 @@ pub fn read_points(path: impl AsRef<Path>) -> Result<Tensor> {
 
 /// Class labels from numbers read from a file (a labels file, or a label column):
 /// returns the labels and the number of classes `K = max + 1`. Each value must be a
-/// non-negative integer and `K` at most [`crate::nn::train::MAX_CLASSES`], checked before
+/// non-negative integer and `K` at most [`MAX_CLASSES`], checked before
 /// anything of size `K` (one-hot codes, class embeddings, class frequencies) is allocated.
 /// `what` names the source in messages ([`Error::InvalidInput`], 1-based rows).
 pub fn labels_from(values: &[f64], what: &str) -> Result<(Vec<u32>, usize)> {
-    let most = crate::nn::train::MAX_CLASSES;
+    let most = MAX_CLASSES;
     let labels = values
         .iter()
         .enumerate()

@@ -815,8 +815,7 @@ fn save_state(
 /// allocated from it.
 pub const MAX_CHECKPOINT_PARAMS: usize = 1 << 28;
 
-/// The most classes a class-conditional model (or a labelled data set) may have.
-pub const MAX_CLASSES: usize = 1 << 16;
+pub use crate::data::MAX_CLASSES;
 
 /// The largest data dimension `d` of a checkpoint (`height * width` for images).
 pub const MAX_CHECKPOINT_DIM: usize = 1 << 25;
