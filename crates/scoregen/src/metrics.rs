@@ -5,11 +5,13 @@
 //! or a NaN / infinite value is an [`Error::InvalidInput`].
 //!
 //! * [`sliced_wasserstein`]: mean over random unit directions of the exact 1-D Wasserstein-p
-//!   distance between projections (deck 003's metric with [`SlicedOptions::default`]);
+//!   distance between projections (the metric of Cardoso et al. 2024 with
+//!   [`SlicedOptions::default`]);
 //! * [`wasserstein_1d`]: exact 1-D Wasserstein-p between empirical measures of any sizes;
 //! * [`energy_distance`] and [`mmd_rbf`]: unbiased two-sample statistics;
 //! * [`gaussian_w2`]: closed-form W2 between Gaussians; [`moments`], [`moment_errors`];
-//! * [`mixture_weight_error`]: deck 003's mixture-weight error against a known mixture;
+//! * [`mixture_weight_error`]: the mixture-weight error of Cardoso et al. 2024 against a
+//!   known mixture;
 //! * [`compare`]: all of the above at once, as a serialisable [`Comparison`].
 //!
 //! The only randomness (the directions of the sliced distance) comes from
@@ -100,7 +102,7 @@ pub struct SlicedOptions {
 }
 
 impl Default for SlicedOptions {
-    /// Deck 003's convention: 100 directions, W1, seed 0.
+    /// The convention of Cardoso et al. 2024: 100 directions, W1, seed 0.
     fn default() -> Self {
         SlicedOptions {
             directions: 100,
@@ -198,7 +200,7 @@ pub fn wasserstein_1d(a: &[f64], b: &[f64], p: u32) -> Result<f64> {
 ///
 /// The directions are normalised standard normals from `Noise::new(opts.seed)`, stream
 /// `stream(Purpose::Metric, 0)`: the same for every call with the same seed and `d`. With
-/// [`SlicedOptions::default`] this is deck 003's metric (100 directions, W1). Identical sets
+/// [`SlicedOptions::default`] this is the metric of Cardoso et al. 2024 (100 directions, W1). Identical sets
 /// give exactly 0.
 pub fn sliced_wasserstein(a: &Tensor, b: &Tensor, opts: &SlicedOptions) -> Result<f64> {
     check_p(opts.p)?;
@@ -588,7 +590,7 @@ fn mixture_weight_error_of(p: &Points, law: &GaussianMixture) -> Result<f64> {
         .sum())
 }
 
-/// Deck 003's mixture-weight error: the L1 distance between the mixture's weights and the
+/// The mixture-weight error of Cardoso et al. 2024: the L1 distance between the mixture's weights and the
 /// shares of the rows of `samples` (`[n, d]`, `n >= 1`) whose most responsible component
 /// (largest `log_responsibilities(1, 0, x)`, ties to the lowest index) is `k`. In `[0, 2]`.
 pub fn mixture_weight_error(samples: &Tensor, law: &GaussianMixture) -> Result<f64> {
@@ -606,7 +608,7 @@ pub struct Comparison {
     pub n_reference: usize,
     /// Dimension.
     pub dim: usize,
-    /// Sliced W1 with [`SlicedOptions::default`] (deck 003's metric).
+    /// Sliced W1 with [`SlicedOptions::default`] (the metric of Cardoso et al. 2024).
     pub sw1: f64,
     /// Sliced W2 (mean of per-direction W2) with the default directions.
     pub sw2: f64,

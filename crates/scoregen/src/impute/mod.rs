@@ -1,4 +1,5 @@
-//! Imputation of tables with missing values (deck 000): the missing cells of each row are
+//! Imputation of tables with missing values (MissDiff, Ouyang et al. 2023; DiffPuter, Zhang
+//! et al. 2025; SMCDiff's particle filter, Trippe et al. 2023): the missing cells of each row are
 //! drawn from the posterior of an unconditional score model given the row's observed cells.
 //!
 //! * [`mechanism`]: missingness mechanisms (MCAR, and DiffPuter's logistic MAR / MNAR) to

@@ -1,9 +1,9 @@
-//! Training energy-based models (deck 002) `p_theta(x) = exp(f_theta(x)) / Z` with an
+//! Training energy-based models (LeCun et al. 2006; Du & Mordatch 2019) `p_theta(x) = exp(f_theta(x)) / Z` with an
 //! [`EnergyNet`] (log-density `f`, energy `E = -f`).
 //!
 //! **Contrastive divergence** ([`train_cd`]), time-free (`tau = 0`). The log-likelihood
 //! gradient is `E_data[grad_theta f] - E_{p_theta}[grad_theta f]`; the model expectation
-//! uses negative samples from `K` steps of SGLD (deck 002)
+//! uses negative samples from `K` steps of SGLD (Welling & Teh 2011)
 //! `x <- x + eps grad_x f(x) + sigma z`, with `sigma = sqrt(2 eps)` (exact Langevin) unless
 //! set, started from a **persistent replay buffer** (Du & Mordatch 2019): each step, a batch
 //! of buffer chains continues, except a fraction `reinit` restarted uniform on the box

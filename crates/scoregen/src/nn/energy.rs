@@ -1,15 +1,16 @@
-//! Energy networks (deck 002): a scalar MLP `f_theta(t, x)` whose score is its input
+//! Energy networks (LeCun et al. 2006; Du & Mordatch 2019): a scalar MLP `f_theta(t, x)` whose score is its input
 //! gradient.
 //!
 //! **Sign convention**: `f` is the *unnormalised log-density*, `p_theta(x) = exp(f(x)) / Z`,
-//! so the energy is `E = -f` and the score is `s_theta(t, x) = grad_x f_theta(t, x)` (the
-//! deck's `p = exp(f) / Z`, `s = grad_x f`; `Z` drops out).
+//! so the energy is `E = -f` and the score is `s_theta(t, x) = grad_x f_theta(t, x)` (`Z`
+//! drops out).
 //!
 //! Architecture: `[x, phi(t)] -> H -> ... -> H -> 1` with SiLU, the Fourier time features of
 //! [`super::mlp`] (`phi(t)` at normalised time `tau = t / T`; a time-free EBM uses
 //! `tau = 0`), initialised from [`crate::rng::Noise`] streams like [`super::Mlp`].
 //!
-//! Because candle's second backward pass is wrong (DESIGN.md §5), the input gradient and the
+//! Because candle's second backward pass is wrong (it detaches intermediate gradients; see
+//! [`super::jvp`]), the input gradient and the
 //! Hessian-vector product are written **explicitly** with tensor ops, so that losses built
 //! on the score (DSM on `grad_x f`; SSM / ESM on `v^T (∂ grad_x f / ∂x) v`) are trained by
 //! candle's first-order backward:

@@ -1,5 +1,5 @@
-//! Explicit forward-mode tangent propagation through the score MLP (DESIGN.md §5, deck 002's
-//! sliced and exact score matching).
+//! Explicit forward-mode tangent propagation through the score MLP, for sliced (Song et al.
+//! 2019) and exact (Hyvärinen 2005) score matching.
 //!
 //! candle's second backward pass is wrong, so a loss that contains `∂s/∂x` must not be built
 //! from `backward` twice. Here the Jacobian-vector product `(∂f/∂x) v` of the MLP

@@ -1,10 +1,10 @@
-//! Denoising score matching (deck 001): with `x_t = m(t) x_0 + s(t) eps`,
+//! Denoising score matching (Vincent 2011; Ho et al. 2020): with `x_t = m(t) x_0 + s(t) eps`,
 //! `score(t, x) = E[-eps / s(t) | x_t = x]`, so regressing on `eps` recovers the score.
 //!
 //! | parametrisation | loss per sample (mean over coordinates) | weighting of the score loss |
 //! |---|---|---|
 //! | `eps` | `|f - eps|^2` | `s(t)^2` |
-//! | `score` | `|s(t) f + eps|^2` | `s(t)^2` (deck 002's NCSN `lambda = sigma^2`) |
+//! | `score` | `|s(t) f + eps|^2` | `s(t)^2` (NCSN's `lambda = sigma^2`, Song & Ermon 2019) |
 //! | `x0` | `|f - x_0|^2` | `s(t)^4 / m(t)^2` |
 
 use candle_core::Tensor;

@@ -1,4 +1,5 @@
-//! The MLP score network (the reference architecture of DESIGN.md §5):
+//! The MLP score network ([`MlpConfig::reference`], the network of the training benchmarks
+//! in `BENCHMARKS.md`):
 //! `[x, phi(t)] -> H -> H -> H -> d` with SiLU activations, where `phi(t)` are 16 Fourier
 //! features `sin(w_k t/T), cos(w_k t/T)`, `w_k = pi 2^(k-1)`, `k = 0..7`. With classes, a
 //! learned embedding of the class (index `n_classes` is the *null* class used by

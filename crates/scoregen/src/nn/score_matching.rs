@@ -1,4 +1,4 @@
-//! Score-matching losses beyond plain DSM (deck 002): sliced (SSM), exact (ESM) and NCSN's
+//! Score-matching losses beyond plain DSM: sliced (SSM), exact (ESM) and NCSN's
 //! noise-conditional DSM over a geometric sigma ladder, for any model whose score and
 //! Jacobian-vector products are explicit tensor ops ([`TangentScore`]: the score MLP via
 //! [`super::jvp`], the energy network via its Hessian-vector product).
@@ -20,7 +20,7 @@
 //! three losses have the same minimiser and comparable values. Since `x_t` has a smooth
 //! density for `t > 0`, integration by parts holds even when the data lie on a manifold.
 //!
-//! **NCSN** (deck 002): `sigma_1 > ... > sigma_L` geometric, a level `i` uniform per row,
+//! **NCSN** (Song & Ermon 2019): `sigma_1 > ... > sigma_L` geometric, a level `i` uniform per row,
 //! loss `|sigma_i s_theta(x + sigma_i z, sigma_i) + z|^2` (weighting `lambda = sigma^2`).
 //! For a VE process this is DSM at the ladder's times `t_i = t(sigma_i)`; for a VP process the
 //! ladder is of `sigma(t) = s(t) / m(t)` (the VE-equivalent noise level) and the loss is
@@ -240,7 +240,7 @@ pub fn esm_loss(
 }
 
 /// DSM on the score of any [`TangentScore`]: `mean |s(t) s_theta(t, x_t) + eps|^2 / d`
-/// (deck 002's `lambda = sigma^2` weighting; equal to [`dsm_loss`] in the score and eps
+/// (NCSN's `lambda = sigma^2` weighting; equal to [`dsm_loss`] in the score and eps
 /// parametrisations).
 pub fn dsm_score_loss(
     model: &dyn TangentScore,
@@ -256,7 +256,7 @@ pub fn dsm_score_loss(
     Ok((sc.broadcast_mul(&s)? + eps)?.sqr()?.mean_all()?)
 }
 
-/// A geometric noise ladder `sigma_1 > ... > sigma_L` (NCSN, deck 002:
+/// A geometric noise ladder `sigma_1 > ... > sigma_L` (NCSN, Song & Ermon 2019:
 /// `sigma_i / sigma_{i+1} = const > 1`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SigmaLadder {
@@ -302,7 +302,7 @@ impl SigmaLadder {
 
 /// NCSN's loss: DSM at the ladder levels `idx` (one per row), `mean |s(t_i) s_theta(t_i,
 /// x_{t_i}) + eps|^2 / d` with `x_{t_i} = m(t_i) x0 + s(t_i) eps` (for VE: `x0 + sigma_i z`,
-/// the deck's `|sigma_i s_theta(x + sigma_i z, sigma_i) + z|^2`).
+/// Song & Ermon 2019's `|sigma_i s_theta(x + sigma_i z, sigma_i) + z|^2`).
 pub fn ncsn_loss(
     model: &dyn TangentScore,
     process: &Process,

@@ -44,7 +44,7 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimeSampling {
-    /// Uniform in `t` (deck 001).
+    /// Uniform in `t` (Ho et al. 2020).
     Uniform,
     /// Uniform in the log signal-to-noise ratio: importance sampling toward low noise.
     LogSnr,
