@@ -35,7 +35,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::jvp::{silu_prime, silu_second, tangent_matmul, tangents_3d};
-use super::mlp::{check_body, MlpBody};
+use super::mlp::MlpBody;
 use super::model::Normalisation;
 use crate::io::write_atomic;
 use crate::process::Process;
@@ -65,19 +65,13 @@ impl EnergyConfig {
             fourier: 16,
         }
     }
-
-    fn validate(&self) -> Result<()> {
-        check_body("energy network", self.dim, self.hidden, self.depth, self.fourier)
-    }
 }
 
 /// The energy MLP `f_theta(t, x)` (log-density up to a constant; energy `E = -f`).
 pub struct EnergyNet {
     /// The architecture.
     pub config: EnergyConfig,
-    names: Vec<String>,
-    vars: Vec<Var>,
-    freqs: Tensor,
+    body: MlpBody,
 }
 
 /// Primal quantities of one forward pass.
@@ -92,50 +86,38 @@ impl EnergyNet {
     /// A network with PyTorch-style initialisation `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` drawn
     /// from `Noise::new(seed)`; the output layer is scaled by 0.1.
     pub fn new(config: EnergyConfig, seed: u64, dtype: DType, device: &Device) -> Result<Self> {
-        config.validate()?;
         let c = &config;
         // Streams apart from the score MLP's (1 << 40) + k.
-        let body = MlpBody::init(
-            [c.dim, c.hidden, c.depth, c.fourier, 1, 0],
-            (1 << 40) + (1 << 20),
-            seed,
-            dtype,
-            device,
-        )?;
-        Ok(EnergyNet {
-            config,
-            names: body.names,
-            vars: body.vars,
-            freqs: body.freqs,
-        })
+        let sizes = [c.dim, c.hidden, c.depth, c.fourier, 1, 0];
+        let body = MlpBody::init("energy network", sizes, ((1 << 40) + (1 << 20), seed), dtype, device)?;
+        Ok(EnergyNet { config, body })
     }
 
     /// A network with the given parameter values (in the order of [`EnergyNet::names`]).
     pub fn with_values(config: EnergyConfig, values: &[Tensor], device: &Device) -> Result<Self> {
         let dtype = values.first().map(|v| v.dtype()).unwrap_or(DType::F32);
         let net = EnergyNet::new(config, 0, dtype, device)?;
-        super::set_parameters("energy network", &net.vars, &net.names, values)?;
+        super::set_parameters("energy network", &net.body.vars, &net.body.names, values)?;
         Ok(net)
     }
 
     /// The parameters, in a fixed order.
     pub fn vars(&self) -> &[Var] {
-        &self.vars
+        &self.body.vars
     }
 
     /// The parameter names, in the order of [`EnergyNet::vars`].
     pub fn names(&self) -> &[String] {
-        &self.names
+        &self.body.names
     }
 
     /// The dtype of the parameters.
     pub fn dtype(&self) -> DType {
-        self.vars[0].dtype()
+        self.body.vars[0].dtype()
     }
 
     fn var(&self, name: &str) -> &Tensor {
-        let i = self.names.iter().position(|n| n == name).expect("parameter exists");
-        self.vars[i].as_tensor()
+        self.body.var(name)
     }
 
     /// `W_l` of hidden layer `l` (1-based; `l = 1` is the input layer).
@@ -166,7 +148,7 @@ impl EnergyNet {
 
     fn run(&self, x: &Tensor, tau: &Tensor) -> Result<Forward> {
         self.check(x, tau)?;
-        let arg = tau.broadcast_mul(&self.freqs)?;
+        let arg = tau.broadcast_mul(&self.body.freqs)?;
         let feats = Tensor::cat(&[x, &arg.sin()?, &arg.cos()?], 1)?;
         let mut zs = Vec::with_capacity(self.config.depth);
         let mut z = feats.matmul(self.var("in.w"))?.broadcast_add(self.var("in.b"))?;

@@ -41,15 +41,11 @@ impl MlpConfig {
             param: Parametrisation::Eps,
         }
     }
-
-    fn validate(&self) -> Result<()> {
-        check_body("mlp", self.dim, self.hidden, self.depth, self.fourier)
-    }
 }
 
 /// Checks the sizes of an MLP body (`what` names the network in the error): `dim`,
 /// `hidden`, `depth >= 1` and an even number `fourier >= 2` of Fourier time features.
-pub(crate) fn check_body(what: &str, dim: usize, hidden: usize, depth: usize, fourier: usize) -> Result<()> {
+fn check_body(what: &str, dim: usize, hidden: usize, depth: usize, fourier: usize) -> Result<()> {
     if dim == 0 || hidden == 0 || depth == 0 || fourier == 0 || !fourier.is_multiple_of(2) {
         return Err(Error::invalid(format!(
             "{what}: need dim, hidden, depth >= 1 and an even number of Fourier features"
@@ -72,10 +68,13 @@ pub(crate) struct MlpBody {
 impl MlpBody {
     /// PyTorch-style initialisation `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` (the output layer
     /// scaled by 0.1; class embeddings of unit variance), parameter `k` drawn from the
-    /// stream `(Purpose::Train, first_stream + k)` of `Noise::new(seed)`. `sizes` is
-    /// `[d, H, depth, F, out, K]`.
-    pub fn init(sizes: [usize; 6], first_stream: u64, seed: u64, dtype: DType, device: &Device) -> Result<Self> {
+    /// stream `(Purpose::Train, first_stream + k)` of `Noise::new(seed)`, `streams` being
+    /// `(first_stream, seed)`. `sizes` is `[d, H, depth, F, out, K]`, checked by
+    /// [`check_body`] (`what` names the network).
+    pub fn init(what: &str, sizes: [usize; 6], streams: (u64, u64), dtype: DType, device: &Device) -> Result<Self> {
         let [d, h, depth, fourier, out, n_classes] = sizes;
+        let (first_stream, seed) = streams;
+        check_body(what, d, h, depth, fourier)?;
         let noise = Noise::new(seed);
         let mut names = vec![];
         let mut vars = vec![];
@@ -108,36 +107,29 @@ impl MlpBody {
         let freqs = Tensor::from_vec(f, (1, fourier / 2), device)?.to_dtype(dtype)?;
         Ok(MlpBody { names, vars, freqs })
     }
+
+    /// The parameter `name` (one of `names`) as a tensor.
+    pub fn var(&self, name: &str) -> &Tensor {
+        let i = self.names.iter().position(|n| n == name).expect("parameter exists");
+        self.vars[i].as_tensor()
+    }
 }
 
 /// The MLP; its parameters are [`Var`]s, named for checkpoints.
 pub struct Mlp {
     /// The architecture.
     pub config: MlpConfig,
-    names: Vec<String>,
-    vars: Vec<Var>,
-    freqs: Tensor,
+    body: MlpBody,
 }
 
 impl Mlp {
     /// A network with PyTorch-style initialisation `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`,
     /// drawn from `Noise::new(seed)`; the last layer is scaled by 0.1.
     pub fn new(config: MlpConfig, seed: u64, dtype: DType, device: &Device) -> Result<Self> {
-        config.validate()?;
         let c = &config;
-        let body = MlpBody::init(
-            [c.dim, c.hidden, c.depth, c.fourier, c.dim, c.n_classes],
-            1 << 40,
-            seed,
-            dtype,
-            device,
-        )?;
-        Ok(Mlp {
-            config,
-            names: body.names,
-            vars: body.vars,
-            freqs: body.freqs,
-        })
+        let sizes = [c.dim, c.hidden, c.depth, c.fourier, c.dim, c.n_classes];
+        let body = MlpBody::init("mlp", sizes, (1 << 40, seed), dtype, device)?;
+        Ok(Mlp { config, body })
     }
 
     /// A network with the given parameter values (by name, as in [`Mlp::names`]).
@@ -148,35 +140,34 @@ impl Mlp {
             values.first().map(|v| v.dtype()).unwrap_or(DType::F32),
             device,
         )?;
-        super::set_parameters("mlp", &net.vars, &net.names, values)?;
+        super::set_parameters("mlp", &net.body.vars, &net.body.names, values)?;
         Ok(net)
     }
 
     /// The parameters, in a fixed order.
     pub fn vars(&self) -> &[Var] {
-        &self.vars
+        &self.body.vars
     }
 
     /// The parameter names, in the order of [`Mlp::vars`].
     pub fn names(&self) -> &[String] {
-        &self.names
+        &self.body.names
     }
 
     /// The parameter `name` (one of [`Mlp::names`]) as a tensor.
     pub(crate) fn var(&self, name: &str) -> &Tensor {
-        let i = self.names.iter().position(|n| n == name).expect("parameter exists");
-        self.vars[i].as_tensor()
+        self.body.var(name)
     }
 
     /// The Fourier frequencies `w_k` as a `[1, fourier / 2]` tensor.
     pub(crate) fn freqs(&self) -> &Tensor {
-        &self.freqs
+        &self.body.freqs
     }
 
     /// The output for `x` (`[n, d]`) at normalised times `tau = t / T` (`[n, 1]`) and
     /// classes (`n` indices in `0..=n_classes`, the last the null class).
     pub fn forward(&self, x: &Tensor, tau: &Tensor, classes: Option<&Tensor>) -> Result<Tensor> {
-        let arg = tau.broadcast_mul(&self.freqs)?;
+        let arg = tau.broadcast_mul(&self.body.freqs)?;
         let feats = Tensor::cat(&[x, &arg.sin()?, &arg.cos()?], 1)?;
         let mut h = feats.matmul(self.var("in.w"))?.broadcast_add(self.var("in.b"))?;
         if self.config.n_classes > 0 {
