@@ -845,20 +845,7 @@ mod tests {
         assert!((e + 2.0 * mean_pair / n).abs() < 1e-12, "{e}");
         // Unbiased: over 200 replicate pairs (n = 50, d = 2) from N(0, I) the mean is within
         // 4 of its standard errors of 0; under a unit shift it is positive by far more.
-        let mut h0 = Vec::new();
-        let mut h1 = Vec::new();
-        for r in 0..200 {
-            let z = normals(100 + r, 100, 2);
-            let x = tensor(z[..100].to_vec(), 50, 2);
-            let y = tensor(z[100..].to_vec(), 50, 2);
-            let ys: Vec<f64> = z[100..]
-                .iter()
-                .enumerate()
-                .map(|(i, v)| if i % 2 == 0 { v + 1.0 } else { *v })
-                .collect();
-            h0.push(energy_distance(&x, &y).unwrap());
-            h1.push(energy_distance(&x, &tensor(ys, 50, 2)).unwrap());
-        }
+        let (h0, h1) = null_and_shifted(100, &|x, y| energy_distance(x, y).unwrap());
         let (m0, se0) = mean_se(&h0);
         let (m1, se1) = mean_se(&h1);
         assert!(m0.abs() < 4.0 * se0, "H0 mean {m0} se {se0}");
@@ -866,6 +853,27 @@ mod tests {
             m1 > 10.0 * se1 && m1 > 10.0 * (m0.abs() + 4.0 * se0),
             "H1 mean {m1} se {se1}"
         );
+    }
+
+    /// A two-sample statistic over 200 replicate pairs of 50 points from `N(0, I_2)` (streams
+    /// `first_seed + r`): under the null, and with the second set shifted by
+    /// `delta = (1, 0)`.
+    fn null_and_shifted(first_seed: u64, stat: &dyn Fn(&Tensor, &Tensor) -> f64) -> (Vec<f64>, Vec<f64>) {
+        let mut h0 = Vec::new();
+        let mut h1 = Vec::new();
+        for r in 0..200 {
+            let z = normals(first_seed + r, 100, 2);
+            let x = tensor(z[..100].to_vec(), 50, 2);
+            let y = tensor(z[100..].to_vec(), 50, 2);
+            let ys: Vec<f64> = z[100..]
+                .iter()
+                .enumerate()
+                .map(|(i, v)| if i % 2 == 0 { v + 1.0 } else { *v })
+                .collect();
+            h0.push(stat(&x, &y));
+            h1.push(stat(&x, &tensor(ys, 50, 2)));
+        }
+        (h0, h1)
     }
 
     #[test]
@@ -905,20 +913,7 @@ mod tests {
         // Population MMD^2 for N(0, I_2) against N(delta, I_2), h = 1: with Z ~ N(mu, 2 I),
         // E exp(-|Z|^2 / 2) = (1/3) exp(-|mu|^2 / 6), so MMD^2 = 2/3 (1 - exp(-|delta|^2/6)).
         // The unbiased estimator's replicate mean must be within 4 standard errors of it.
-        let mut h0 = Vec::new();
-        let mut h1 = Vec::new();
-        for r in 0..200 {
-            let z = normals(1000 + r, 100, 2);
-            let x = tensor(z[..100].to_vec(), 50, 2);
-            let y = tensor(z[100..].to_vec(), 50, 2);
-            let ys: Vec<f64> = z[100..]
-                .iter()
-                .enumerate()
-                .map(|(i, v)| if i % 2 == 0 { v + 1.0 } else { *v })
-                .collect();
-            h0.push(mmd_rbf(&x, &y, Some(1.0)).unwrap().mmd2_unbiased);
-            h1.push(mmd_rbf(&x, &tensor(ys, 50, 2), Some(1.0)).unwrap().mmd2_unbiased);
-        }
+        let (h0, h1) = null_and_shifted(1000, &|x, y| mmd_rbf(x, y, Some(1.0)).unwrap().mmd2_unbiased);
         let (m0, se0) = mean_se(&h0);
         let (m1, se1) = mean_se(&h1);
         let pop1 = 2.0 / 3.0 * (1.0 - (-1.0f64 / 6.0).exp());

@@ -30,13 +30,13 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::energy::EnergyNet;
-use super::jvp::mlp_score_jvp;
+use super::jvp::mlp_jvp;
 use super::loss::{coefficients, dsm_loss, masked_dsm_loss, taus};
 use super::mlp::Mlp;
 use super::network::Network;
 use crate::process::Process;
 use crate::rng::{stream, Noise, Purpose};
-use crate::score::tweedie;
+use crate::score::Parametrisation;
 use crate::{Error, Result};
 
 /// A score model `s_theta(t, x)` whose JVPs `(∂s/∂x) v` are explicit tensor ops, so that
@@ -60,6 +60,9 @@ pub trait TangentScore {
     ) -> Result<(Tensor, Tensor)>;
 }
 
+/// The MLP as a [`TangentScore`]: the score `s_theta(t, x)` (its output converted by
+/// Tweedie) and its JVPs `(∂s_theta/∂x) v`, with one time `t` per row and tangents as in
+/// [`mlp_jvp`].
 impl TangentScore for Mlp {
     fn dim(&self) -> usize {
         self.config.dim
@@ -69,9 +72,9 @@ impl TangentScore for Mlp {
         let out = self.forward(x, &taus(process, t, x)?, classes)?;
         let (m, s) = coefficients(process, t, x)?;
         Ok(match self.config.param {
-            tweedie::Parametrisation::Score => out,
-            tweedie::Parametrisation::Eps => out.broadcast_div(&s)?.neg()?,
-            tweedie::Parametrisation::X0 => (out.broadcast_mul(&m)? - x)?.broadcast_div(&s.sqr()?)?,
+            Parametrisation::Score => out,
+            Parametrisation::Eps => out.broadcast_div(&s)?.neg()?,
+            Parametrisation::X0 => (out.broadcast_mul(&m)? - x)?.broadcast_div(&s.sqr()?)?,
         })
     }
 
@@ -83,7 +86,25 @@ impl TangentScore for Mlp {
         classes: Option<&Tensor>,
         v: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
-        mlp_score_jvp(self, process, t, x, classes, v)
+        let n = x.dims2()?.0;
+        if t.len() != n {
+            return Err(Error::invalid(format!("{} times for {n} points", t.len())));
+        }
+        let (out, jv) = mlp_jvp(self, x, &taus(process, t, x)?, classes, v)?;
+        let (m, s) = coefficients(process, t, x)?;
+        Ok(match self.config.param {
+            Parametrisation::Score => (out, jv),
+            Parametrisation::Eps => {
+                let minus_inv_s = s.recip()?.neg()?;
+                (out.broadcast_mul(&minus_inv_s)?, jv.broadcast_mul(&minus_inv_s)?)
+            }
+            Parametrisation::X0 => {
+                let inv_s2 = s.sqr()?.recip()?;
+                let score = (out.broadcast_mul(&m)? - x)?.broadcast_mul(&inv_s2)?;
+                let j = (jv.broadcast_mul(&m)? - v)?.broadcast_mul(&inv_s2)?;
+                (score, j)
+            }
+        })
     }
 }
 
