@@ -706,7 +706,7 @@ pub fn compare_with(
 mod tests {
     use super::*;
     use crate::score::Covariance;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     fn tensor(v: Vec<f64>, n: usize, d: usize) -> Tensor {
         Tensor::from_vec(v, (n, d), &Device::Cpu).unwrap()

@@ -69,7 +69,7 @@ pub fn to_rows(x: &Tensor) -> Result<(Vec<f64>, usize, usize)> {
 /// The inverse of [`to_rows`]: the row-major `f64` values `v` (`n * d` of them) as an
 /// `[n, d]` tensor of `dtype` on `device`.
 pub fn from_rows(v: Vec<f64>, d: usize, dtype: candle_core::DType, device: &candle_core::Device) -> Result<Tensor> {
-    if d == 0 || v.len() % d != 0 {
+    if d == 0 || !v.len().is_multiple_of(d) {
         return Err(Error::invalid(format!(
             "{} values do not make rows of dimension {d}",
             v.len()

@@ -102,10 +102,10 @@ pub fn mlp_jvp(net: &Mlp, x: &Tensor, tau: &Tensor, classes: Option<&Tensor>, v:
 mod tests {
     use super::*;
     use crate::nn::score_matching::TangentScore;
-    use crate::process::Process;
-    use crate::score::Parametrisation;
     use crate::nn::MlpConfig;
+    use crate::process::Process;
     use crate::rng::{stream, Noise, Purpose};
+    use crate::score::Parametrisation;
     use candle_core::{DType, Device};
 
     fn tiny(param: Parametrisation, n_classes: usize) -> Mlp {

@@ -173,7 +173,8 @@ mod tests {
         let dev = Device::Cpu;
         let var = Var::from_tensor(&Tensor::new(&[1.0f64, 2.0], &dev).unwrap()).unwrap();
         let g = Tensor::new(&[f64::NAN, 0.0], &dev).unwrap();
-        let (mut m, mut v) = (zeros_like(&[var.clone()]).unwrap(), zeros_like(&[var.clone()]).unwrap());
+        let vars = [var.clone()];
+        let (mut m, mut v) = (zeros_like(&vars).unwrap(), zeros_like(&vars).unwrap());
         let h = AdamWStep {
             lr: 0.1,
             beta1: 0.9,
@@ -184,7 +185,7 @@ mod tests {
             clip: 1.0,
             ema_decay: 0.0,
         };
-        let err = adamw_tensors(&[var.clone()], &[g], &mut m, &mut v, None, &h, "unit").unwrap_err();
+        let err = adamw_tensors(&vars, &[g], &mut m, &mut v, None, &h, "unit").unwrap_err();
         assert!(err.to_string().contains("unit: gradient is not finite"), "{err}");
         assert_eq!(var.as_tensor().to_vec1::<f64>().unwrap(), vec![1.0, 2.0]);
     }
