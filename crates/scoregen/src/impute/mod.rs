@@ -7,7 +7,7 @@
 //! * [`table`]: CSV tables with numeric and categorical columns, and their one-hot,
 //!   standardised encoding;
 //! * [`datasets`]: the built-in real tables (breast cancer, wine, iris, digits, penguins);
-//! * [`fit`]: training on the incomplete table (masked DSM, then EM rounds);
+//! * [`fit`](mod@fit): training on the incomplete table (masked DSM, then EM rounds);
 //! * [`sampler`]: row-by-row posterior imputation, multiple imputations, uncertainty;
 //! * [`baseline`]: mean and k-nearest-neighbour imputation, the classical reference points.
 

@@ -10,11 +10,12 @@
 //!   class embeddings, skip connections between resolutions);
 //! * [`network`]: the [`ScoreNet`] interface, the serialisable [`Arch`] and the [`Network`]
 //!   of either architecture that the trainer, checkpoints and [`LearnedScore`] use;
-//! * [`loss`]: denoising score matching (Vincent 2011; Ho et al. 2020) in the score / eps / x0 parametrisations;
-//! * [`train`]: Adam with warm-up and cosine decay, gradient clipping, EMA, validation,
-//!   atomic checkpoints and exact resume (the MLP with DSM on [`fused`]; the U-Net and the
-//!   SSM / ESM / NCSN losses, whose JVP terms have no hand-written backward, on candle's
-//!   autograd);
+//! * [`loss`]: denoising score matching (Vincent 2011; Ho et al. 2020) in the score / eps /
+//!   x0 parametrisations;
+//! * [`train`](mod@train): AdamW ([`optim`]) with warm-up and cosine decay, gradient
+//!   clipping, EMA, validation, atomic checkpoints and exact resume (the MLP with DSM on
+//!   [`fused`]; the U-Net and the SSM / ESM / NCSN losses, whose JVP terms have no
+//!   hand-written backward, on candle's autograd);
 //! * [`conv`]: 2-D convolutions and their gradients on GEMM (im2col), for the U-Net;
 //! * [`groupnorm`]: GroupNorm (+ SiLU) as one op with a hand-written backward, for the U-Net;
 //! * [`model`]: a trained network as a [`crate::score::Score`], with its data normalisation;

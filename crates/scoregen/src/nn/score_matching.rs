@@ -342,7 +342,7 @@ pub fn ncsn_loss(
     dsm_score_loss(model, process, x0, &ladder.times(process, idx), eps, classes)
 }
 
-/// The loss of [`super::train`].
+/// The loss of [`super::train()`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Loss {
