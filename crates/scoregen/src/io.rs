@@ -1,4 +1,4 @@
-//! Atomic file writes: the foundation of "no partial output file" (DESIGN.md, Standards).
+//! Atomic file writes: the foundation of "no partial output file" (`docs/formats.md`).
 //! Used by every layer that writes files (`nn` checkpoints, `data`, the CLI).
 
 use std::fs::{self, File, OpenOptions};

@@ -2,13 +2,21 @@
 //!
 //! Score-based generative models (diffusion models) and posterior sampling with them.
 //!
-//! The library is layered (DESIGN.md §2): [`process`] (forward processes, time grids),
-//! [`score`] (the [`score::Score`] trait, Tweedie conversions, exact Gaussian-mixture
-//! scores), [`sample`] (the reverse-time sampler family), [`metrics`] (sliced Wasserstein,
-//! MMD, ...), [`data`] (files), and on top of [`nn`] and [`inverse`], [`impute`] (tables
-//! with missing cells: training on incomplete data and row-wise posterior imputation; a
-//! module DESIGN.md §2 does not list, added for tabular imputation). One tensor type, `candle_core::Tensor` of shape `[n, d]`,
-//! flows through every layer. The library never prints.
+//! The library is layered (a diagram of who calls whom is in `docs/architecture.md`):
+//! [`process`] (forward processes, time grids), [`score`] (the [`score::Score`] trait,
+//! Tweedie conversions, exact Gaussian-mixture scores), [`sample`] (the reverse-time sampler
+//! family), [`nn`] (networks, losses, the trainer), [`mcmc`] (Langevin samplers), [`smc`]
+//! (particle machinery), [`inverse`] (posterior sampling for `y = A x + sigma_y z`),
+//! [`impute`] (tables with missing cells), [`metrics`] (sliced Wasserstein, MMD, ...) and
+//! [`data`] (files, built-in data sets).
+//!
+//! One data type per layer: candle [`candle_core::Tensor`]s of shape `[n, d]` in the model
+//! layer ([`process`], [`score`], [`sample`], [`nn`], [`mcmc`]), row-major `Vec<f64>` in the
+//! posterior layer ([`inverse`], [`smc`], [`impute`]), converted in one place,
+//! [`data::to_rows`] and [`data::from_rows`]. The conventions (time runs forward `0 -> T`,
+//! `x_t = m(t) x_0 + s(t) z`, Tweedie, the `b_t` family) are in `docs/conventions.md`, the
+//! file formats in `docs/formats.md`, every method with its paper in `docs/methods.md`.
+//! The library never prints.
 //!
 //! ```
 //! # fn main() -> scoregen::Result<()> {
@@ -17,7 +25,7 @@
 //! use scoregen::sample::{sample, BFn, SampleOptions, Sampler};
 //! use scoregen::score::{Covariance, GaussianMixture, MixtureScore};
 //!
-//! // N(mu, Sigma) data, diffused by the decks' OU process dX = -X dt + sqrt(2) dB on [0, 6].
+//! // N(mu, Sigma) data, diffused by the OU process dX = -X dt + sqrt(2) dB on [0, 6].
 //! let law = GaussianMixture::gaussian(vec![1.0, -2.0], Covariance::Full(vec![2.0, 0.6, 0.6, 1.0]))?;
 //! let score = MixtureScore::new(Arc::new(law), Process::ou(2.0, 6.0));
 //! // The reverse SDE (b = 1) by Euler–Maruyama, 1000 steps, 2000 particles.

@@ -5,11 +5,13 @@
 //! or a NaN / infinite value is an [`Error::InvalidInput`].
 //!
 //! * [`sliced_wasserstein`]: mean over random unit directions of the exact 1-D Wasserstein-p
-//!   distance between projections (deck 003's metric with [`SlicedOptions::default`]);
+//!   distance between projections (the metric of Cardoso et al. 2024 with
+//!   [`SlicedOptions::default`]);
 //! * [`wasserstein_1d`]: exact 1-D Wasserstein-p between empirical measures of any sizes;
 //! * [`energy_distance`] and [`mmd_rbf`]: unbiased two-sample statistics;
 //! * [`gaussian_w2`]: closed-form W2 between Gaussians; [`moments`], [`moment_errors`];
-//! * [`mixture_weight_error`]: deck 003's mixture-weight error against a known mixture;
+//! * [`mixture_weight_error`]: the mixture-weight error of Cardoso et al. 2024 against a
+//!   known mixture;
 //! * [`compare`]: all of the above at once, as a serialisable [`Comparison`].
 //!
 //! The only randomness (the directions of the sliced distance) comes from
@@ -17,10 +19,11 @@
 //! function of its inputs and seed; parallel sums are reduced in a fixed order, so results
 //! do not depend on the number of threads.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::data::to_rows;
 use crate::linalg::sym_eigen;
 use crate::rng::{stream, Noise, Purpose};
 use crate::score::GaussianMixture;
@@ -56,7 +59,7 @@ fn points(x: &Tensor, what: &str, min_rows: usize) -> Result<Points> {
             "{what}: needs at least {min_rows} points, got {n}"
         )));
     }
-    let v = x.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    let v = to_rows(x)?.0;
     check_finite(&v, what)?;
     Ok(Points { v, n, d })
 }
@@ -99,7 +102,7 @@ pub struct SlicedOptions {
 }
 
 impl Default for SlicedOptions {
-    /// Deck 003's convention: 100 directions, W1, seed 0.
+    /// The convention of Cardoso et al. 2024: 100 directions, W1, seed 0.
     fn default() -> Self {
         SlicedOptions {
             directions: 100,
@@ -197,7 +200,7 @@ pub fn wasserstein_1d(a: &[f64], b: &[f64], p: u32) -> Result<f64> {
 ///
 /// The directions are normalised standard normals from `Noise::new(opts.seed)`, stream
 /// `stream(Purpose::Metric, 0)`: the same for every call with the same seed and `d`. With
-/// [`SlicedOptions::default`] this is deck 003's metric (100 directions, W1). Identical sets
+/// [`SlicedOptions::default`] this is the metric of Cardoso et al. 2024 (100 directions, W1). Identical sets
 /// give exactly 0.
 pub fn sliced_wasserstein(a: &Tensor, b: &Tensor, opts: &SlicedOptions) -> Result<f64> {
     check_p(opts.p)?;
@@ -587,7 +590,7 @@ fn mixture_weight_error_of(p: &Points, law: &GaussianMixture) -> Result<f64> {
         .sum())
 }
 
-/// Deck 003's mixture-weight error: the L1 distance between the mixture's weights and the
+/// The mixture-weight error of Cardoso et al. 2024: the L1 distance between the mixture's weights and the
 /// shares of the rows of `samples` (`[n, d]`, `n >= 1`) whose most responsible component
 /// (largest `log_responsibilities(1, 0, x)`, ties to the lowest index) is `k`. In `[0, 2]`.
 pub fn mixture_weight_error(samples: &Tensor, law: &GaussianMixture) -> Result<f64> {
@@ -605,7 +608,7 @@ pub struct Comparison {
     pub n_reference: usize,
     /// Dimension.
     pub dim: usize,
-    /// Sliced W1 with [`SlicedOptions::default`] (deck 003's metric).
+    /// Sliced W1 with [`SlicedOptions::default`] (the metric of Cardoso et al. 2024).
     pub sw1: f64,
     /// Sliced W2 (mean of per-direction W2) with the default directions.
     pub sw2: f64,
@@ -703,7 +706,7 @@ pub fn compare_with(
 mod tests {
     use super::*;
     use crate::score::Covariance;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     fn tensor(v: Vec<f64>, n: usize, d: usize) -> Tensor {
         Tensor::from_vec(v, (n, d), &Device::Cpu).unwrap()
@@ -842,20 +845,7 @@ mod tests {
         assert!((e + 2.0 * mean_pair / n).abs() < 1e-12, "{e}");
         // Unbiased: over 200 replicate pairs (n = 50, d = 2) from N(0, I) the mean is within
         // 4 of its standard errors of 0; under a unit shift it is positive by far more.
-        let mut h0 = Vec::new();
-        let mut h1 = Vec::new();
-        for r in 0..200 {
-            let z = normals(100 + r, 100, 2);
-            let x = tensor(z[..100].to_vec(), 50, 2);
-            let y = tensor(z[100..].to_vec(), 50, 2);
-            let ys: Vec<f64> = z[100..]
-                .iter()
-                .enumerate()
-                .map(|(i, v)| if i % 2 == 0 { v + 1.0 } else { *v })
-                .collect();
-            h0.push(energy_distance(&x, &y).unwrap());
-            h1.push(energy_distance(&x, &tensor(ys, 50, 2)).unwrap());
-        }
+        let (h0, h1) = null_and_shifted(100, &|x, y| energy_distance(x, y).unwrap());
         let (m0, se0) = mean_se(&h0);
         let (m1, se1) = mean_se(&h1);
         assert!(m0.abs() < 4.0 * se0, "H0 mean {m0} se {se0}");
@@ -863,6 +853,27 @@ mod tests {
             m1 > 10.0 * se1 && m1 > 10.0 * (m0.abs() + 4.0 * se0),
             "H1 mean {m1} se {se1}"
         );
+    }
+
+    /// A two-sample statistic over 200 replicate pairs of 50 points from `N(0, I_2)` (streams
+    /// `first_seed + r`): under the null, and with the second set shifted by
+    /// `delta = (1, 0)`.
+    fn null_and_shifted(first_seed: u64, stat: &dyn Fn(&Tensor, &Tensor) -> f64) -> (Vec<f64>, Vec<f64>) {
+        let mut h0 = Vec::new();
+        let mut h1 = Vec::new();
+        for r in 0..200 {
+            let z = normals(first_seed + r, 100, 2);
+            let x = tensor(z[..100].to_vec(), 50, 2);
+            let y = tensor(z[100..].to_vec(), 50, 2);
+            let ys: Vec<f64> = z[100..]
+                .iter()
+                .enumerate()
+                .map(|(i, v)| if i % 2 == 0 { v + 1.0 } else { *v })
+                .collect();
+            h0.push(stat(&x, &y));
+            h1.push(stat(&x, &tensor(ys, 50, 2)));
+        }
+        (h0, h1)
     }
 
     #[test]
@@ -902,20 +913,7 @@ mod tests {
         // Population MMD^2 for N(0, I_2) against N(delta, I_2), h = 1: with Z ~ N(mu, 2 I),
         // E exp(-|Z|^2 / 2) = (1/3) exp(-|mu|^2 / 6), so MMD^2 = 2/3 (1 - exp(-|delta|^2/6)).
         // The unbiased estimator's replicate mean must be within 4 standard errors of it.
-        let mut h0 = Vec::new();
-        let mut h1 = Vec::new();
-        for r in 0..200 {
-            let z = normals(1000 + r, 100, 2);
-            let x = tensor(z[..100].to_vec(), 50, 2);
-            let y = tensor(z[100..].to_vec(), 50, 2);
-            let ys: Vec<f64> = z[100..]
-                .iter()
-                .enumerate()
-                .map(|(i, v)| if i % 2 == 0 { v + 1.0 } else { *v })
-                .collect();
-            h0.push(mmd_rbf(&x, &y, Some(1.0)).unwrap().mmd2_unbiased);
-            h1.push(mmd_rbf(&x, &tensor(ys, 50, 2), Some(1.0)).unwrap().mmd2_unbiased);
-        }
+        let (h0, h1) = null_and_shifted(1000, &|x, y| mmd_rbf(x, y, Some(1.0)).unwrap().mmd2_unbiased);
         let (m0, se0) = mean_se(&h0);
         let (m1, se1) = mean_se(&h1);
         let pop1 = 2.0 / 3.0 * (1.0 - (-1.0f64 / 6.0).exp());

@@ -49,6 +49,79 @@ pub fn check_values(v: &[f64], d: usize) -> Option<String> {
     })
 }
 
+/// The one conversion from the tensor layer (`sample`, `nn`, `score`: candle [`Tensor`]s of
+/// shape `[n, d]`) to the row-major layer (`inverse`, `smc`, `impute`, `metrics`: `Vec<f64>`
+/// of `n * d` entries, row `i` at `[i d, (i + 1) d)`): the values of a 2-D tensor as
+/// row-major `f64`, with its shape `(n, d)`. Any other rank is an [`Error::InvalidInput`].
+/// See `docs/architecture.md`, "One data type per layer".
+pub fn to_rows(x: &Tensor) -> Result<(Vec<f64>, usize, usize)> {
+    let (n, d) = match *x.dims() {
+        [n, d] => (n, d),
+        ref dims => return Err(Error::invalid(format!("expected a [n, d] tensor, got shape {dims:?}"))),
+    };
+    Ok((
+        x.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?,
+        n,
+        d,
+    ))
+}
+
+/// The inverse of [`to_rows`]: the row-major `f64` values `v` (`n * d` of them) as an
+/// `[n, d]` tensor of `dtype` on `device`.
+pub fn from_rows(v: Vec<f64>, d: usize, dtype: candle_core::DType, device: &candle_core::Device) -> Result<Tensor> {
+    if d == 0 || !v.len().is_multiple_of(d) {
+        return Err(Error::invalid(format!(
+            "{} values do not make rows of dimension {d}",
+            v.len()
+        )));
+    }
+    let n = v.len() / d;
+    Ok(Tensor::from_vec(v, (n, d), device)?.to_dtype(dtype)?)
+}
+
+/// The one standardisation of the crate: per-column means and standard deviations of the
+/// row-major `[n, d]` values `v`, skipping NaN (missing) cells. Column `j` with `n_j`
+/// non-NaN values `x_ij` gets `mean_j = sum_i x_ij / n_j` and
+/// `sd_j = sqrt(sum_i (x_ij - mean_j)^2 / (n_j - ddof))` (`ddof = 1`: the unbiased
+/// variance; `0`: the population variance), with `sd_j = 1` where the variance is not a
+/// finite number above `1e-24` (a constant column, or `n_j <= ddof`) and `mean_j = 0` for
+/// a column with no values. The sums add `x / n_j` (and `(x - mean_j)^2 / (n_j - ddof)`)
+/// term by term, in row order. Used by
+/// `nn::model::Normalisation` (the trained networks' coordinates), `impute::Encoding`
+/// (table coordinates) and the missingness mechanisms of `impute::mechanism`.
+pub fn column_mean_sd(v: &[f64], d: usize, ddof: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut count = vec![0usize; d];
+    for r in v.chunks(d.max(1)) {
+        for (c, x) in count.iter_mut().zip(r) {
+            *c += usize::from(!x.is_nan());
+        }
+    }
+    let mut mean = vec![0.0; d];
+    for r in v.chunks(d.max(1)) {
+        for j in 0..d.min(r.len()) {
+            if !r[j].is_nan() {
+                mean[j] += r[j] / count[j] as f64;
+            }
+        }
+    }
+    let mut var = vec![0.0; d];
+    for r in v.chunks(d.max(1)) {
+        for j in 0..d.min(r.len()) {
+            if !r[j].is_nan() && count[j] > ddof {
+                var[j] += (r[j] - mean[j]).powi(2) / (count[j] - ddof) as f64;
+            }
+        }
+    }
+    let sd = var
+        .iter()
+        .map(|v| if v.is_finite() && *v > 1e-24 { v.sqrt() } else { 1.0 })
+        .collect();
+    (mean, sd)
+}
+
+/// The most classes a class-conditional model (or a labelled data set) may have.
+pub const MAX_CLASSES: usize = 1 << 16;
+
 const UNSUPPORTED_EXT: &str = "unsupported extension (expected .npy or .csv)";
 
 /// Reads an `[n, d]` point set, choosing the format from the extension:
@@ -75,7 +148,7 @@ pub fn read_points(path: impl AsRef<Path>) -> Result<Tensor> {
         _ => return Err(Error::file(path, UNSUPPORTED_EXT)),
     };
     let (_, d) = t.dims2()?;
-    let v = t.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    let v = to_rows(&t)?.0;
     match check_values(&v, d) {
         Some(msg) => Err(Error::file(path, msg)),
         None => Ok(t),
@@ -84,11 +157,11 @@ pub fn read_points(path: impl AsRef<Path>) -> Result<Tensor> {
 
 /// Class labels from numbers read from a file (a labels file, or a label column):
 /// returns the labels and the number of classes `K = max + 1`. Each value must be a
-/// non-negative integer and `K` at most [`crate::nn::train::MAX_CLASSES`], checked before
+/// non-negative integer and `K` at most [`MAX_CLASSES`], checked before
 /// anything of size `K` (one-hot codes, class embeddings, class frequencies) is allocated.
 /// `what` names the source in messages ([`Error::InvalidInput`], 1-based rows).
 pub fn labels_from(values: &[f64], what: &str) -> Result<(Vec<u32>, usize)> {
-    let most = crate::nn::train::MAX_CLASSES;
+    let most = MAX_CLASSES;
     let labels = values
         .iter()
         .enumerate()

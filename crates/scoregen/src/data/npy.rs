@@ -216,33 +216,23 @@ pub fn write_npy(path: impl AsRef<Path>, t: &Tensor) -> Result<()> {
     let shape = [n as u64, d as u64];
     let flat = t.contiguous()?.flatten_all()?;
     match t.dtype() {
-        DType::F32 => {
-            let v = flat.to_vec1::<f32>()?;
-            write_atomic(path, |w| {
-                let mut wr = npyz::WriteOptions::<f32>::new()
-                    .default_dtype()
-                    .shape(&shape)
-                    .writer(w)
-                    .begin_nd()?;
-                wr.extend(v)?;
-                wr.finish()?;
-                Ok(())
-            })
-        }
-        _ => {
-            let v = flat.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-            write_atomic(path, |w| {
-                let mut wr = npyz::WriteOptions::<f64>::new()
-                    .default_dtype()
-                    .shape(&shape)
-                    .writer(w)
-                    .begin_nd()?;
-                wr.extend(v)?;
-                wr.finish()?;
-                Ok(())
-            })
-        }
+        DType::F32 => write_flat(path, &shape, flat.to_vec1::<f32>()?),
+        _ => write_flat(path, &shape, flat.to_dtype(DType::F64)?.to_vec1::<f64>()?),
     }
+}
+
+/// Writes the row-major values `v` of `shape` as a `.npy` file in `T`'s own dtype.
+fn write_flat<T: npyz::AutoSerialize>(path: &Path, shape: &[u64], v: Vec<T>) -> Result<()> {
+    write_atomic(path, |w| {
+        let mut wr = npyz::WriteOptions::<T>::new()
+            .default_dtype()
+            .shape(shape)
+            .writer(w)
+            .begin_nd()?;
+        wr.extend(v)?;
+        wr.finish()?;
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -268,6 +258,21 @@ mod tests {
 
     fn le_f64(v: &[f64]) -> Vec<u8> {
         v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    /// A version-1 file of little-endian `f64` values `v` with `shape` (a Python tuple).
+    fn f8(shape: &str, fortran: bool, v: &[f64]) -> Vec<u8> {
+        let order = if fortran { "True" } else { "False" };
+        npy_v1(
+            &format!("{{'descr': '<f8', 'fortran_order': {order}, 'shape': {shape}, }}"),
+            &le_f64(v),
+        )
+    }
+
+    /// Writes `bytes` to `p` and reads it back.
+    fn write_read(p: &Path, bytes: &[u8]) -> Result<Tensor> {
+        std::fs::write(p, bytes).unwrap();
+        read_npy(p)
     }
 
     fn msg(e: &Error) -> String {
@@ -336,12 +341,7 @@ mod tests {
         let dir = TempDir::new();
         let p = dir.join("h.npy");
         let vals = [1.0, 2.0, 3.0, 4.5, -5.0, 6e100];
-        let bytes = npy_v1(
-            "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }",
-            &le_f64(&vals),
-        );
-        std::fs::write(&p, bytes).unwrap();
-        let t = read_npy(&p).unwrap();
+        let t = write_read(&p, &f8("(2, 3)", false, &vals)).unwrap();
         assert_eq!(t.dtype(), DType::F64);
         assert_eq!(
             t.to_vec2::<f64>().unwrap(),
@@ -354,23 +354,13 @@ mod tests {
         let dir = TempDir::new();
         // 1-D -> [n, 1].
         let p = dir.join("one.npy");
-        let bytes = npy_v1(
-            "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }",
-            &le_f64(&[1.0, 2.0, 3.0]),
-        );
-        std::fs::write(&p, bytes).unwrap();
-        let t = read_npy(&p).unwrap();
+        let t = write_read(&p, &f8("(3,)", false, &[1.0, 2.0, 3.0])).unwrap();
         assert_eq!(t.dims(), &[3, 1]);
         assert_eq!(t.to_vec2::<f64>().unwrap(), vec![vec![1.0], vec![2.0], vec![3.0]]);
 
         // Fortran order: column-major storage of [[1, 2, 3], [4, 5, 6]].
         let p = dir.join("f.npy");
-        let bytes = npy_v1(
-            "{'descr': '<f8', 'fortran_order': True, 'shape': (2, 3), }",
-            &le_f64(&[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]),
-        );
-        std::fs::write(&p, bytes).unwrap();
-        let t = read_npy(&p).unwrap();
+        let t = write_read(&p, &f8("(2, 3)", true, &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0])).unwrap();
         assert_eq!(
             t.to_vec2::<f64>().unwrap(),
             vec![vec![1.0, 2.0, 3.0], vec![4.0, 5.0, 6.0]]
@@ -379,9 +369,11 @@ mod tests {
         // Big-endian float32.
         let p = dir.join("be.npy");
         let data: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|x| x.to_be_bytes()).collect();
-        let bytes = npy_v1("{'descr': '>f4', 'fortran_order': False, 'shape': (1, 2), }", &data);
-        std::fs::write(&p, bytes).unwrap();
-        let t = read_npy(&p).unwrap();
+        let t = write_read(
+            &p,
+            &npy_v1("{'descr': '>f4', 'fortran_order': False, 'shape': (1, 2), }", &data),
+        )
+        .unwrap();
         assert_eq!(t.dtype(), DType::F32);
         assert_eq!(t.to_vec2::<f32>().unwrap(), vec![vec![1.5, -2.0]]);
     }
@@ -391,9 +383,11 @@ mod tests {
         let dir = TempDir::new();
         let p = dir.join("i.npy");
         let data: Vec<u8> = [1i64, 2, 3, 4].iter().flat_map(|x| x.to_le_bytes()).collect();
-        let bytes = npy_v1("{'descr': '<i8', 'fortran_order': False, 'shape': (2, 2), }", &data);
-        std::fs::write(&p, bytes).unwrap();
-        let e = read_npy(&p).unwrap_err();
+        let e = write_read(
+            &p,
+            &npy_v1("{'descr': '<i8', 'fortran_order': False, 'shape': (2, 2), }", &data),
+        )
+        .unwrap_err();
         assert!(msg(&e).contains("unsupported dtype '<i8'"), "{e}");
         assert!(e.to_string().starts_with(&p.display().to_string()), "{e}");
         // float16 too.
@@ -409,32 +403,17 @@ mod tests {
     fn rejects_bad_rank_and_empty() {
         let dir = TempDir::new();
         let p = dir.join("r.npy");
-        let bytes = npy_v1(
-            "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1, 2), }",
-            &le_f64(&[1.0, 2.0]),
-        );
-        std::fs::write(&p, bytes).unwrap();
-        let e = read_npy(&p).unwrap_err();
+        let e = write_read(&p, &f8("(1, 1, 2)", false, &[1.0, 2.0])).unwrap_err();
         assert!(msg(&e).contains("expected a 1-D or 2-D array"), "{e}");
-        let bytes = npy_v1(
-            "{'descr': '<f8', 'fortran_order': False, 'shape': (), }",
-            &le_f64(&[1.0]),
-        );
-        std::fs::write(&p, bytes).unwrap();
-        assert!(msg(&read_npy(&p).unwrap_err()).contains("0-D"));
-        let bytes = npy_v1("{'descr': '<f8', 'fortran_order': False, 'shape': (0, 3), }", &[]);
-        std::fs::write(&p, bytes).unwrap();
-        assert!(msg(&read_npy(&p).unwrap_err()).contains("empty"));
+        assert!(msg(&write_read(&p, &f8("()", false, &[1.0])).unwrap_err()).contains("0-D"));
+        assert!(msg(&write_read(&p, &f8("(0, 3)", false, &[])).unwrap_err()).contains("empty"));
     }
 
     #[test]
     fn rejects_corrupt_and_truncated() {
         let dir = TempDir::new();
         let p = dir.join("c.npy");
-        let good = npy_v1(
-            "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }",
-            &le_f64(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
-        );
+        let good = f8("(2, 3)", false, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         // Truncated data.
         std::fs::write(&p, &good[..good.len() - 3]).unwrap();
         let e = read_npy(&p).unwrap_err();

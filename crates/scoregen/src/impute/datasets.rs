@@ -14,7 +14,7 @@
 //! complete except penguins.
 
 use super::table::MixedTable;
-use crate::data::builtin;
+use crate::data::{builtin, to_rows};
 use crate::{Error, Result};
 
 /// The names accepted by [`load_table`].
@@ -95,12 +95,7 @@ pub fn load_table(name: &str) -> Result<MixedTable> {
         ),
         "digits" => {
             let ds = builtin::load("digits", None, 0)?;
-            let x: Vec<f64> =
-                ds.x.flatten_all()?
-                    .to_vec1::<f64>()?
-                    .iter()
-                    .map(|v| (v * 16.0).round())
-                    .collect();
+            let x: Vec<f64> = to_rows(&ds.x)?.0.iter().map(|v| (v * 16.0).round()).collect();
             let n = x.len() / 64;
             let mut t = MixedTable::numeric(names("p", 64), x, n)?;
             t.kinds = vec![super::table::ColumnKind::Numeric { decimals: Some(0) }; 64];

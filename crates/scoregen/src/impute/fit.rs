@@ -14,11 +14,12 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 
 use super::sampler::{impute_table, ImputeOptions};
 use super::table::{ColumnKind, Encoding, MixedTable};
+use crate::data::from_rows;
 use crate::io::write_atomic;
 use crate::nn::model::Normalisation;
 use crate::nn::{load_model_on, train_masked, Arch, LearnedScore, MlpConfig, TrainConfig, TrainProgress, TrainSetup};
@@ -281,7 +282,7 @@ pub fn fit(
         resume: false,
         device: opts.device.clone(),
     };
-    let data = Tensor::from_vec(filled, (n, d), &Device::Cpu)?;
+    let data = from_rows(filled, d, DType::F64, &Device::Cpu)?;
     train_masked(&data, Some(&observed), None, &setup, &mut |p| {
         progress(FitProgress::Train { round: 0, progress: p })
     })?;
@@ -311,7 +312,7 @@ pub fn fit(
         let zc = enc.encode(&completed);
         setup.resume = true;
         setup.config.steps = opts.train.steps + round * opts.em_steps;
-        let data = Tensor::from_vec(zc, (n, d), &Device::Cpu)?;
+        let data = from_rows(zc, d, DType::F64, &Device::Cpu)?;
         train_masked(&data, None, None, &setup, &mut |p| {
             progress(FitProgress::Train { round, progress: p })
         })?;

@@ -26,6 +26,7 @@
 //! Every random draw comes from [`crate::rng::Noise`] with `Purpose::User` streams, so a mask
 //! is bit-reproducible for a seed whatever the number of threads.
 
+use crate::data::column_mean_sd;
 use crate::rng::{stream, Noise, Purpose};
 use crate::{Error, Result};
 
@@ -156,10 +157,8 @@ fn logistic_mask(
             let row = &x[i * d..(i + 1) * d];
             *zi = inputs.iter().enumerate().map(|(a, &c)| row[c] * u[a * n_out + t]).sum();
         }
-        let mean = z.iter().sum::<f64>() / n as f64;
-        let var = z.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
-        let sd = var.sqrt();
-        let scale = if sd.is_finite() && sd > 1e-12 { 1.0 / sd } else { 1.0 };
+        // Standardise the logits (population sd; a constant column is left as it is).
+        let scale = 1.0 / column_mean_sd(&z, 1, 0).1[0];
         for zi in z.iter_mut() {
             *zi *= scale;
         }

@@ -9,6 +9,7 @@
 
 use std::path::Path;
 
+use crate::data::column_mean_sd;
 use crate::data::csv::{is_missing_marker, parse_records, read_records};
 use crate::error::excerpt;
 use crate::io::write_atomic;
@@ -327,17 +328,9 @@ impl Encoding {
             mean: vec![0.0; dim],
             sd: vec![1.0; dim],
         };
-        let raw = enc.one_hot(table);
-        for c in 0..dim {
-            let v: Vec<f64> = raw.chunks(dim).map(|r| r[c]).filter(|v| !v.is_nan()).collect();
-            if v.is_empty() {
-                continue;
-            }
-            let m = v.iter().sum::<f64>() / v.len() as f64;
-            let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64;
-            enc.mean[c] = m;
-            enc.sd[c] = if var > 1e-24 { var.sqrt() } else { 1.0 };
-        }
+        let (mean, sd) = column_mean_sd(&enc.one_hot(table), dim, 0);
+        enc.mean = mean;
+        enc.sd = sd;
         enc
     }
 

@@ -1,9 +1,9 @@
-//! Training energy-based models (deck 002) `p_theta(x) = exp(f_theta(x)) / Z` with an
+//! Training energy-based models (LeCun et al. 2006; Du & Mordatch 2019) `p_theta(x) = exp(f_theta(x)) / Z` with an
 //! [`EnergyNet`] (log-density `f`, energy `E = -f`).
 //!
 //! **Contrastive divergence** ([`train_cd`]), time-free (`tau = 0`). The log-likelihood
 //! gradient is `E_data[grad_theta f] - E_{p_theta}[grad_theta f]`; the model expectation
-//! uses negative samples from `K` steps of SGLD (deck 002)
+//! uses negative samples from `K` steps of SGLD (Welling & Teh 2011)
 //! `x <- x + eps grad_x f(x) + sigma z`, with `sigma = sqrt(2 eps)` (exact Langevin) unless
 //! set, started from a **persistent replay buffer** (Du & Mordatch 2019): each step, a batch
 //! of buffer chains continues, except a fraction `reinit` restarted uniform on the box
@@ -29,6 +29,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::energy::EnergyNet;
+use super::optim::{self, AdamWStep};
 use super::score_matching::{ncsn_loss, ssm_objective, Projection, SigmaLadder, SsmEstimator};
 use crate::process::Process;
 use crate::rng::{stream, Noise, Purpose};
@@ -146,69 +147,37 @@ pub struct EbmReport {
     pub buffer: Option<Tensor>,
 }
 
-/// Adam on a list of variables (with optional global-norm clipping).
+/// Adam (no weight decay, no EMA) on the variables of an energy network: the moments and
+/// the step count of [`super::optim::adamw_tensors`].
 struct Adam {
     m: Vec<Tensor>,
     v: Vec<Tensor>,
-    b1: f64,
-    b2: f64,
-    lr: f64,
-    clip: f64,
-    k: i32,
+    h: AdamWStep,
 }
 
 impl Adam {
     fn new(vars: &[Var], lr: f64, b1: f64, clip: f64) -> Result<Self> {
-        let z = vars
-            .iter()
-            .map(|v| v.as_tensor().zeros_like())
-            .collect::<candle_core::Result<Vec<_>>>()?;
+        let m = optim::zeros_like(vars)?;
         Ok(Adam {
-            m: z.clone(),
-            v: z,
-            b1,
-            b2: 0.999,
-            lr,
-            clip,
-            k: 0,
+            v: m.clone(),
+            m,
+            h: AdamWStep {
+                lr,
+                beta1: b1,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+                step: 0,
+                clip,
+                ema_decay: 0.0,
+            },
         })
     }
 
     fn step(&mut self, vars: &[Var], loss: &Tensor) -> Result<()> {
-        let grads = loss.backward()?;
-        let gs: Vec<Tensor> = vars
-            .iter()
-            .map(|v| {
-                grads
-                    .get(v.as_tensor())
-                    .map(|g| g.detach())
-                    .map_or_else(|| v.as_tensor().zeros_like(), Ok)
-            })
-            .collect::<candle_core::Result<_>>()?;
-        let mut n2 = 0.0;
-        for g in &gs {
-            n2 += g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
-        }
-        if !n2.is_finite() {
-            return Err(Error::Numerical("energy training: gradient is not finite".into()));
-        }
-        let scale = if self.clip > 0.0 {
-            (self.clip / (n2.sqrt() + 1e-12)).min(1.0)
-        } else {
-            1.0
-        };
-        self.k += 1;
-        let (c1, c2) = (1.0 - self.b1.powi(self.k), 1.0 - self.b2.powi(self.k));
-        for (i, var) in vars.iter().enumerate() {
-            let g = gs[i].affine(scale, 0.0)?;
-            self.m[i] = (self.m[i].affine(self.b1, 0.0)? + g.affine(1.0 - self.b1, 0.0)?)?.detach();
-            self.v[i] = (self.v[i].affine(self.b2, 0.0)? + g.sqr()?.affine(1.0 - self.b2, 0.0)?)?.detach();
-            let upd = self.m[i]
-                .affine(1.0 / c1, 0.0)?
-                .div(&self.v[i].affine(1.0 / c2, 0.0)?.sqrt()?.affine(1.0, 1e-8)?)?
-                .affine(self.lr, 0.0)?;
-            var.set(&(var.as_tensor().detach() - upd)?)?;
-        }
+        let gs = optim::gradients(vars, &loss.backward()?)?;
+        self.h.step += 1;
+        optim::adamw_tensors(vars, &gs, &mut self.m, &mut self.v, None, &self.h, "energy training")?;
         Ok(())
     }
 }

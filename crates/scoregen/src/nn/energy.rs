@@ -1,15 +1,16 @@
-//! Energy networks (deck 002): a scalar MLP `f_theta(t, x)` whose score is its input
+//! Energy networks (LeCun et al. 2006; Du & Mordatch 2019): a scalar MLP `f_theta(t, x)` whose score is its input
 //! gradient.
 //!
 //! **Sign convention**: `f` is the *unnormalised log-density*, `p_theta(x) = exp(f(x)) / Z`,
-//! so the energy is `E = -f` and the score is `s_theta(t, x) = grad_x f_theta(t, x)` (the
-//! deck's `p = exp(f) / Z`, `s = grad_x f`; `Z` drops out).
+//! so the energy is `E = -f` and the score is `s_theta(t, x) = grad_x f_theta(t, x)` (`Z`
+//! drops out).
 //!
 //! Architecture: `[x, phi(t)] -> H -> ... -> H -> 1` with SiLU, the Fourier time features of
 //! [`super::mlp`] (`phi(t)` at normalised time `tau = t / T`; a time-free EBM uses
-//! `tau = 0`), initialised from [`Noise`] streams like [`super::Mlp`].
+//! `tau = 0`), initialised from [`crate::rng::Noise`] streams like [`super::Mlp`].
 //!
-//! Because candle's second backward pass is wrong (DESIGN.md §5), the input gradient and the
+//! Because candle's second backward pass is wrong (it detaches intermediate gradients; see
+//! [`super::jvp`]), the input gradient and the
 //! Hessian-vector product are written **explicitly** with tensor ops, so that losses built
 //! on the score (DSM on `grad_x f`; SSM / ESM on `v^T (∂ grad_x f / ∂x) v`) are trained by
 //! candle's first-order backward:
@@ -34,10 +35,10 @@ use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::jvp::{silu_prime, silu_second, tangent_matmul, tangents_3d};
+use super::mlp::MlpBody;
 use super::model::Normalisation;
 use crate::io::write_atomic;
 use crate::process::Process;
-use crate::rng::{stream, Noise, Purpose};
 use crate::score::Score;
 use crate::{Error, Result};
 
@@ -64,25 +65,13 @@ impl EnergyConfig {
             fourier: 16,
         }
     }
-
-    fn validate(&self) -> Result<()> {
-        if self.dim == 0 || self.hidden == 0 || self.depth == 0 || self.fourier == 0 || !self.fourier.is_multiple_of(2)
-        {
-            return Err(Error::invalid(
-                "energy network: need dim, hidden, depth >= 1 and an even number of Fourier features",
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// The energy MLP `f_theta(t, x)` (log-density up to a constant; energy `E = -f`).
 pub struct EnergyNet {
     /// The architecture.
     pub config: EnergyConfig,
-    names: Vec<String>,
-    vars: Vec<Var>,
-    freqs: Tensor,
+    body: MlpBody,
 }
 
 /// Primal quantities of one forward pass.
@@ -97,69 +86,38 @@ impl EnergyNet {
     /// A network with PyTorch-style initialisation `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` drawn
     /// from `Noise::new(seed)`; the output layer is scaled by 0.1.
     pub fn new(config: EnergyConfig, seed: u64, dtype: DType, device: &Device) -> Result<Self> {
-        config.validate()?;
-        let noise = Noise::new(seed);
-        let mut names = vec![];
-        let mut vars = vec![];
-        let mut k = 0u64;
-        let mut layer = |name: &str, fan_in: usize, rows: usize, cols: usize, scale: f64| -> Result<()> {
-            let b = 1.0 / (fan_in as f64).sqrt();
-            // Streams apart from the score MLP's (1 << 40) + k.
-            let u = noise.uniforms(stream(Purpose::Train, (1 << 40) + (1 << 20) + k), rows * cols);
-            k += 1;
-            let v: Vec<f64> = u.iter().map(|u| scale * b * (2.0 * u - 1.0)).collect();
-            let t = Tensor::from_vec(v, (rows, cols), device)?.to_dtype(dtype)?;
-            names.push(name.to_string());
-            vars.push(Var::from_tensor(&t)?);
-            Ok(())
-        };
-        let (d, h) = (config.dim, config.hidden);
-        layer("in.w", d + config.fourier, d + config.fourier, h, 1.0)?;
-        layer("in.b", d + config.fourier, 1, h, 1.0)?;
-        for i in 1..config.depth {
-            layer(&format!("h{i}.w"), h, h, h, 1.0)?;
-            layer(&format!("h{i}.b"), h, 1, h, 1.0)?;
-        }
-        layer("out.w", h, h, 1, 0.1)?;
-        layer("out.b", h, 1, 1, 0.1)?;
-        let f: Vec<f64> = (0..config.fourier / 2)
-            .map(|k| std::f64::consts::PI * 2f64.powi(k as i32 - 1))
-            .collect();
-        let freqs = Tensor::from_vec(f, (1, config.fourier / 2), device)?.to_dtype(dtype)?;
-        Ok(EnergyNet {
-            config,
-            names,
-            vars,
-            freqs,
-        })
+        let c = &config;
+        // Streams apart from the score MLP's (1 << 40) + k.
+        let sizes = [c.dim, c.hidden, c.depth, c.fourier, 1, 0];
+        let body = MlpBody::init("energy network", sizes, ((1 << 40) + (1 << 20), seed), dtype, device)?;
+        Ok(EnergyNet { config, body })
     }
 
     /// A network with the given parameter values (in the order of [`EnergyNet::names`]).
     pub fn with_values(config: EnergyConfig, values: &[Tensor], device: &Device) -> Result<Self> {
         let dtype = values.first().map(|v| v.dtype()).unwrap_or(DType::F32);
         let net = EnergyNet::new(config, 0, dtype, device)?;
-        super::set_parameters("energy network", &net.vars, &net.names, values)?;
+        super::set_parameters("energy network", &net.body.vars, &net.body.names, values)?;
         Ok(net)
     }
 
     /// The parameters, in a fixed order.
     pub fn vars(&self) -> &[Var] {
-        &self.vars
+        &self.body.vars
     }
 
     /// The parameter names, in the order of [`EnergyNet::vars`].
     pub fn names(&self) -> &[String] {
-        &self.names
+        &self.body.names
     }
 
     /// The dtype of the parameters.
     pub fn dtype(&self) -> DType {
-        self.vars[0].dtype()
+        self.body.vars[0].dtype()
     }
 
     fn var(&self, name: &str) -> &Tensor {
-        let i = self.names.iter().position(|n| n == name).expect("parameter exists");
-        self.vars[i].as_tensor()
+        self.body.var(name)
     }
 
     /// `W_l` of hidden layer `l` (1-based; `l = 1` is the input layer).
@@ -190,7 +148,7 @@ impl EnergyNet {
 
     fn run(&self, x: &Tensor, tau: &Tensor) -> Result<Forward> {
         self.check(x, tau)?;
-        let arg = tau.broadcast_mul(&self.freqs)?;
+        let arg = tau.broadcast_mul(&self.body.freqs)?;
         let feats = Tensor::cat(&[x, &arg.sin()?, &arg.cos()?], 1)?;
         let mut zs = Vec::with_capacity(self.config.depth);
         let mut z = feats.matmul(self.var("in.w"))?.broadcast_add(self.var("in.b"))?;
@@ -461,6 +419,7 @@ pub fn load_energy(dir: &Path) -> Result<(EnergyNet, EnergyMeta)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::{stream, Noise, Purpose};
 
     fn tiny() -> EnergyNet {
         let cfg = EnergyConfig {

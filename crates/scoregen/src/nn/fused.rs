@@ -33,6 +33,7 @@ use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use super::mlp::{Mlp, MlpConfig};
+pub use super::optim::AdamWStep;
 use crate::score::Parametrisation;
 use crate::{Error, Result};
 
@@ -99,6 +100,26 @@ fn exp_f32(x: f32) -> f32 {
     p * scale
 }
 
+/// The methods of [`Real`] that `f32` and `f64` implement alike (the float's own `sin`,
+/// `cos`, `sqrt`; tensor values converted to its dtype).
+macro_rules! real_common {
+    ($t:ty, $dtype:expr) => {
+        fn sin(self) -> Self {
+            <$t>::sin(self)
+        }
+        fn cos(self) -> Self {
+            <$t>::cos(self)
+        }
+        #[inline(always)]
+        fn sqrt(self) -> Self {
+            <$t>::sqrt(self)
+        }
+        fn tensor_values(t: &Tensor) -> Result<Vec<Self>> {
+            Ok(t.to_dtype($dtype)?.flatten_all()?.to_vec1()?)
+        }
+    };
+}
+
 impl Real for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
@@ -106,19 +127,7 @@ impl Real for f32 {
     fn sigmoid(self) -> Self {
         1.0 / (1.0 + exp_f32(-self))
     }
-    fn sin(self) -> Self {
-        f32::sin(self)
-    }
-    fn cos(self) -> Self {
-        f32::cos(self)
-    }
-    #[inline(always)]
-    fn sqrt(self) -> Self {
-        f32::sqrt(self)
-    }
-    fn tensor_values(t: &Tensor) -> Result<Vec<Self>> {
-        Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
-    }
+    real_common!(f32, DType::F32);
 }
 
 impl Real for f64 {
@@ -129,19 +138,7 @@ impl Real for f64 {
         // (1 + tanh(z / 2)) / 2: no overflow for very negative z.
         0.5 * (1.0 + (0.5 * self).tanh())
     }
-    fn sin(self) -> Self {
-        f64::sin(self)
-    }
-    fn cos(self) -> Self {
-        f64::cos(self)
-    }
-    #[inline(always)]
-    fn sqrt(self) -> Self {
-        f64::sqrt(self)
-    }
-    fn tensor_values(t: &Tensor) -> Result<Vec<Self>> {
-        Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?)
-    }
+    real_common!(f64, DType::F64);
 }
 
 /// Runs `$body` (a call of an `#[inline(always)]` function) compiled for AVX-512 or AVX2 + FMA
@@ -956,27 +953,6 @@ pub fn dsm_loss<T: Real>(net: &FusedMlp<T>, b: &DsmBatch<T>) -> Result<f64> {
         }
     }
     Ok(sum / count.max(1.0))
-}
-
-/// The hyper-parameters of one [`adamw_ema`] step.
-#[derive(Clone, Copy, Debug)]
-pub struct AdamWStep {
-    /// Learning rate.
-    pub lr: f64,
-    /// First-moment decay `beta_1`.
-    pub beta1: f64,
-    /// Second-moment decay `beta_2`.
-    pub beta2: f64,
-    /// `epsilon` of the denominator.
-    pub eps: f64,
-    /// Decoupled weight decay.
-    pub weight_decay: f64,
-    /// 1-based step number `k` (bias corrections `1 - beta^k`).
-    pub step: i32,
-    /// Global-norm clipping threshold (0: none).
-    pub clip: f64,
-    /// EMA decay of this step.
-    pub ema_decay: f64,
 }
 
 /// The squared global norm `sum g^2` (in `f64`, over fixed blocks in order).

@@ -1,5 +1,5 @@
-//! Explicit forward-mode tangent propagation through the score MLP (DESIGN.md §5, deck 002's
-//! sliced and exact score matching).
+//! Explicit forward-mode tangent propagation through the score MLP, for sliced (Song et al.
+//! 2019) and exact (Hyvärinen 2005) score matching.
 //!
 //! candle's second backward pass is wrong, so a loss that contains `∂s/∂x` must not be built
 //! from `backward` twice. Here the Jacobian-vector product `(∂f/∂x) v` of the MLP
@@ -21,10 +21,7 @@
 
 use candle_core::Tensor;
 
-use super::loss::coefficients;
 use super::mlp::Mlp;
-use crate::process::Process;
-use crate::score::Parametrisation;
 use crate::{Error, Result};
 
 /// `sigma(z) = (1 + tanh(z / 2)) / 2`, elementwise.
@@ -101,44 +98,14 @@ pub fn mlp_jvp(net: &Mlp, x: &Tensor, tau: &Tensor, classes: Option<&Tensor>, v:
     Ok((out, dout))
 }
 
-/// The score `s_theta(t, x)` of the MLP (its output converted by Tweedie) and its JVPs
-/// `(∂s_theta/∂x) v`, with one time `t` per row and tangents as in [`mlp_jvp`].
-pub fn mlp_score_jvp(
-    net: &Mlp,
-    process: &Process,
-    t: &[f64],
-    x: &Tensor,
-    classes: Option<&Tensor>,
-    v: &Tensor,
-) -> Result<(Tensor, Tensor)> {
-    let n = x.dims2()?.0;
-    if t.len() != n {
-        return Err(Error::invalid(format!("{} times for {n} points", t.len())));
-    }
-    let tau: Vec<f64> = t.iter().map(|t| t / process.t_max()).collect();
-    let tau = Tensor::from_vec(tau, (n, 1), x.device())?.to_dtype(x.dtype())?;
-    let (out, jv) = mlp_jvp(net, x, &tau, classes, v)?;
-    let (m, s) = coefficients(process, t, x)?;
-    Ok(match net.config.param {
-        Parametrisation::Score => (out, jv),
-        Parametrisation::Eps => {
-            let minus_inv_s = s.recip()?.neg()?;
-            (out.broadcast_mul(&minus_inv_s)?, jv.broadcast_mul(&minus_inv_s)?)
-        }
-        Parametrisation::X0 => {
-            let inv_s2 = s.sqr()?.recip()?;
-            let score = (out.broadcast_mul(&m)? - x)?.broadcast_mul(&inv_s2)?;
-            let j = (jv.broadcast_mul(&m)? - v)?.broadcast_mul(&inv_s2)?;
-            (score, j)
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::score_matching::TangentScore;
     use crate::nn::MlpConfig;
+    use crate::process::Process;
     use crate::rng::{stream, Noise, Purpose};
+    use crate::score::Parametrisation;
     use candle_core::{DType, Device};
 
     fn tiny(param: Parametrisation, n_classes: usize) -> Mlp {
@@ -192,12 +159,14 @@ mod tests {
             for n_classes in [0, 2] {
                 let net = tiny(param, n_classes);
                 let c = (n_classes > 0).then_some(&classes);
-                let (s, jv) = mlp_score_jvp(&net, &process, &t, &x, c, &v).unwrap();
+                let (s, jv) = net.score_jvp(&process, &t, &x, c, &v).unwrap();
                 let h = 1e-5;
-                let sp = mlp_score_jvp(&net, &process, &t, &(&x + v.affine(h, 0.0).unwrap()).unwrap(), c, &v)
+                let sp = net
+                    .score_jvp(&process, &t, &(&x + v.affine(h, 0.0).unwrap()).unwrap(), c, &v)
                     .unwrap()
                     .0;
-                let sm = mlp_score_jvp(&net, &process, &t, &(&x - v.affine(h, 0.0).unwrap()).unwrap(), c, &v)
+                let sm = net
+                    .score_jvp(&process, &t, &(&x - v.affine(h, 0.0).unwrap()).unwrap(), c, &v)
                     .unwrap()
                     .0;
                 let fd = (sp - sm).unwrap().affine(0.5 / h, 0.0).unwrap();
@@ -219,8 +188,8 @@ mod tests {
                 // k tangents at once equal k single calls.
                 let v2 = normals(2, 4, 3);
                 let both = Tensor::stack(&[&v, &v2], 0).unwrap();
-                let (_, jj) = mlp_score_jvp(&net, &process, &t, &x, c, &both).unwrap();
-                let (_, j2) = mlp_score_jvp(&net, &process, &t, &x, c, &v2).unwrap();
+                let (_, jj) = net.score_jvp(&process, &t, &x, c, &both).unwrap();
+                let (_, j2) = net.score_jvp(&process, &t, &x, c, &v2).unwrap();
                 assert!(max_abs(&(jj.get(0).unwrap() - &jv).unwrap()) < 1e-14);
                 assert!(max_abs(&(jj.get(1).unwrap() - j2).unwrap()) < 1e-14);
             }
@@ -231,7 +200,9 @@ mod tests {
     fn bad_tangent_shape_is_an_error() {
         let net = tiny(Parametrisation::Eps, 0);
         let x = normals(0, 4, 3);
-        let e = mlp_score_jvp(&net, &Process::ou(2.0, 5.0), &[0.1; 4], &x, None, &normals(1, 4, 2)).unwrap_err();
+        let e = net
+            .score_jvp(&Process::ou(2.0, 5.0), &[0.1; 4], &x, None, &normals(1, 4, 2))
+            .unwrap_err();
         assert!(e.to_string().contains("tangents of shape"), "{e}");
     }
 }

@@ -1,10 +1,10 @@
-//! Denoising score matching (deck 001): with `x_t = m(t) x_0 + s(t) eps`,
+//! Denoising score matching (Vincent 2011; Ho et al. 2020): with `x_t = m(t) x_0 + s(t) eps`,
 //! `score(t, x) = E[-eps / s(t) | x_t = x]`, so regressing on `eps` recovers the score.
 //!
 //! | parametrisation | loss per sample (mean over coordinates) | weighting of the score loss |
 //! |---|---|---|
 //! | `eps` | `|f - eps|^2` | `s(t)^2` |
-//! | `score` | `|s(t) f + eps|^2` | `s(t)^2` (deck 002's NCSN `lambda = sigma^2`) |
+//! | `score` | `|s(t) f + eps|^2` | `s(t)^2` (NCSN's `lambda = sigma^2`, Song & Ermon 2019) |
 //! | `x0` | `|f - x_0|^2` | `s(t)^4 / m(t)^2` |
 
 use candle_core::Tensor;
@@ -22,6 +22,13 @@ pub fn coefficients(process: &Process, t: &[f64], like: &Tensor) -> Result<(Tens
     let mk =
         |v: Vec<f64>| -> Result<Tensor> { Ok(Tensor::from_vec(v, (n, 1), like.device())?.to_dtype(like.dtype())?) };
     Ok((mk(m)?, mk(s)?))
+}
+
+/// The networks' normalised times `tau = t / T` of the per-row times `t`, as an `[n, 1]`
+/// tensor of `like`'s dtype and device.
+pub fn taus(process: &Process, t: &[f64], like: &Tensor) -> Result<Tensor> {
+    let tau: Vec<f64> = t.iter().map(|t| t / process.t_max()).collect();
+    Ok(Tensor::from_vec(tau, (t.len(), 1), like.device())?.to_dtype(like.dtype())?)
 }
 
 /// The mean denoising score-matching loss of `net` on clean data `x0` (`[n, d]`) at times
@@ -71,9 +78,7 @@ fn dsm_residual<N: ScoreNet + ?Sized>(
 ) -> Result<Tensor> {
     let (m, s) = coefficients(process, t, x0)?;
     let xt = (x0.broadcast_mul(&m)? + eps.broadcast_mul(&s)?)?;
-    let tau: Vec<f64> = t.iter().map(|t| t / process.t_max()).collect();
-    let tau = Tensor::from_vec(tau, (t.len(), 1), x0.device())?.to_dtype(x0.dtype())?;
-    let out = net.forward(&xt, &tau, classes)?;
+    let out = net.forward(&xt, &taus(process, t, x0)?, classes)?;
     let resid = match net.param() {
         Parametrisation::Eps => (out - eps)?,
         Parametrisation::X0 => (out - x0)?,

@@ -1,4 +1,4 @@
-//! Learned scores: networks, losses and the trainer (decks 001–003).
+//! Learned scores: networks, losses and the trainer (papers in `docs/methods.md`).
 //!
 //! * [`mlp`]: the MLP score network `s(t, x[, c])` with Fourier time features and an
 //!   optional class embedding (with a null class for classifier-free guidance);
@@ -10,20 +10,25 @@
 //!   class embeddings, skip connections between resolutions);
 //! * [`network`]: the [`ScoreNet`] interface, the serialisable [`Arch`] and the [`Network`]
 //!   of either architecture that the trainer, checkpoints and [`LearnedScore`] use;
-//! * [`loss`]: denoising score matching (deck 001) in the score / eps / x0 parametrisations;
-//! * [`train`]: Adam with warm-up and cosine decay, gradient clipping, EMA, validation,
-//!   atomic checkpoints and exact resume (the MLP with DSM on [`fused`]; the U-Net and the
-//!   SSM / ESM / NCSN losses, whose JVP terms have no hand-written backward, on candle's
-//!   autograd);
+//! * [`loss`]: denoising score matching (Vincent 2011; Ho et al. 2020) in the score / eps /
+//!   x0 parametrisations;
+//! * [`train`](mod@train): AdamW ([`optim`]) with warm-up and cosine decay, gradient
+//!   clipping, EMA, validation, atomic checkpoints and exact resume (the MLP with DSM on
+//!   [`fused`]; the U-Net and the SSM / ESM / NCSN losses, whose JVP terms have no
+//!   hand-written backward, on candle's autograd);
 //! * [`conv`]: 2-D convolutions and their gradients on GEMM (im2col), for the U-Net;
 //! * [`groupnorm`]: GroupNorm (+ SiLU) as one op with a hand-written backward, for the U-Net;
 //! * [`model`]: a trained network as a [`crate::score::Score`], with its data normalisation;
 //! * [`jvp`]: explicit Jacobian-vector products of the MLP (candle's second backward is wrong);
-//! * [`score_matching`]: sliced, exact and NCSN noise-conditional score matching (deck 002);
+//! * [`score_matching`]: sliced, exact and NCSN noise-conditional score matching (Song et al.
+//!   2019; Hyvärinen 2005; Song & Ermon 2019);
 //! * [`energy`]: energy networks `f_theta(t, x)` with explicit input gradients and
 //!   Hessian-vector products, as a [`crate::score::Score`];
-//! * [`ebm`]: contrastive-divergence and score-matching training of energy models (deck 002);
-//! * [`rbm`]: the Bernoulli restricted Boltzmann machine trained by CD-k (deck 002).
+//! * [`ebm`]: contrastive-divergence and score-matching training of energy models (Du & Mordatch
+//!   2019);
+//! * [`rbm`]: the Bernoulli restricted Boltzmann machine trained by CD-k (Hinton 2002);
+//! * [`optim`]: the one optimiser, AdamW with global-norm clipping and an EMA
+//!   (Loshchilov & Hutter 2019).
 //!
 //! Parameters are initialised from [`crate::rng::Noise`] streams, so training is
 //! bit-reproducible for a seed on the CPU.
@@ -38,6 +43,7 @@ pub mod loss;
 pub mod mlp;
 pub mod model;
 pub mod network;
+pub mod optim;
 pub mod rbm;
 pub mod score_matching;
 #[cfg(test)]

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fused::{FusedMlp, Real};
 use super::network::{Network, ScoreNet};
+use crate::data::column_mean_sd;
 use crate::process::Process;
 use crate::score::{tweedie, Score};
 use crate::{Error, Result};
@@ -24,27 +25,15 @@ pub struct Normalisation {
 }
 
 impl Normalisation {
-    /// The mean and standard deviation of each column of `x` (`[n, d]`); a constant column
-    /// gets `std = 1`.
+    /// The mean and (unbiased) standard deviation of each column of `x` (`[n, d]`), by
+    /// [`column_mean_sd`]; a constant column gets `std = 1`.
     pub fn fit(x: &Tensor) -> Result<Self> {
         let (n, d) = x.dims2()?;
         if n < 2 || d == 0 {
             return Err(Error::invalid("need at least 2 rows and 1 column of data"));
         }
         let v: Vec<f64> = x.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
-        let mut mean = vec![0.0; d];
-        for r in v.chunks(d) {
-            for j in 0..d {
-                mean[j] += r[j] / n as f64;
-            }
-        }
-        let mut var = vec![0.0; d];
-        for r in v.chunks(d) {
-            for j in 0..d {
-                var[j] += (r[j] - mean[j]).powi(2) / (n - 1) as f64;
-            }
-        }
-        let std = var.iter().map(|v| if *v > 1e-24 { v.sqrt() } else { 1.0 }).collect();
+        let (mean, std) = column_mean_sd(&v, d, 1);
         Ok(Normalisation { mean, std })
     }
 
@@ -58,12 +47,10 @@ impl Normalisation {
             return Err(Error::invalid("need at least 2 rows of data"));
         }
         let v: Vec<f64> = x.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
-        let mean = v.iter().sum::<f64>() / v.len() as f64;
-        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64;
-        let std = if var > 1e-24 { var.sqrt() } else { 1.0 };
+        let (mean, std) = column_mean_sd(&v, 1, 1);
         Ok(Normalisation {
-            mean: vec![mean; d],
-            std: vec![std; d],
+            mean: vec![mean[0]; d],
+            std: vec![std[0]; d],
         })
     }
 

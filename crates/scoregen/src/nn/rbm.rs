@@ -1,12 +1,12 @@
-//! The Bernoulli restricted Boltzmann machine (deck 002): binary visible `v in {0,1}^V` and
+//! The Bernoulli restricted Boltzmann machine (Smolensky 1986; Hinton 2002): binary visible `v in {0,1}^V` and
 //! hidden `h in {0,1}^H` units with
 //! `p(v, h) ∝ exp(v^T W h + b^T v + c^T h)`
-//! (the deck's `x^T W z + b^T x + c^T z`; no visible–visible or hidden–hidden links), so the
+//! (no visible–visible or hidden–hidden links), so the
 //! conditionals factorise:
 //! `p(h_j = 1 | v) = sigma(c_j + (v^T W)_j)`, `p(v_i = 1 | h) = sigma(b_i + (W h)_i)`.
 //! The free energy `F(v) = -b^T v - sum_j softplus(c_j + (v^T W)_j)` gives `p(v) ∝ exp(-F(v))`.
 //!
-//! **CD-k** (deck 002's contrastive divergence): the log-likelihood gradient is
+//! **CD-k** (contrastive divergence, Hinton 2002): the log-likelihood gradient is
 //! `<v h^T>_data - <v h^T>_model`; the positive phase uses `p(h | v_data)`, the negative phase
 //! `v_k` after `k` Gibbs steps `v -> h -> v` started at the data, with `p(h | v_k)`:
 //! `dW = <v_0 p(h|v_0)^T> - <v_k p(h|v_k)^T>`, `db = <v_0 - v_k>`, `dc = <p(h|v_0) - p(h|v_k)>`,

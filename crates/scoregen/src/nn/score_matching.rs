@@ -1,4 +1,4 @@
-//! Score-matching losses beyond plain DSM (deck 002): sliced (SSM), exact (ESM) and NCSN's
+//! Score-matching losses beyond plain DSM: sliced (SSM), exact (ESM) and NCSN's
 //! noise-conditional DSM over a geometric sigma ladder, for any model whose score and
 //! Jacobian-vector products are explicit tensor ops ([`TangentScore`]: the score MLP via
 //! [`super::jvp`], the energy network via its Hessian-vector product).
@@ -20,7 +20,7 @@
 //! three losses have the same minimiser and comparable values. Since `x_t` has a smooth
 //! density for `t > 0`, integration by parts holds even when the data lie on a manifold.
 //!
-//! **NCSN** (deck 002): `sigma_1 > ... > sigma_L` geometric, a level `i` uniform per row,
+//! **NCSN** (Song & Ermon 2019): `sigma_1 > ... > sigma_L` geometric, a level `i` uniform per row,
 //! loss `|sigma_i s_theta(x + sigma_i z, sigma_i) + z|^2` (weighting `lambda = sigma^2`).
 //! For a VE process this is DSM at the ladder's times `t_i = t(sigma_i)`; for a VP process the
 //! ladder is of `sigma(t) = s(t) / m(t)` (the VE-equivalent noise level) and the loss is
@@ -30,13 +30,13 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::energy::EnergyNet;
-use super::jvp::mlp_score_jvp;
-use super::loss::{coefficients, dsm_loss, masked_dsm_loss};
+use super::jvp::mlp_jvp;
+use super::loss::{coefficients, dsm_loss, masked_dsm_loss, taus};
 use super::mlp::Mlp;
 use super::network::Network;
 use crate::process::Process;
 use crate::rng::{stream, Noise, Purpose};
-use crate::score::tweedie;
+use crate::score::Parametrisation;
 use crate::{Error, Result};
 
 /// A score model `s_theta(t, x)` whose JVPs `(∂s/∂x) v` are explicit tensor ops, so that
@@ -60,11 +60,9 @@ pub trait TangentScore {
     ) -> Result<(Tensor, Tensor)>;
 }
 
-fn taus(process: &Process, t: &[f64], like: &Tensor) -> Result<Tensor> {
-    let tau: Vec<f64> = t.iter().map(|t| t / process.t_max()).collect();
-    Ok(Tensor::from_vec(tau, (t.len(), 1), like.device())?.to_dtype(like.dtype())?)
-}
-
+/// The MLP as a [`TangentScore`]: the score `s_theta(t, x)` (its output converted by
+/// Tweedie) and its JVPs `(∂s_theta/∂x) v`, with one time `t` per row and tangents as in
+/// [`mlp_jvp`].
 impl TangentScore for Mlp {
     fn dim(&self) -> usize {
         self.config.dim
@@ -74,9 +72,9 @@ impl TangentScore for Mlp {
         let out = self.forward(x, &taus(process, t, x)?, classes)?;
         let (m, s) = coefficients(process, t, x)?;
         Ok(match self.config.param {
-            tweedie::Parametrisation::Score => out,
-            tweedie::Parametrisation::Eps => out.broadcast_div(&s)?.neg()?,
-            tweedie::Parametrisation::X0 => (out.broadcast_mul(&m)? - x)?.broadcast_div(&s.sqr()?)?,
+            Parametrisation::Score => out,
+            Parametrisation::Eps => out.broadcast_div(&s)?.neg()?,
+            Parametrisation::X0 => (out.broadcast_mul(&m)? - x)?.broadcast_div(&s.sqr()?)?,
         })
     }
 
@@ -88,7 +86,25 @@ impl TangentScore for Mlp {
         classes: Option<&Tensor>,
         v: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
-        mlp_score_jvp(self, process, t, x, classes, v)
+        let n = x.dims2()?.0;
+        if t.len() != n {
+            return Err(Error::invalid(format!("{} times for {n} points", t.len())));
+        }
+        let (out, jv) = mlp_jvp(self, x, &taus(process, t, x)?, classes, v)?;
+        let (m, s) = coefficients(process, t, x)?;
+        Ok(match self.config.param {
+            Parametrisation::Score => (out, jv),
+            Parametrisation::Eps => {
+                let minus_inv_s = s.recip()?.neg()?;
+                (out.broadcast_mul(&minus_inv_s)?, jv.broadcast_mul(&minus_inv_s)?)
+            }
+            Parametrisation::X0 => {
+                let inv_s2 = s.sqr()?.recip()?;
+                let score = (out.broadcast_mul(&m)? - x)?.broadcast_mul(&inv_s2)?;
+                let j = (jv.broadcast_mul(&m)? - v)?.broadcast_mul(&inv_s2)?;
+                (score, j)
+            }
+        })
     }
 }
 
@@ -245,7 +261,7 @@ pub fn esm_loss(
 }
 
 /// DSM on the score of any [`TangentScore`]: `mean |s(t) s_theta(t, x_t) + eps|^2 / d`
-/// (deck 002's `lambda = sigma^2` weighting; equal to [`dsm_loss`] in the score and eps
+/// (NCSN's `lambda = sigma^2` weighting; equal to [`dsm_loss`] in the score and eps
 /// parametrisations).
 pub fn dsm_score_loss(
     model: &dyn TangentScore,
@@ -261,7 +277,7 @@ pub fn dsm_score_loss(
     Ok((sc.broadcast_mul(&s)? + eps)?.sqr()?.mean_all()?)
 }
 
-/// A geometric noise ladder `sigma_1 > ... > sigma_L` (NCSN, deck 002:
+/// A geometric noise ladder `sigma_1 > ... > sigma_L` (NCSN, Song & Ermon 2019:
 /// `sigma_i / sigma_{i+1} = const > 1`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SigmaLadder {
@@ -307,7 +323,7 @@ impl SigmaLadder {
 
 /// NCSN's loss: DSM at the ladder levels `idx` (one per row), `mean |s(t_i) s_theta(t_i,
 /// x_{t_i}) + eps|^2 / d` with `x_{t_i} = m(t_i) x0 + s(t_i) eps` (for VE: `x0 + sigma_i z`,
-/// the deck's `|sigma_i s_theta(x + sigma_i z, sigma_i) + z|^2`).
+/// Song & Ermon 2019's `|sigma_i s_theta(x + sigma_i z, sigma_i) + z|^2`).
 pub fn ncsn_loss(
     model: &dyn TangentScore,
     process: &Process,
@@ -326,7 +342,7 @@ pub fn ncsn_loss(
     dsm_score_loss(model, process, x0, &ladder.times(process, idx), eps, classes)
 }
 
-/// The loss of [`super::train`].
+/// The loss of [`super::train()`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Loss {

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use super::fused::{adamw_ema, dsm_loss as fused_dsm_loss, AdamWStep, DsmBatch, DsmEngine, FusedMlp, Layout};
 use super::model::{LearnedScore, Normalisation};
 use super::network::{Arch, Network, ScoreNet};
+use super::optim;
 use super::score_matching::{Loss, LossBatch};
 use crate::error::{excerpt, number, one_line};
 use crate::io::write_atomic;
@@ -43,7 +44,7 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimeSampling {
-    /// Uniform in `t` (deck 001).
+    /// Uniform in `t` (Ho et al. 2020).
     Uniform,
     /// Uniform in the log signal-to-noise ratio: importance sampling toward low noise.
     LogSnr,
@@ -709,7 +710,6 @@ fn candle_step(
     lr: f64,
     decay: f64,
 ) -> Result<f64> {
-    let (b1, b2, adam_eps) = (0.9f64, 0.999f64, 1e-8f64);
     let loss = cfg.loss.eval(&st.net, process, batch)?;
     let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     if !loss_v.is_finite() {
@@ -718,42 +718,19 @@ fn candle_step(
             st.step + 1
         )));
     }
-    let grads = loss.backward()?;
-    let gs: Vec<Tensor> = st
-        .net
-        .vars()
-        .iter()
-        .map(|v| {
-            grads
-                .get(v.as_tensor())
-                .cloned()
-                .map_or_else(|| v.as_tensor().zeros_like(), Ok)
-        })
-        .collect::<candle_core::Result<_>>()?;
-    let mut norm2 = 0.0;
-    for g in &gs {
-        norm2 += g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
-    }
-    let scale = if cfg.clip > 0.0 {
-        (cfg.clip / (norm2.sqrt() + 1e-12)).min(1.0)
-    } else {
-        1.0
+    let vars = st.net.vars();
+    let gs = optim::gradients(vars, &loss.backward()?)?;
+    let h = AdamWStep {
+        lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: cfg.weight_decay,
+        step: (st.step + 1) as i32,
+        clip: cfg.clip,
+        ema_decay: decay,
     };
-    let tstep = (st.step + 1) as i32;
-    let (c1, c2) = (1.0 - b1.powi(tstep), 1.0 - b2.powi(tstep));
-    // Optimiser state is detached: gradients carry the autograd graph, and keeping it
-    // reachable from the moments or the EMA would grow memory without bound.
-    for (i, var) in st.net.vars().iter().enumerate() {
-        let g = gs[i].detach().affine(scale, 0.0)?;
-        st.m[i] = (st.m[i].affine(b1, 0.0)? + g.affine(1.0 - b1, 0.0)?)?.detach();
-        st.v[i] = (st.v[i].affine(b2, 0.0)? + g.sqr()?.affine(1.0 - b2, 0.0)?)?.detach();
-        let mhat = st.m[i].affine(1.0 / c1, 0.0)?;
-        let denom = st.v[i].affine(1.0 / c2, 0.0)?.sqrt()?.affine(1.0, adam_eps)?;
-        let p = var.as_tensor().detach();
-        let upd = (mhat.div(&denom)? + p.affine(cfg.weight_decay, 0.0)?)?.affine(lr, 0.0)?;
-        var.set(&(&p - upd)?)?;
-        st.ema[i] = (st.ema[i].affine(decay, 0.0)? + var.as_tensor().detach().affine(1.0 - decay, 0.0)?)?.detach();
-    }
+    optim::adamw_tensors(vars, &gs, &mut st.m, &mut st.v, Some(&mut st.ema), &h, "training")?;
     Ok(loss_v)
 }
 
@@ -845,8 +822,7 @@ fn save_state(
 /// allocated from it.
 pub const MAX_CHECKPOINT_PARAMS: usize = 1 << 28;
 
-/// The most classes a class-conditional model (or a labelled data set) may have.
-pub const MAX_CLASSES: usize = 1 << 16;
+pub use crate::data::MAX_CLASSES;
 
 /// The largest data dimension `d` of a checkpoint (`height * width` for images).
 pub const MAX_CHECKPOINT_DIM: usize = 1 << 25;
