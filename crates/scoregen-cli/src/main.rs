@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use cmd::{bench, demo, ebm, eval, exact, impute, plot as plot_cmd, posterior, sample, train};
+use cmd::{bench, demo, ebm, eval, exact, impute, likelihood, plot as plot_cmd, posterior, sample, train};
 
 /// Score-based generative models and posterior sampling with them.
 #[derive(Parser, Debug)]
@@ -53,6 +53,8 @@ enum Command {
     Sample(sample::SampleArgs),
     /// Draw exact samples from a Gaussian or Gaussian-mixture prior of a problem file.
     Exact(exact::ExactArgs),
+    /// log p(x) of each row of a file under a model or a problem's prior (probability-flow ODE).
+    Likelihood(likelihood::LikelihoodArgs),
     /// Sample the posterior of a problem file (y = A x + sigma_y z) by any method.
     Posterior(posterior::PosteriorArgs),
     /// Compare samples with a reference: sliced Wasserstein, energy distance, MMD, moments.
@@ -153,6 +155,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train::run(a, quiet),
         Command::Sample(a) => sample::run(a, quiet),
         Command::Exact(a) => exact::run(a, quiet),
+        Command::Likelihood(a) => likelihood::run(a, quiet),
         Command::Posterior(a) => posterior::run(a, quiet),
         Command::Eval(a) => eval::run(a),
         Command::Plot(a) => plot_cmd::run(a),

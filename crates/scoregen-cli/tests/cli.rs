@@ -515,3 +515,92 @@ fn unknown_or_unavailable_devices_exit_2_without_output() {
     };
     assert_user_error(&cuda, needle, &out);
 }
+
+#[test]
+fn likelihood_of_a_mixture_prior_matches_its_closed_form() {
+    let d = tmpdir("likelihood");
+    let problem = common::write(&d, "g.json", GOOD);
+    let x = d.join("x.npy");
+    let o = run(&[
+        "exact",
+        "--problem",
+        &problem,
+        "--n",
+        "50",
+        "--out",
+        x.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ll = d.join("ll.csv");
+    let o = run(&[
+        "likelihood",
+        "--problem",
+        &problem,
+        "--data",
+        x.to_str().unwrap(),
+        "--rtol",
+        "1e-7",
+        "--atol",
+        "1e-7",
+        "--out",
+        ll.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got: Vec<f64> = std::fs::read_to_string(&ll)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(got.len(), 50);
+    // The closed form, from the library (the ODE starts at t_min = 1e-5 and ends at the
+    // reference prior: both effects are below 1e-3 here).
+    let law = scoregen::inverse::Problem::from_json(GOOD, None)
+        .unwrap()
+        .mixture()
+        .unwrap()
+        .clone();
+    let xs = scoregen::data::to_rows(&scoregen::data::read_points(&x).unwrap())
+        .unwrap()
+        .0;
+    let want = law.log_prob(&xs).unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-2, "{g} vs {w}");
+    }
+    // Bad input: wrong width, unknown names, no output left behind.
+    let wide = common::write(&d, "wide.csv", "1,2,3\n4,5,6\n");
+    let out = d.join("bad.npy");
+    let o = run(&[
+        "likelihood",
+        "--problem",
+        &problem,
+        "--data",
+        &wide,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_user_error(&o, "3 columns", &out);
+    let o = run(&[
+        "likelihood",
+        "--problem",
+        &problem,
+        "--data",
+        x.to_str().unwrap(),
+        "--estimator",
+        "magic",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_user_error(&o, "--estimator", &out);
+    let o = run(&[
+        "likelihood",
+        "--problem",
+        &problem,
+        "--data",
+        x.to_str().unwrap(),
+        "--rtol",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_user_error(&o, "tolerance", &out);
+}

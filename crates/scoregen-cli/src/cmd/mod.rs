@@ -10,6 +10,7 @@ pub mod ebm;
 pub mod eval;
 pub mod exact;
 pub mod impute;
+pub mod likelihood;
 pub mod plot;
 pub mod posterior;
 pub mod sample;
