@@ -72,10 +72,9 @@ impl ClassChoice {
     }
 }
 
-/// Draws `n` classes from the weights `pi` (`pi_c >= 0`, not all 0; normalised here) by the
-/// inverse CDF, `c_i = min { c : u_i < sum_{k <= c} pi_k / sum_k pi_k }` with `u_i` the
-/// uniforms of stream `(User, 2^40)` of `seed` (the last class when rounding leaves
-/// `u_i` above the sum).
+/// Draws `n` classes from the weights `pi` (`pi_c >= 0`, not all 0) by the inverse CDF
+/// ([`crate::smc::categorical`]), `c_i = min { c : u_i sum_k pi_k < sum_{k <= c} pi_k }` with
+/// `u_i` the uniforms of stream `(User, 2^40)` of `seed` (the last class when `u_i = 1`).
 pub fn draw_classes(pi: &[f64], n: usize, seed: u64) -> Result<Vec<usize>> {
     let total: f64 = pi.iter().sum();
     if pi.is_empty() || pi.iter().any(|w| !(w.is_finite() && *w >= 0.0)) || total <= 0.0 {
@@ -84,18 +83,7 @@ pub fn draw_classes(pi: &[f64], n: usize, seed: u64) -> Result<Vec<usize>> {
         )));
     }
     let u = Noise::new(seed).uniforms(stream(Purpose::User, CLASS_DRAW_STREAM), n);
-    Ok(u.iter()
-        .map(|&v| {
-            let mut acc = 0.0;
-            for (c, w) in pi.iter().enumerate() {
-                acc += w / total;
-                if v < acc {
-                    return c;
-                }
-            }
-            pi.len() - 1
-        })
-        .collect())
+    Ok(u.iter().map(|&v| crate::smc::categorical(pi, v)).collect())
 }
 
 /// Samples a (class-conditional) model by `sampler`: `n` rows per class of `choice`
@@ -162,12 +150,12 @@ pub fn sample_model(
                     ..opts.clone()
                 };
                 let z = run(&score, Some(c as u32), &o, pos.len())?;
-                let v = z.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+                let (v, _, _) = crate::data::to_rows(&z)?;
                 for (j, &i) in pos.iter().enumerate() {
                     rows[i * d..(i + 1) * d].copy_from_slice(&v[j * d..(j + 1) * d]);
                 }
             }
-            let x = Tensor::from_vec(rows, (n, d), &candle_core::Device::Cpu)?;
+            let x = crate::data::from_rows(rows, d, DType::F64, &candle_core::Device::Cpu)?;
             Ok((norm.denormalise(&x)?, score))
         }
     }

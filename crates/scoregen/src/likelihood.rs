@@ -337,10 +337,10 @@ impl Flow<'_> {
         for r in 0..n {
             xs.extend_from_slice(&y[r * w..r * w + d]);
         }
-        let x = Tensor::from_vec(xs.clone(), (n, d), &Device::Cpu)?;
+        let x = crate::data::from_rows(xs.clone(), d, DType::F64, &Device::Cpu)?;
         let (m, s) = (self.process.m(t), self.process.s(t));
         let (f, g2) = (self.process.f(t), self.process.g2(t));
-        let to_vec = |t: &Tensor| -> Result<Vec<f64>> { Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?) };
+        let to_vec = |t: &Tensor| -> Result<Vec<f64>> { Ok(crate::data::to_rows(t)?.0) };
         // tr(J) (or z^T J z) per row and probe, with the denoiser from the same calls.
         let mut traces = vec![0.0; n * k];
         let mut x0 = Vec::new();
@@ -353,7 +353,7 @@ impl Flow<'_> {
                 None => (0..n * d).map(|i| if i % d == j { 1.0 } else { 0.0 }).collect(),
                 Some(z) => z[j * n * d..(j + 1) * n * d].to_vec(),
             };
-            let vt = Tensor::from_vec(v.clone(), (n, d), &Device::Cpu)?;
+            let vt = crate::data::from_rows(v.clone(), d, DType::F64, &Device::Cpu)?;
             let (den, jtv) = self.score.denoise_vjp(t, &x, &vt)?;
             let jtv = to_vec(&jtv)?;
             if x0.is_empty() {

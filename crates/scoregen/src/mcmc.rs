@@ -62,7 +62,7 @@ impl MixtureTarget {
 }
 
 fn rows_f64(x: &Tensor) -> Result<Vec<f64>> {
-    Ok(x.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?)
+    Ok(crate::data::to_rows(x)?.0)
 }
 
 impl Target for MixtureTarget {

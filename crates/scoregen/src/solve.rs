@@ -81,9 +81,8 @@ pub fn sample_model_posterior(
     let local = obs.normalised(&norm.mean, &norm.std)?;
     let rep = sample_posterior(score, &local, method, opts, progress)?;
     let d = score.dim();
-    let n = rep.samples.len() / d;
-    let z = Tensor::from_vec(rep.samples.clone(), (n, d), &Device::Cpu)?;
-    let x = norm.denormalise(&z)?.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+    let z = crate::data::from_rows(rep.samples.clone(), d, DType::F64, &Device::Cpu)?;
+    let (x, _, _) = crate::data::to_rows(&norm.denormalise(&z)?)?;
     Ok((x, rep))
 }
 

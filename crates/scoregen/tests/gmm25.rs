@@ -1,4 +1,4 @@
-//! Acceptance: on the 2-D 25-component mixture of DESIGN.md §4, the reverse SDE with 1000
+//! Acceptance: on the 2-D 25-component mixture of Cardoso et al. 2024, the reverse SDE with 1000
 //! steps reaches a sliced Wasserstein distance to exact prior samples within 1.5x the
 //! two-sample noise floor (both averaged over 4 independent replicates, 2000 points each).
 

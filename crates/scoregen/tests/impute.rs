@@ -1,4 +1,4 @@
-//! Table imputation against the exact conditional law of a Gaussian table (deck 000).
+//! Table imputation against the exact conditional law of a Gaussian table.
 //!
 //! The prior is a 4-D Gaussian with its exact score, so the only errors are the
 //! discretisation of the reverse kernel and Monte Carlo. Each row with missing cells has the
@@ -178,7 +178,7 @@ fn smc_imputations_match_the_exact_conditional_law() {
 
 #[test]
 fn replacement_is_biased_where_smc_is_not() {
-    // Deck 000: replacing the observed part by its forward-noised value does not sample the
+    // The bivariate Gaussian example: replacing the observed part by its forward-noised value does not sample the
     // conditional; the same check that smc-impute passes must fail for it.
     let p = pooled(Method::Replacement { jumps: 1 }, 400, 64);
     let k = p.u.len() as f64;

@@ -1,4 +1,4 @@
-//! Posterior methods against exact answers (decks 000 and 003). Error bars come from
+//! Posterior methods against exact answers. Error bars come from
 //! independent replicate runs (the spread of the per-run estimates), not from an iid
 //! formula: SMC output is correlated.
 
@@ -9,8 +9,8 @@ use scoregen::rng::{stream, Noise, Purpose};
 use scoregen::sample::default_process;
 use scoregen::score::{Covariance, GaussianMixture, MixtureScore, Score};
 
-/// Deck 000: (Y, X) ~ N(0, [[1, 1.5], [1.5, 5]]); observing Y = y gives X | y ~ N(1.5 y, 2.75).
-fn deck000() -> (MixtureScore, GaussianMixture) {
+/// The bivariate Gaussian imputation example: (Y, X) ~ N(0, [[1, 1.5], [1.5, 5]]); observing Y = y gives X | y ~ N(1.5 y, 2.75).
+fn bivariate() -> (MixtureScore, GaussianMixture) {
     let law = GaussianMixture::gaussian(vec![0.0, 0.0], Covariance::Full(vec![1.0, 1.5, 1.5, 5.0])).unwrap();
     let p = default_process(law.radius());
     (MixtureScore::new(Arc::new(law.clone()), p), law)
@@ -63,11 +63,11 @@ fn mask_obs(y: f64, sigma_y: f64) -> Observation {
 }
 
 /// smc-impute, mcgdiff and tds recover N(1.5 y, 2.75) for several y with exact (noiseless)
-/// observations; replacement is biased as deck 000 shows (its mean is pulled toward 0 and
+/// observations; replacement is biased as the closed form shows (its mean is pulled toward 0 and
 /// its variance inflated), by many standard errors.
 #[test]
-fn deck000_smc_methods_are_exact_and_replacement_is_biased() {
-    let (score, _) = deck000();
+fn bivariate_smc_methods_are_exact_and_replacement_is_biased() {
+    let (score, _) = bivariate();
     let seeds = 8;
     for y in [-1.0, 0.5, 2.0] {
         let obs = mask_obs(y, 0.0);
@@ -96,7 +96,10 @@ fn deck000_smc_methods_are_exact_and_replacement_is_biased() {
             "replacement y={y}: mean {mm} not biased?"
         );
         let vm = r.iter().map(|a| a.1).sum::<f64>() / 4.0;
-        assert!(vm > 3.5, "replacement variance {vm} (deck 000: inflated above 2.75)");
+        assert!(
+            vm > 3.5,
+            "replacement variance {vm} (the closed form: inflated above 2.75)"
+        );
     }
 }
 
@@ -105,7 +108,7 @@ fn deck000_smc_methods_are_exact_and_replacement_is_biased() {
 /// each; MCGdiff's run-to-run spread is heavy-tailed, see BENCHMARKS.md).
 #[test]
 fn smc_error_shrinks_with_particles() {
-    let (score, _) = deck000();
+    let (score, _) = bivariate();
     let obs = mask_obs(0.5, 0.0);
     for method in ["smc-impute", "mcgdiff", "tds"] {
         let rmse = |n: usize| -> f64 {
@@ -122,10 +125,10 @@ fn smc_error_shrinks_with_particles() {
 }
 
 /// The twisted SMC's log-evidence estimate converges to the exact log p(y) (a noisy mask
-/// and a dense operator on deck 000's Gaussian).
+/// and a dense operator on the bivariate Gaussian).
 #[test]
 fn tds_log_evidence_matches_exact() {
-    let (score, law) = deck000();
+    let (score, law) = bivariate();
     for (op, y) in [
         (
             Operator::Mask {
@@ -248,7 +251,7 @@ fn exact_posterior_agrees_with_importance_sampling() {
 /// Methods that need a mask refuse other operators with a clear message; bad options too.
 #[test]
 fn methods_reject_what_they_cannot_do() {
-    let (score, _) = deck000();
+    let (score, _) = bivariate();
     let dense = Observation {
         op: Operator::Dense {
             rows: 1,
@@ -337,7 +340,7 @@ impl Score for NoGradients {
 /// silent fallback to zero guidance); the methods that need no gradients run.
 #[test]
 fn gradient_methods_refuse_a_score_without_gradients() {
-    let (score, _) = deck000();
+    let (score, _) = bivariate();
     let score = NoGradients(score);
     let obs = mask_obs(1.0, 0.1);
     let opts = PosteriorOptions {

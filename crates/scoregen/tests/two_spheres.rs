@@ -1,4 +1,4 @@
-//! Acceptance (deck 001's conditional example): a class-conditional model trained with the
+//! Acceptance (the two-spheres class-conditional example): a class-conditional model trained with the
 //! default settings on the two spheres (radius 1 and 2 in R^3) generates, for each class,
 //! radii with mean within 3% of 1 and 2 and uniform directions (mean unit vector within 4
 //! standard errors, `1/sqrt(3n)` per coordinate, of 0). About 80 s on 2 cores.

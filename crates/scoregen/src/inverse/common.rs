@@ -206,11 +206,11 @@ impl<'a> Ctx<'a> {
     }
 
     fn tensor(&self, x: &[f64]) -> Result<Tensor> {
-        Ok(Tensor::from_vec(x.to_vec(), (x.len() / self.d, self.d), &self.device)?)
+        crate::data::from_rows(x.to_vec(), self.d, DType::F64, &self.device)
     }
 
     fn rows(t: &Tensor) -> Result<Vec<f64>> {
-        Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?)
+        Ok(crate::data::to_rows(t)?.0)
     }
 
     /// The score at each row.

@@ -217,7 +217,7 @@ impl ExactPosterior {
 mod tests {
     use super::*;
 
-    /// Deck 000's example: (Y, X) ~ N(0, [[1, 1.5], [1.5, 5]]), observe Y = y exactly:
+    /// The bivariate Gaussian imputation example: (Y, X) ~ N(0, [[1, 1.5], [1.5, 5]]), observe Y = y exactly:
     /// X | y ~ N(1.5 y, 2.75).
     #[test]
     fn bivariate_gaussian_conditional() {

@@ -652,18 +652,11 @@ impl GaussianMixture {
         let u = noise.uniforms(stream(Purpose::Exact, 2 * index), n);
         let z = noise.normals(stream(Purpose::Exact, 2 * index + 1), n, d);
         let w = self.weights();
-        let mut cdf = Vec::with_capacity(w.len());
-        let mut acc = 0.0;
-        for wk in &w {
-            acc += wk;
-            cdf.push(acc);
-        }
         let mut x = vec![0.0; n * d];
         let mut labels = vec![0; n];
         let mut tmp = vec![0.0; d];
         for i in 0..n {
-            let target = u[i] * acc;
-            let k = cdf.iter().position(|&c| c >= target).unwrap_or(w.len() - 1);
+            let k = crate::smc::categorical(&w, u[i]);
             labels[i] = k;
             let c = &self.comps[k];
             let zi = &z[i * d..(i + 1) * d];
@@ -687,7 +680,7 @@ impl GaussianMixture {
         self.sample_labelled(n, noise, index).0
     }
 
-    /// Deck 003's benchmark prior (DESIGN.md §4) in dimension `dx >= 2`: 25 components with
+    /// The benchmark prior of Cardoso et al. 2024 (MCGdiff; also Janati et al. 2024, DCPS) in dimension `dx >= 2`: 25 components with
     /// means `(8i, 8j, 8i, 8j, ...)` for `i, j in {-2..2}`, identity covariances and weights
     /// `w_k ∝ g_k^2`, `g_k ~ N(0, 1)` drawn from `noise` (stream `(Purpose::Exact, 1 << 40)`).
     pub fn grid25(dx: usize, noise: &Noise) -> Result<Self> {
