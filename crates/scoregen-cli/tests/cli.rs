@@ -569,38 +569,22 @@ fn likelihood_of_a_mixture_prior_matches_its_closed_form() {
     // Bad input: wrong width, unknown names, no output left behind.
     let wide = common::write(&d, "wide.csv", "1,2,3\n4,5,6\n");
     let out = d.join("bad.npy");
-    let o = run(&[
-        "likelihood",
-        "--problem",
-        &problem,
-        "--data",
-        &wide,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_user_error(&o, "3 columns", &out);
-    let o = run(&[
-        "likelihood",
-        "--problem",
-        &problem,
-        "--data",
-        x.to_str().unwrap(),
-        "--estimator",
-        "magic",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_user_error(&o, "--estimator", &out);
-    let o = run(&[
-        "likelihood",
-        "--problem",
-        &problem,
-        "--data",
-        x.to_str().unwrap(),
-        "--rtol",
-        "0",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_user_error(&o, "tolerance", &out);
+    let xs = x.to_str().unwrap();
+    for (data, extra, needle) in [
+        (wide.as_str(), &[][..], "3 columns"),
+        (xs, &["--estimator", "magic"][..], "--estimator"),
+        (xs, &["--rtol", "0"][..], "tolerance"),
+    ] {
+        let mut args = vec![
+            "likelihood",
+            "--problem",
+            &problem,
+            "--data",
+            data,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        assert_user_error(&run(&args), needle, &out);
+    }
 }

@@ -129,6 +129,13 @@ impl LogLikelihood {
     pub fn bits_per_dim(&self, d: usize) -> f64 {
         self.nats_per_dim(d) / std::f64::consts::LN_2
     }
+
+    /// For data dequantised with width `w` ([`dequantise`]): the bits per dimension of the
+    /// discrete values, `-(mean log p + d log w) / (d ln 2)`, an upper bound since
+    /// `log P(x) >= E_u log p(x + w u) + d log w`.
+    pub fn discrete_bits_per_dim(&self, d: usize, w: f64) -> f64 {
+        self.bits_per_dim(d) - w.log2()
+    }
 }
 
 impl LikelihoodOptions {

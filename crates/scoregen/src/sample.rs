@@ -836,3 +836,9 @@ pub fn ou_horizon(radius: f64) -> f64 {
 pub fn default_process(radius: f64) -> Process {
     Process::ou(2.0, ou_horizon(radius))
 }
+
+/// The default process for standardised data in `d` dimensions (unit variance per
+/// coordinate): [`default_process`] of radius `3 sqrt(d)`. The trainer's default.
+pub fn standardised_process(d: usize) -> Process {
+    default_process(3.0 * (d as f64).sqrt())
+}

@@ -158,8 +158,7 @@ pub fn run(a: LikelihoodArgs, quiet: bool) -> CliResult<()> {
             ll.steps.1
         );
         if let Some(w) = a.dequantise {
-            // log P(discrete x) >= log p(x + w u) + d log w.
-            let bpd = ll.nats_per_dim(d) / std::f64::consts::LN_2 - w.log2();
+            let bpd = ll.discrete_bits_per_dim(d, w);
             eprintln!("dequantised with width {w}: {bpd:.4} bits/dim (an upper bound)");
         }
         if let Some(se) = &ll.std_err {

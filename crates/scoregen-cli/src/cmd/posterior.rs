@@ -180,14 +180,8 @@ pub fn run(a: PosteriorArgs, quiet: bool) -> CliResult<()> {
                 r.ess_min,
                 r.ess_mean,
                 r.resamplings,
-                if r.log_evidence.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "; log p(y) estimate {:.4}",
-                        r.log_evidence.iter().sum::<f64>() / r.log_evidence.len() as f64
-                    )
-                }
+                r.mean_log_evidence()
+                    .map_or(String::new(), |z| format!("; log p(y) estimate {z:.4}"))
             );
             if r.ess_min < 0.01 {
                 eprintln!("warning: the ESS fell below 1% of the particles (weight degeneracy); use more particles");

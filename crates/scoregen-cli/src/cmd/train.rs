@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use scoregen::data::{self, builtin};
 use scoregen::nn::{train, Arch, Loss, MlpConfig, TimeSampling, TrainConfig, TrainSetup, UnetConfig};
-use scoregen::sample::default_process;
+use scoregen::sample::standardised_process;
 use scoregen::score::Parametrisation;
 
 use crate::limits;
@@ -299,8 +299,8 @@ fn train_on(
         &arch,
         "--hidden, --depth or --channels",
     ))?;
-    // The horizon: the normalised data have unit variance per coordinate, radius ~ sqrt(d).
-    let process = default_process(3.0 * (d as f64).sqrt());
+    // The normalised data have unit variance per coordinate.
+    let process = standardised_process(d);
     let config = TrainConfig {
         time_sampling,
         steps,

@@ -20,7 +20,7 @@ use crate::inverse::{sample_posterior, ExactPosterior, Method, Observation, Oper
 use crate::metrics::{mixture_weight_error, mmd_rbf, sliced_wasserstein, SlicedOptions};
 use crate::nn::{load_model_on, train, MlpConfig, TrainConfig, TrainReport, TrainSetup};
 use crate::rng::Noise;
-use crate::sample::{default_process, sample, SampleOptions, Sampler, SamplerParams};
+use crate::sample::{sample, standardised_process, SampleOptions, Sampler, SamplerParams};
 use crate::score::GaussianMixture;
 use crate::solve::{prior_score, sample_prior};
 use crate::Result;
@@ -336,7 +336,7 @@ pub fn learned_moons(
     };
     let setup = TrainSetup {
         arch: arch.into(),
-        process: default_process(3.0 * 2f64.sqrt()),
+        process: standardised_process(2),
         config,
         checkpoint_dir: Some(dir),
         resume: false,

@@ -25,7 +25,7 @@ use crate::nn::model::Normalisation;
 use crate::nn::{load_model_on, train_masked, Arch, LearnedScore, MlpConfig, TrainConfig, TrainProgress, TrainSetup};
 use crate::process::Process;
 use crate::rng::{stream, Noise, Purpose};
-use crate::sample::default_process;
+use crate::sample::standardised_process;
 use crate::{Error, Result};
 
 /// Settings of [`fit`].
@@ -35,7 +35,7 @@ pub struct FitOptions {
     pub hidden: Option<usize>,
     /// Hidden layers of the MLP.
     pub depth: usize,
-    /// The forward process (`None`: [`default_process`] for standardised data,
+    /// The forward process (`None`: [`standardised_process`] of the encoded dimension,
     /// radius `3 sqrt(d)`).
     pub process: Option<Process>,
     /// Training settings of the first (masked) round; `steps` of it.
@@ -273,10 +273,7 @@ pub fn fit(
     });
     let mut setup = TrainSetup {
         arch,
-        process: opts
-            .process
-            .clone()
-            .unwrap_or_else(|| default_process(3.0 * (d as f64).sqrt())),
+        process: opts.process.clone().unwrap_or_else(|| standardised_process(d)),
         config: opts.train.clone(),
         checkpoint_dir: Some(dir),
         resume: false,

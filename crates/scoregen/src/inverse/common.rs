@@ -167,6 +167,13 @@ pub struct PosteriorReport {
     pub log_evidence: Vec<f64>,
 }
 
+impl PosteriorReport {
+    /// The mean of the per-run `log p(y)` estimates, if any.
+    pub fn mean_log_evidence(&self) -> Option<f64> {
+        (!self.log_evidence.is_empty()).then(|| self.log_evidence.iter().sum::<f64>() / self.log_evidence.len() as f64)
+    }
+}
+
 /// One particle system of an SMC method: the score and streams, the observation, the
 /// options and the run index (streams of run `run`).
 #[derive(Clone, Copy)]
