@@ -716,18 +716,7 @@ mod tests {
     use candle_core::{DType, Device, Var};
 
     fn random(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
-        let n: usize = shape.iter().product();
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let v: Vec<f64> = (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu)
-            .unwrap()
+        crate::nn::test_util::random(shape, seed, 1.0, 0.0)
             .to_dtype(dtype)
             .unwrap()
     }

@@ -325,22 +325,8 @@ fn composed(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps: f64, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::test_util::max_rel;
-    use candle_core::{DType, Device, Var};
-
-    fn random(shape: &[usize], seed: u64, scale: f64, shift: f64) -> Tensor {
-        let n: usize = shape.iter().product();
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let v: Vec<f64> = (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                shift + scale * ((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0)
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
+    use crate::nn::test_util::{max_rel, random};
+    use candle_core::{DType, Var};
 
     /// The composition of candle ops that `unet.rs` used before, and that the CUDA path
     /// still uses ([`composed`]): the fused op must agree with it.
