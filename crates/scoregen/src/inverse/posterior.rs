@@ -218,7 +218,7 @@ pub fn sample_posterior(
         let samples = match method {
             Method::Exact => {
                 return Err(Error::invalid(
-                    "method 'exact' needs a Gaussian or Gaussian-mixture prior (use ExactPosterior)",
+                    "method 'exact' draws from the closed form of a Gaussian or Gaussian-mixture prior, which a score does not carry: use solve::sample_problem or ExactPosterior",
                 ))
             }
             Method::Replacement { jumps } => super::replacement::run(&ctx, obs, opts, *jumps, progress)?,
