@@ -55,6 +55,7 @@ pub mod linalg;
 pub mod mcmc;
 pub mod metrics;
 pub mod nn;
+pub mod ode;
 pub mod process;
 pub mod rng;
 pub mod sample;

@@ -31,14 +31,14 @@
 //! large `sigma_max` (Song et al. 2021 use `sigma_max` about the largest pairwise distance of
 //! the data; the bias is then a fraction of a nat).
 //!
-//! The ODE is solved by Dormand–Prince 5(4) (Dormand & Prince 1980) with an embedded error
-//! estimate and step-size control as in Hairer, Nørsett & Wanner, *Solving ODEs I*, §II.4 (the
+//! The ODE is solved by Dormand–Prince 5(4) with step-size control ([`crate::ode`], the
 //! solver of score_sde, SciPy's `RK45`), or with a fixed number of steps of the same
 //! fifth-order formula on a time grid. Rows are integrated in blocks of
 //! [`LikelihoodOptions::block`] rows, each block one ODE system with one step size.
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::ode::{self, OdeSystem};
 use crate::process::{Process, TimeGrid};
 use crate::rng::{stream, Noise, Purpose};
 use crate::score::Score;
@@ -233,27 +233,19 @@ pub fn log_likelihood(score: &dyn Score, x: &[f64], opts: &LikelihoodOptions) ->
         for r in 0..m {
             y[r * (d + probes)..r * (d + probes) + d].copy_from_slice(&rows[r * d..(r + 1) * d]);
         }
-        let (evals, acc, rej) = match opts.solver {
+        let st = match opts.solver {
             OdeSolver::Adaptive { rtol, atol } => {
-                dopri_adaptive(&system, &mut y, opts.t_min, process.t_max(), rtol, atol, opts.max_steps)?
+                ode::solve_adaptive(&system, &mut y, opts.t_min, process.t_max(), rtol, atol, opts.max_steps)?
             }
             OdeSolver::Fixed { steps, grid } => {
                 let mut ts = grid.times(process, steps, opts.t_min, process.t_max())?;
                 ts.reverse();
-                let mut k1 = system.eval(ts[0], &y)?;
-                let mut evals = 1;
-                for w in ts.windows(2) {
-                    let (y5, _, k7) = dopri_step(&system, w[0], &y, &k1, w[1] - w[0])?;
-                    evals += 6;
-                    y = y5;
-                    k1 = k7;
-                }
-                (evals, steps, 0)
+                ode::solve_fixed(&system, &mut y, &ts)?
             }
         };
-        out.evaluations += evals;
-        out.steps.0 += acc;
-        out.steps.1 += rej;
+        out.evaluations += st.evaluations;
+        out.steps.0 += st.accepted;
+        out.steps.1 += st.rejected;
         let sd = process.prior_std();
         let log_norm = -0.5 * d as f64 * (2.0 * std::f64::consts::PI * sd * sd).ln();
         for r in 0..m {
@@ -336,7 +328,7 @@ struct Flow<'a> {
     z: Option<Vec<f64>>,
 }
 
-impl Flow<'_> {
+impl OdeSystem for Flow<'_> {
     fn eval(&self, t: f64, y: &[f64]) -> Result<Vec<f64>> {
         let (d, n, k) = (self.d, self.rows, self.probes);
         let w = d + k;
@@ -394,124 +386,6 @@ impl Flow<'_> {
         }
         Ok(dy)
     }
-}
-
-// Dormand–Prince 5(4) coefficients (Dormand & Prince 1980; Hairer, Nørsett & Wanner, Table 5.2).
-const C: [f64; 6] = [1.0 / 5.0, 3.0 / 10.0, 4.0 / 5.0, 8.0 / 9.0, 1.0, 1.0];
-const A: [&[f64]; 6] = [
-    &[1.0 / 5.0],
-    &[3.0 / 40.0, 9.0 / 40.0],
-    &[44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0],
-    &[19372.0 / 6561.0, -25360.0 / 2187.0, 64448.0 / 6561.0, -212.0 / 729.0],
-    &[
-        9017.0 / 3168.0,
-        -355.0 / 33.0,
-        46732.0 / 5247.0,
-        49.0 / 176.0,
-        -5103.0 / 18656.0,
-    ],
-    &[
-        35.0 / 384.0,
-        0.0,
-        500.0 / 1113.0,
-        125.0 / 192.0,
-        -2187.0 / 6784.0,
-        11.0 / 84.0,
-    ],
-];
-/// Fifth-order weights minus the embedded fourth-order ones (the error estimate), for
-/// `k1..k7`.
-const E: [f64; 7] = [
-    71.0 / 57600.0,
-    0.0,
-    -71.0 / 16695.0,
-    71.0 / 1920.0,
-    -17253.0 / 339200.0,
-    22.0 / 525.0,
-    -1.0 / 40.0,
-];
-
-/// One Dormand–Prince step of size `h` from `(t, y)` with `k1 = v(t, y)`: the fifth-order
-/// solution, the error estimate `y5 - y4`, and `k7 = v(t + h, y5)` (first-same-as-last).
-fn dopri_step(sys: &Flow, t: f64, y: &[f64], k1: &[f64], h: f64) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
-    let mut ks: Vec<Vec<f64>> = vec![k1.to_vec()];
-    let mut y5 = Vec::new();
-    for (stage, a) in A.iter().enumerate() {
-        let yi: Vec<f64> = (0..y.len())
-            .map(|i| y[i] + h * a.iter().zip(&ks).map(|(a, k)| a * k[i]).sum::<f64>())
-            .collect();
-        let k = sys.eval(t + C[stage] * h, &yi)?;
-        if stage == 5 {
-            y5 = yi;
-        }
-        ks.push(k);
-    }
-    let err: Vec<f64> = (0..y.len())
-        .map(|i| h * E.iter().zip(&ks).map(|(e, k)| e * k[i]).sum::<f64>())
-        .collect();
-    let k7 = ks.pop().expect("seven stages");
-    Ok((y5, err, k7))
-}
-
-/// Integrates `sys` from `t0` to `t1 > t0` in place with error control; returns
-/// `(evaluations, accepted, rejected)`.
-fn dopri_adaptive(
-    sys: &Flow,
-    y: &mut Vec<f64>,
-    t0: f64,
-    t1: f64,
-    rtol: f64,
-    atol: f64,
-    max_steps: usize,
-) -> Result<(usize, usize, usize)> {
-    let scale = |a: &[f64], b: &[f64], i: usize| atol + rtol * a[i].abs().max(b[i].abs());
-    let rms = |v: &[f64], a: &[f64], b: &[f64]| -> f64 {
-        (v.iter()
-            .enumerate()
-            .map(|(i, e)| (e / scale(a, b, i)).powi(2))
-            .sum::<f64>()
-            / v.len() as f64)
-            .sqrt()
-    };
-    let mut k1 = sys.eval(t0, y)?;
-    let mut evals = 1;
-    // Initial step (Hairer, Nørsett & Wanner, §II.4): h = 0.01 |y| / |y'|, capped.
-    let (n0, n1) = (rms(y, y, y), rms(&k1, y, y));
-    let mut h = if n0 < 1e-5 || n1 < 1e-5 { 1e-6 } else { 0.01 * n0 / n1 };
-    h = h.min(t1 - t0);
-    let (mut t, mut acc, mut rej) = (t0, 0, 0);
-    while t < t1 {
-        if acc + rej >= max_steps {
-            return Err(Error::Numerical(format!(
-                "likelihood: the ODE solver took {max_steps} steps and reached t = {t:.3e} of {t1}; loosen the tolerances or use a fixed-step solver"
-            )));
-        }
-        let last = t + h >= t1 * (1.0 - 1e-12);
-        let step = if last { t1 - t } else { h };
-        let (y5, err, k7) = dopri_step(sys, t, y, &k1, step)?;
-        evals += 6;
-        let e = rms(&err, y, &y5);
-        if e <= 1.0 {
-            t = if last { t1 } else { t + step };
-            *y = y5;
-            k1 = k7;
-            acc += 1;
-        } else {
-            rej += 1;
-        }
-        let factor = if e == 0.0 {
-            5.0
-        } else {
-            (0.9 * e.powf(-0.2)).clamp(0.2, 5.0)
-        };
-        h = step * if e <= 1.0 { factor } else { factor.min(1.0) };
-        if h.is_nan() || h < 1e-14 * t1 {
-            return Err(Error::Numerical(format!(
-                "likelihood: the ODE step size underflowed at t = {t:.3e}"
-            )));
-        }
-    }
-    Ok((evals, acc, rej))
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 //! | [`Sampler::Ddim`] | Song, Meng & Ermon 2021: `m1 x0_hat + sqrt(s1^2 - c^2) eps_hat + c z`, `c = eta sqrt(Var q)`; `eta = 1` is DDPM ([`Process::reverse_kernel`]) |
 //! | [`Sampler::AnnealedLangevin`] | NCSN's Algorithm 1 (Song & Ermon 2019): Langevin `x + a/2 score + sqrt(a) z` at each level, `a_i = delta s(t_i)^2`; between levels `x *= m(t_{i+1})/m(t_i)` |
 //! | [`Sampler::PredictorCorrector`] | score_sde's PC: Langevin corrector at target SNR, then a predictor step |
+//! | [`Sampler::Rk45`] | the PF-ODE from `T` to `t_min` by adaptive Dormand–Prince 5(4) ([`crate::ode`]; score_sde's ODE sampler) |
 //!
 //! Noise of step `k` comes from stream `(Purpose::Step, k)` of [`Noise`]
 //! ([`Noise::normals_fast`]: particle `i` always reads the same words), so a run is a pure
@@ -112,6 +113,17 @@ pub enum Sampler {
         /// Corrector steps per time.
         corrector_steps: usize,
     },
+    /// The probability-flow ODE `dx/dt = f x - g^2/2 score` integrated from `T` down to
+    /// `t_min` by Dormand–Prince 5(4) with step-size control ([`crate::ode::solve_adaptive`]),
+    /// all particles as one system (Song et al. 2021 sample this way with SciPy's `RK45`,
+    /// `rtol = atol = 1e-5`). Deterministic; the step count follows the tolerances, not
+    /// [`SampleOptions::steps`].
+    Rk45 {
+        /// Relative tolerance.
+        rtol: f64,
+        /// Absolute tolerance.
+        atol: f64,
+    },
 }
 
 /// Parameters that the named samplers read (see [`Sampler::from_name`]).
@@ -132,6 +144,8 @@ pub struct SamplerParams {
     pub predictor: String,
     /// `delta` of `ald` (default 0.2, NCSN's `eps = 2e-5` at `sigma_L = 0.01`).
     pub step_ratio: f64,
+    /// Relative and absolute tolerances of `rk45` (default `1e-5` each, score_sde's).
+    pub tolerances: (f64, f64),
 }
 
 impl Default for SamplerParams {
@@ -144,12 +158,13 @@ impl Default for SamplerParams {
             steps_per_level: 10,
             predictor: "em".into(),
             step_ratio: 0.2,
+            tolerances: (1e-5, 1e-5),
         }
     }
 }
 
 /// The sampler names the CLI accepts.
-pub const SAMPLER_NAMES: [&str; 7] = ["em", "ei", "heun", "ddpm", "ddim", "ald", "pc"];
+pub const SAMPLER_NAMES: [&str; 8] = ["em", "ei", "heun", "ddpm", "ddim", "ald", "pc", "rk45"];
 
 impl Sampler {
     /// A sampler by name: `em`, `ei`, `heun`, `ddpm`, `ddim`, `ald`, `pc` (predictor
@@ -163,6 +178,10 @@ impl Sampler {
             "em" => Sampler::EulerMaruyama { b },
             "ei" => Sampler::ExpIntegrator { b },
             "heun" => Sampler::Heun,
+            "rk45" => Sampler::Rk45 {
+                rtol: params.tolerances.0,
+                atol: params.tolerances.1,
+            },
             "ddpm" => Sampler::Ddpm,
             "ddim" => Sampler::Ddim { eta: params.eta },
             "ald" => Sampler::AnnealedLangevin {
@@ -208,12 +227,21 @@ impl Sampler {
                     Ok(())
                 }
             }
+            Sampler::Rk45 { rtol, atol } => {
+                if *rtol > 0.0 && *rtol < 1.0 && *atol > 0.0 && atol.is_finite() {
+                    Ok(())
+                } else {
+                    Err(Error::invalid(format!(
+                        "rk45: tolerances must satisfy 0 < rtol < 1 and atol > 0, got {rtol}, {atol}"
+                    )))
+                }
+            }
             Sampler::PredictorCorrector { predictor, snr, .. } => {
                 if !(*snr > 0.0 && snr.is_finite()) {
                     return Err(Error::invalid(format!("pc: snr must be positive, got {snr}")));
                 }
                 match **predictor {
-                    Sampler::AnnealedLangevin { .. } | Sampler::PredictorCorrector { .. } => {
+                    Sampler::AnnealedLangevin { .. } | Sampler::PredictorCorrector { .. } | Sampler::Rk45 { .. } => {
                         Err(Error::invalid("pc: the predictor must be em, ei, ddpm, ddim or heun"))
                     }
                     _ => predictor.validate(),
@@ -309,9 +337,26 @@ pub fn predictor_step(
             let sc = score.score(t0, x)?;
             noise_term(k.sd(), k.mean_tensor(x, &sc)?)
         }
-        Sampler::AnnealedLangevin { .. } | Sampler::PredictorCorrector { .. } => {
+        Sampler::AnnealedLangevin { .. } | Sampler::PredictorCorrector { .. } | Sampler::Rk45 { .. } => {
             Err(Error::invalid("predictor_step: not a single-step sampler"))
         }
+    }
+}
+
+/// The probability-flow ODE on flat rows, for [`crate::ode`].
+struct PfOde<'a> {
+    score: &'a dyn Score,
+    d: usize,
+}
+
+impl crate::ode::OdeSystem for PfOde<'_> {
+    fn eval(&self, t: f64, y: &[f64]) -> Result<Vec<f64>> {
+        let x = crate::data::from_rows(y.to_vec(), self.d, DType::F64, &Device::Cpu)?;
+        let v = crate::data::to_rows(&pf_ode_velocity(self.score, t, &x)?)?.0;
+        if v.iter().any(|v| !v.is_finite()) {
+            return Err(diverged("rk45 (the probability-flow ODE)"));
+        }
+        Ok(v)
     }
 }
 
@@ -439,6 +484,14 @@ pub fn sample_from(
     let mut x = x;
     let last_t;
     match sampler {
+        Sampler::Rk45 { rtol, atol } => {
+            let (mut y, _, _) = crate::data::to_rows(&x)?;
+            let flow = PfOde { score, d };
+            crate::ode::solve_adaptive(&flow, &mut y, t_max, opts.t_min, *rtol, *atol, 100_000)?;
+            x = crate::data::from_rows(y, d, dtype, &device)?;
+            progress(1, 1);
+            last_t = opts.t_min;
+        }
         Sampler::AnnealedLangevin {
             steps_per_level,
             step_ratio,
@@ -679,7 +732,10 @@ fn sample_rows(
     x: &Tensor,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Option<Tensor>> {
-    if x.dtype() != DType::F64 || !x.device().is_cpu() || matches!(sampler, Sampler::PredictorCorrector { .. }) {
+    if x.dtype() != DType::F64
+        || !x.device().is_cpu()
+        || matches!(sampler, Sampler::PredictorCorrector { .. } | Sampler::Rk45 { .. })
+    {
         return Ok(None);
     }
     if score.rows_at(t_max).is_none() {
@@ -777,7 +833,7 @@ fn sample_rows(
                         f1: p.f(t1),
                         q1: -0.5 * p.g2(t1),
                     },
-                    Sampler::AnnealedLangevin { .. } | Sampler::PredictorCorrector { .. } => {
+                    Sampler::AnnealedLangevin { .. } | Sampler::PredictorCorrector { .. } | Sampler::Rk45 { .. } => {
                         unreachable!("handled above")
                     }
                 });

@@ -414,3 +414,44 @@ fn corrector_stops_on_a_non_finite_score() {
     let err = langevin_corrector_step(&score, 1.0, &x, &x, 0.16).unwrap_err();
     assert!(matches!(err, scoregen::Error::Numerical(_)), "{err}");
 }
+
+/// The adaptive PF-ODE sampler (`rk45`) on Gaussian data: the flow is affine per
+/// coordinate, so two probe rows (x = 0 and x = 1) integrated in the same system give the
+/// solver's map `x -> a x + c` exactly; pushing the exact `p_T` through it must give
+/// `p_{t_min}` within the ODE tolerance, and a tighter tolerance must do better.
+#[test]
+fn rk45_transports_the_exact_prior_to_the_data_law() {
+    for p in [Process::ou(2.0, 8.0), Process::ve(0.01, 100.0)] {
+        let score = gaussian_score(p.clone());
+        let t_min = 1e-2;
+        let err = |tol: f64| {
+            let opts = SampleOptions {
+                t_min,
+                denoise: false,
+                ..Default::default()
+            };
+            let sampler = Sampler::Rk45 { rtol: tol, atol: tol };
+            let out: Vec<f64> = sample_from(&score, &sampler, &opts, rows(&[[0.0; 3], [1.0; 3]]), &mut |_, _| {})
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let (m0, v0) = target(&p, p.t_max());
+            let (mt, vt) = target(&p, t_min);
+            (0..3)
+                .map(|i| {
+                    let (c, a) = (out[i], out[3 + i] - out[i]);
+                    (a * m0[i] + c - mt[i]).abs() + (a * a * v0[i] - vt[i]).abs() / vt[i]
+                })
+                .fold(0.0, f64::max)
+        };
+        let (loose, tight) = (err(1e-3), err(1e-7));
+        assert!(tight < 1e-4, "{p:?}: error {tight} at tolerance 1e-7");
+        assert!(tight < loose, "{p:?}: error {loose} at 1e-3, {tight} at 1e-7");
+    }
+    // Bad tolerances are refused.
+    let score = gaussian_score(Process::ou(2.0, 8.0));
+    let bad = Sampler::Rk45 { rtol: 0.0, atol: 1e-5 };
+    assert!(sample(&score, &bad, &SampleOptions::default(), 4, &mut |_, _| {}).is_err());
+}

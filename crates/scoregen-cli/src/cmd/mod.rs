@@ -30,7 +30,8 @@ use crate::{CliError, CliResult};
 #[derive(Args, Debug, Clone)]
 pub struct SamplerArgs {
     /// em (b_t family, Euler–Maruyama), ei (exponential integrator), heun (PF-ODE), ddpm,
-    /// ddim, ald (annealed Langevin), pc (predictor–corrector).
+    /// ddim, ald (annealed Langevin), pc (predictor–corrector), rk45 (the PF-ODE by adaptive
+    /// Dormand–Prince, rtol = atol = 1e-5; ignores --steps).
     #[arg(long, default_value = "em")]
     pub sampler: String,
     /// Number of steps (ald: total Langevin steps).
