@@ -485,6 +485,10 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
             ]),
         );
         add(e, s(&["exact", "--problem", p, "--n", "4", "--out", "{out}/s.npy"]));
+        add(
+            e,
+            s(&["likelihood", "--problem", p, "--data", gx, "--out", "{out}/l.npy"]),
+        );
         for m in ["tds", "mcgdiff", "dps", "ddrm"] {
             add(
                 e,
@@ -555,6 +559,10 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
         add(e, s(&["plot", "--samples", x, "--out", "{out}/p.png"]));
         add(
             e,
+            s(&["likelihood", "--problem", gp, "--data", x, "--out", "{out}/l.npy"]),
+        );
+        add(
+            e,
             s(&[
                 "train", "--data", x, "--steps", "2", "--batch", "4", "--hidden", "8", "--out", "{out}/m",
             ]),
@@ -604,12 +612,16 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
         a.extend(s(&fast));
         add(e, a);
     }
-    // Checkpoints through sample, posterior (as a problem's model) and impute --model.
+    // Checkpoints through sample, likelihood, posterior (as a problem's model) and impute --model.
     for (ck, e) in bad_ck
         .iter()
         .map(|(c, e)| (c, *e))
         .chain(std::iter::once((&good_ck, Expect::Either)))
     {
+        add(
+            e,
+            s(&["likelihood", "--model", ck, "--data", gx, "--out", "{out}/l.npy"]),
+        );
         add(
             e,
             s(&[
@@ -678,7 +690,17 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
         "abc",
         "",
     ];
-    let numeric: Vec<(Vec<&str>, &str)> = vec![
+    let lik = |opt: &'static str| {
+        (
+            vec!["likelihood", "--problem", gp, "--data", gx, "--out", "{out}/l.npy"],
+            opt,
+        )
+    };
+    let mut numeric: Vec<(Vec<&str>, &str)> = ["--probes", "--steps", "--rtol", "--atol", "--t-min", "--dequantise"]
+        .into_iter()
+        .map(lik)
+        .collect();
+    numeric.extend(vec![
         (
             vec!["sample", "--problem", gp, "--steps", "3", "--out", "{out}/s.npy"],
             "--n",
@@ -1252,7 +1274,7 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
             ],
             "--repeats",
         ),
-    ];
+    ]);
     for (base, opt) in &numeric {
         for n in numbers {
             let mut a = s(base);

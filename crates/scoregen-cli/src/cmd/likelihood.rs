@@ -116,6 +116,11 @@ pub fn run(a: LikelihoodArgs, quiet: bool) -> CliResult<()> {
     let e = limits::rows(e, "--probes", block, d + probes, 10);
     limits::check_memory(&e)?;
     let rows = match a.dequantise {
+        Some(w) if !(w > 0.0 && w <= 1e6) => {
+            return Err(CliError::user(format!(
+                "--dequantise must be a width in (0, 1e6] (the grid spacing of the data), got {w}"
+            )))
+        }
         Some(w) => likelihood::dequantise(&rows, w, a.seed)?,
         None => rows,
     };
