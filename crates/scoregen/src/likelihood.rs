@@ -434,6 +434,23 @@ mod tests {
     }
 
     #[test]
+    fn sub_vp_process() {
+        let law = mixture(2);
+        let p = Process::sub_vp(2.0, 8.0);
+        let score = MixtureScore::new(Arc::new(law.clone()), p.clone());
+        let x = points(&law, 10);
+        let opts = LikelihoodOptions {
+            solver: OdeSolver::Adaptive { rtol: 1e-7, atol: 1e-7 },
+            ..Default::default()
+        };
+        let got = log_likelihood(&score, &x, &opts).unwrap();
+        let want = truth(&law, &p, opts.t_min, &x);
+        for (g, w) in got.log_p.iter().zip(&want) {
+            assert!((g - w).abs() < 4e-3, "{g} vs {w}");
+        }
+    }
+
+    #[test]
     fn ve_process_and_gaussian_prior() {
         let law = GaussianMixture::gaussian(vec![0.5, -1.0], Covariance::Full(vec![1.0, 0.3, 0.3, 0.5])).unwrap();
         // The reference prior N(0, sigma_max^2) misses p_T = N(mu, Sigma + sigma_max^2) by

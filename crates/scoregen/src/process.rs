@@ -7,6 +7,9 @@
 //! * **VP / Ornstein–Uhlenbeck** (Song et al. 2021, "Score-based generative modeling through SDEs"): `dX = -beta(t)/2 X dt + sqrt(beta(t)) dB`,
 //!   `m = exp(-B/2)`, `s^2 = 1 - m^2`, `B(t) = int_0^t beta`. `beta = 2` is the project's default
 //!   `dX = -X dt + sqrt(2) dB`; DDPM's linear and cosine schedules are other `beta(t)`.
+//! * **sub-VP** (Song et al. 2021, §3.4): `dX = -beta(t)/2 X dt + sqrt(beta(t) (1 - exp(-2 B(t)))) dB`,
+//!   the same `m = exp(-B/2)` with `s = 1 - m^2` (so `s^2 <= 1 - m^2`: the variance is bounded
+//!   by the VP one), `g^2 = beta (1 - exp(-2 B))`.
 //! * **VE** (NCSN, Song & Ermon 2019): `m = 1`, `s(t) = sigma_min (sigma_max / sigma_min)^t` on
 //!   `t in [0, 1]`, so `g^2 = d s^2 / dt = 2 s^2 log(sigma_max / sigma_min)`.
 //!
@@ -55,6 +58,13 @@ pub enum Process {
         /// The horizon `T`.
         t_max: f64,
     },
+    /// Sub-variance preserving (Song et al. 2021): `m = exp(-B/2)`, `s = 1 - m^2`.
+    SubVp {
+        /// The rate `beta(t)`.
+        schedule: BetaSchedule,
+        /// The horizon `T`.
+        t_max: f64,
+    },
     /// Variance exploding: `m = 1`, `s(t) = sigma_min (sigma_max/sigma_min)^t`, `T = 1`.
     Ve {
         /// `s(0)`.
@@ -93,6 +103,26 @@ impl Process {
         }
     }
 
+    /// The sub-VP process with DDPM's linear schedule (`beta` from 0.1 to 20 on `[0, 1]`), as in
+    /// score_sde's `subvpsde`.
+    pub fn sub_vp_linear() -> Self {
+        Process::SubVp {
+            schedule: BetaSchedule::Linear {
+                beta_min: 0.1,
+                beta_max: 20.0,
+            },
+            t_max: 1.0,
+        }
+    }
+
+    /// The sub-VP process with a constant rate `beta` on `[0, t_max]`.
+    pub fn sub_vp(beta: f64, t_max: f64) -> Self {
+        Process::SubVp {
+            schedule: BetaSchedule::Constant { beta },
+            t_max,
+        }
+    }
+
     /// The VE process of NCSN with the given noise range.
     pub fn ve(sigma_min: f64, sigma_max: f64) -> Self {
         Process::Ve { sigma_min, sigma_max }
@@ -102,7 +132,7 @@ impl Process {
     pub fn validate(&self) -> Result<()> {
         let ok = |c: bool, m: &str| if c { Ok(()) } else { Err(Error::invalid(m)) };
         match self {
-            Process::Vp { schedule, t_max } => {
+            Process::Vp { schedule, t_max } | Process::SubVp { schedule, t_max } => {
                 ok(t_max.is_finite() && *t_max > 0.0, "process: t_max must be positive")?;
                 match *schedule {
                     BetaSchedule::Constant { beta } => {
@@ -128,7 +158,7 @@ impl Process {
     /// The horizon `T`.
     pub fn t_max(&self) -> f64 {
         match self {
-            Process::Vp { t_max, .. } => *t_max,
+            Process::Vp { t_max, .. } | Process::SubVp { t_max, .. } => *t_max,
             Process::Ve { .. } => 1.0,
         }
     }
@@ -136,7 +166,7 @@ impl Process {
     /// `B(t) = int_0^t beta` (VP only; 0 for VE).
     fn b_int(&self, t: f64) -> f64 {
         match self {
-            Process::Vp { schedule, .. } => match *schedule {
+            Process::Vp { schedule, .. } | Process::SubVp { schedule, .. } => match *schedule {
                 BetaSchedule::Constant { beta } => beta * t,
                 BetaSchedule::Linear { beta_min, beta_max } => beta_min * t + 0.5 * (beta_max - beta_min) * t * t,
                 BetaSchedule::Cosine { s } => {
@@ -151,7 +181,7 @@ impl Process {
     /// Inverse of `B` (VP only).
     fn b_inv(&self, b: f64) -> f64 {
         match self {
-            Process::Vp { schedule, .. } => match *schedule {
+            Process::Vp { schedule, .. } | Process::SubVp { schedule, .. } => match *schedule {
                 BetaSchedule::Constant { beta } => b / beta,
                 BetaSchedule::Linear { beta_min, beta_max } => {
                     let a = 0.5 * (beta_max - beta_min);
@@ -180,6 +210,7 @@ impl Process {
     pub fn s(&self, t: f64) -> f64 {
         match self {
             Process::Vp { .. } => (-(-self.b_int(t)).exp_m1()).max(0.0).sqrt(),
+            Process::SubVp { .. } => (-(-self.b_int(t)).exp_m1()).max(0.0),
             Process::Ve { sigma_min, sigma_max } => sigma_min * (sigma_max / sigma_min).powf(t),
         }
     }
@@ -188,6 +219,8 @@ impl Process {
     pub fn sigma(&self, t: f64) -> f64 {
         match self {
             Process::Vp { .. } => self.b_int(t).exp_m1().max(0.0).sqrt(),
+            // (1 - e^{-B}) / e^{-B/2} = 2 sinh(B / 2).
+            Process::SubVp { .. } => 2.0 * (0.5 * self.b_int(t)).sinh(),
             Process::Ve { .. } => self.s(t),
         }
     }
@@ -202,6 +235,7 @@ impl Process {
     pub fn t_of_sigma(&self, sigma: f64) -> f64 {
         let t = match self {
             Process::Vp { .. } => self.b_inv((sigma * sigma).ln_1p()),
+            Process::SubVp { .. } => self.b_inv(2.0 * (0.5 * sigma).asinh()),
             Process::Ve { sigma_min, sigma_max } => (sigma / sigma_min).ln() / (sigma_max / sigma_min).ln(),
         };
         t.clamp(0.0, self.t_max())
@@ -210,7 +244,7 @@ impl Process {
     /// The rate `beta(t)`; for VE the squared diffusion `g(t)^2` (same role).
     pub fn beta(&self, t: f64) -> f64 {
         match self {
-            Process::Vp { schedule, .. } => match *schedule {
+            Process::Vp { schedule, .. } | Process::SubVp { schedule, .. } => match *schedule {
                 BetaSchedule::Constant { beta } => beta,
                 BetaSchedule::Linear { beta_min, beta_max } => beta_min + t * (beta_max - beta_min),
                 BetaSchedule::Cosine { s } => {
@@ -225,7 +259,7 @@ impl Process {
     /// The drift coefficient `f(t)` of `dX = f X dt + g dB`.
     pub fn f(&self, t: f64) -> f64 {
         match self {
-            Process::Vp { .. } => -0.5 * self.beta(t),
+            Process::Vp { .. } | Process::SubVp { .. } => -0.5 * self.beta(t),
             Process::Ve { .. } => 0.0,
         }
     }
@@ -234,6 +268,7 @@ impl Process {
     pub fn g2(&self, t: f64) -> f64 {
         match self {
             Process::Vp { .. } => self.beta(t),
+            Process::SubVp { .. } => -self.beta(t) * (-2.0 * self.b_int(t)).exp_m1(),
             Process::Ve { sigma_min, sigma_max } => {
                 let s = self.s(t);
                 2.0 * s * s * (sigma_max / sigma_min).ln()
@@ -248,6 +283,13 @@ impl Process {
             Process::Vp { .. } => {
                 let db = self.b_int(t1) - self.b_int(t0);
                 ((-0.5 * db).exp(), -(-db).exp_m1())
+            }
+            Process::SubVp { .. } => {
+                // A Gaussian linear Markov process: Var(x1 | x0) = s1^2 - a^2 s0^2.
+                let (b0, b1) = (self.b_int(t0), self.b_int(t1));
+                let a = (-0.5 * (b1 - b0)).exp();
+                let (s0, s1) = (-(-b0).exp_m1(), -(-b1).exp_m1());
+                (a, (s1 * s1 - a * a * s0 * s0).max(0.0))
             }
             Process::Ve { .. } => {
                 let (s0, s1) = (self.s(t0), self.s(t1));
@@ -268,6 +310,14 @@ impl Process {
                 let db = self.b_int(t0) - self.b_int(t1);
                 let r = (0.5 * db).exp();
                 (r, 2.0 * (0.5 * db).exp_m1(), db.exp_m1())
+            }
+            Process::SubVp { .. } => {
+                // c = e^{-B1/2} int_{B1}^{B0} e^{w/2} (1 - e^{-2w}) dw, v = m1^2 (sigma0^2 - sigma1^2).
+                let (b0, b1) = (self.b_int(t0), self.b_int(t1));
+                let db = b0 - b1;
+                let c = 2.0 * (0.5 * db).exp_m1() + (2.0 / 3.0) * ((-1.5 * b0 - 0.5 * b1).exp() - (-2.0 * b1).exp());
+                let (h0, h1) = ((0.5 * b0).sinh(), (0.5 * b1).sinh());
+                ((0.5 * db).exp(), c, 4.0 * (-b1).exp() * (h0 - h1) * (h0 + h1))
             }
             Process::Ve { .. } => {
                 let (s0, s1) = (self.s(t0), self.s(t1));
@@ -460,8 +510,48 @@ mod tests {
             Process::ou(1.0, 8.0),
             Process::ddpm_linear(),
             Process::ddpm_cosine(),
+            Process::sub_vp_linear(),
+            Process::sub_vp(2.0, 5.0),
             Process::ve(0.01, 50.0),
         ]
+    }
+
+    #[test]
+    fn sub_vp_marginals_match_a_simulation_of_its_sde() {
+        // Euler–Maruyama of dX = f X dt + g dB from x0 = 1.5, 20000 paths, 4000 steps on
+        // [0, 1]: mean and variance at t = 0.1, 0.3, 1 against m x0 and s^2, within 4.5
+        // standard errors (Var(mean) = s^2 / n, Var(var) = 2 s^4 / n) plus the O(h) bias.
+        let p = Process::sub_vp_linear();
+        let (n, steps, x0) = (20_000, 4000, 1.5);
+        let noise = Noise::new(3);
+        let mut x = vec![x0; n];
+        let h = 1.0 / steps as f64;
+        for k in 0..steps {
+            let t = k as f64 * h;
+            let (f, g) = (p.f(t), p.g2(t).sqrt());
+            let z = noise.normals(stream(Purpose::User, k as u64), n, 1);
+            for (x, z) in x.iter_mut().zip(&z) {
+                *x += f * *x * h + g * h.sqrt() * z;
+            }
+            let t1 = (k + 1) as f64 * h;
+            if [400, 1200, 4000].contains(&(k + 1)) {
+                let mean = x.iter().sum::<f64>() / n as f64;
+                let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+                let (m, s2) = (p.m(t1), p.s(t1).powi(2));
+                let bias = 20.0 * h;
+                assert!(
+                    (mean - m * x0).abs() < 4.5 * (s2 / n as f64).sqrt() + bias,
+                    "t = {t1}: mean {mean} vs {}",
+                    m * x0
+                );
+                assert!(
+                    (var - s2).abs() < 4.5 * s2 * (2.0 / n as f64).sqrt() + bias,
+                    "t = {t1}: var {var} vs {s2}"
+                );
+                // Below the VP variance at the same m.
+                assert!(s2 <= 1.0 - m * m + 1e-15);
+            }
+        }
     }
 
     #[test]

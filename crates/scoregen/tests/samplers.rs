@@ -94,7 +94,12 @@ fn observed_order(p: &Process, sampler: &Sampler) -> Vec<f64> {
 fn discretisation_error_shrinks_at_the_expected_order() {
     // (Euler–Maruyama with b = 1 on VE(0.01, 20) has a nearly cancelling first-order
     // coefficient and reaches order 1 only past 6400 steps; VE(0.01, 10) is asymptotic sooner.)
-    let processes = [Process::ou(2.0, 5.0), Process::ddpm_linear(), Process::ve(0.01, 10.0)];
+    let processes = [
+        Process::ou(2.0, 5.0),
+        Process::ddpm_linear(),
+        Process::sub_vp_linear(),
+        Process::ve(0.01, 10.0),
+    ];
     let cases: Vec<(Sampler, f64)> = vec![
         (Sampler::EulerMaruyama { b: BFn::Const(1.0) }, 1.0),
         (Sampler::EulerMaruyama { b: BFn::Const(0.0) }, 1.0),
@@ -319,7 +324,12 @@ fn divergence_is_reported_not_hidden() {
 #[test]
 fn posterior_kernel_is_the_sampler_kernel() {
     use scoregen::inverse::{sample_posterior, Method, Observation, Operator, PosteriorOptions};
-    for p in [Process::ou(2.0, 5.0), Process::ddpm_linear(), Process::ve(0.01, 50.0)] {
+    for p in [
+        Process::ou(2.0, 5.0),
+        Process::ddpm_linear(),
+        Process::sub_vp_linear(),
+        Process::ve(0.01, 50.0),
+    ] {
         let score = gaussian_score(p.clone());
         let x = rows(&[[0.3, -1.2, 2.0], [1.0, 0.0, -0.5]]);
         let z = rows(&[[0.7, 1.1, -0.4], [-2.0, 0.5, 0.25]]);
@@ -421,7 +431,11 @@ fn corrector_stops_on_a_non_finite_score() {
 /// `p_{t_min}` within the ODE tolerance, and a tighter tolerance must do better.
 #[test]
 fn rk45_transports_the_exact_prior_to_the_data_law() {
-    for p in [Process::ou(2.0, 8.0), Process::ve(0.01, 100.0)] {
+    for p in [
+        Process::ou(2.0, 8.0),
+        Process::sub_vp(2.0, 8.0),
+        Process::ve(0.01, 100.0),
+    ] {
         let score = gaussian_score(p.clone());
         let t_min = 1e-2;
         let err = |tol: f64| {
