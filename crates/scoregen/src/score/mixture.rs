@@ -49,6 +49,21 @@ struct Component {
     qt: Option<Vec<f64>>,
 }
 
+impl Component {
+    /// `z = Q^T (x - m mu)`: the residual of `x` from the diffused mean in the eigenbasis of
+    /// the covariance (`c` is scratch of length `d`).
+    fn whiten(&self, m: f64, x: &[f64], c: &mut [f64], z: &mut [f64]) {
+        let d = x.len();
+        for i in 0..d {
+            c[i] = x[i] - m * self.mean[i];
+        }
+        match &self.q {
+            Some(q) => matvec_t(d, d, q, c, z),
+            None => z.copy_from_slice(c),
+        }
+    }
+}
+
 /// The row-major transpose of a row-major `d x d` matrix.
 fn transpose(d: usize, q: &[f64]) -> Vec<f64> {
     let mut t = vec![0.0; d * d];
@@ -399,13 +414,7 @@ impl GaussianMixture {
                 let mut tmp = vec![0.0; d];
                 for (row, xr) in xc.chunks(d).enumerate() {
                     for (k, comp) in self.comps.iter().enumerate() {
-                        for i in 0..d {
-                            c[i] = xr[i] - m * comp.mean[i];
-                        }
-                        match &comp.q {
-                            Some(q) => matvec_t(d, d, q, &c, &mut z),
-                            None => z.copy_from_slice(&c),
-                        }
+                        comp.whiten(m, xr, &mut c, &mut z);
                         let mut quad = 0.0;
                         let zk = &mut zs[k * d..(k + 1) * d];
                         for i in 0..d {
@@ -534,13 +543,7 @@ impl GaussianMixture {
                     .zip(vc.chunks(d))
                 {
                     for (k, comp) in self.comps.iter().enumerate() {
-                        for i in 0..d {
-                            c[i] = xr[i] - m * comp.mean[i];
-                        }
-                        match &comp.q {
-                            Some(q) => matvec_t(d, d, q, &c, &mut z),
-                            None => z.copy_from_slice(&c),
-                        }
+                        comp.whiten(m, xr, &mut c, &mut z);
                         let mut quad = 0.0;
                         for i in 0..d {
                             quad += z[i] * z[i] / var[k][i];
