@@ -483,37 +483,27 @@ fn train_unet_then_sample_a_grid_and_bad_image_flags() {
 fn unknown_or_unavailable_devices_exit_2_without_output() {
     let d = tmpdir("device");
     let out = d.join("m");
-    let unknown = run(&[
-        "--device",
-        "gpu",
-        "train",
-        "--data",
-        "builtin:moons",
-        "--steps",
-        "5",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_user_error(&unknown, "unknown device 'gpu'", &out);
     // The default build has no CUDA: say how to get it. (A CUDA build on a machine
     // without a GPU says the device is not available, also exit 2.)
-    let cuda = run(&[
-        "--device",
-        "cuda",
-        "train",
-        "--data",
-        "builtin:moons",
-        "--steps",
-        "5",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let needle = if cfg!(feature = "cuda") {
+    let cuda_needle = if cfg!(feature = "cuda") {
         "not available"
     } else {
         "--features cuda"
     };
-    assert_user_error(&cuda, needle, &out);
+    for (device, needle) in [("gpu", "unknown device 'gpu'"), ("cuda", cuda_needle)] {
+        let mut args = vec![
+            "--device",
+            device,
+            "train",
+            "--data",
+            "builtin:moons",
+            "--steps",
+            "5",
+            "--out",
+        ];
+        args.push(out.to_str().unwrap());
+        assert_user_error(&run(&args), needle, &out);
+    }
 }
 
 #[test]
