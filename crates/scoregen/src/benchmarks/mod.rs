@@ -18,6 +18,7 @@ pub mod demo;
 pub mod digits;
 pub mod gmm;
 pub mod impute_gauss;
+pub mod quality;
 
 use crate::rng::{stream, Noise, Purpose};
 use crate::score::{Covariance, GaussianMixture};
