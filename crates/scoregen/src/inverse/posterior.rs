@@ -208,8 +208,13 @@ pub fn sample_posterior(
             if let Some(l) = out.log_evidence {
                 report.log_evidence.push(l);
             }
+            // The final resampling returns the particles in ancestor order, so a leading
+            // block would be a biased subset: take `take` evenly spaced rows instead.
             let take = (opts.n - report.samples.len() / d).min(opts.particles);
-            report.samples.extend_from_slice(&out.samples[..take * d]);
+            for i in 0..take {
+                let j = i * opts.particles / take;
+                report.samples.extend_from_slice(&out.samples[j * d..(j + 1) * d]);
+            }
         }
         report.ess_mean = if ess_count > 0 { ess_sum / ess_count as f64 } else { 1.0 };
         report.resamplings = resamplings as f64 / runs as f64;
