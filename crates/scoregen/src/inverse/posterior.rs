@@ -81,9 +81,11 @@ pub enum Method {
     },
 }
 
-/// The default DPS step `zeta'` (see [`Method::Dps`]): the value of the DCPS authors'
-/// Gaussian-mixture script (github.com/Badr-MOUFAD/dcps, `gmm.py`: `zeta_coeff = 0.1` on the
-/// squared residual over its norm), which made the published numbers of this benchmark.
+/// The default DPS step `zeta'` (see [`Method::Dps`]): the value of the Gaussian-mixture
+/// script in the DCPS authors' repository (github.com/Badr-MOUFAD/dcps,
+/// `inverse_problem_with_diffusion_prior/gmm.py`: `zeta_coeff = 0.1` on the squared residual
+/// over its norm). The TMPD authors' `configs/gmm.py` uses the equivalent of 0.025, which
+/// measured worse on `bench gmm` (BENCHMARKS.md).
 pub const DPS_ZETA: f64 = 0.1;
 
 /// The default DDRM `eta_c` of the unobserved directions: 1, as in the DDRM runs of the
