@@ -55,15 +55,21 @@ pub struct PosteriorArgs {
     /// SMC: resample when ESS < threshold x particles.
     #[arg(long, default_value_t = 0.5)]
     pub ess_threshold: f64,
-    /// DPS step scale zeta.
-    #[arg(long, default_value_t = 1.0)]
+    /// DPS step zeta' of the paper's rule zeta_t = zeta' / ||y - A x0_hat|| on the squared residual.
+    #[arg(long, default_value_t = scoregen::inverse::DPS_ZETA)]
     pub zeta: f64,
-    /// DDRM eta (unobserved directions).
+    /// Pi-GDM update: paper (fixed-size correction, Song et al. 2023) or score (guidance added to the score).
+    #[arg(long, default_value = "paper")]
+    pub pigdm_update: String,
+    /// DDRM eta (observed directions less noisy than y).
     #[arg(long, default_value_t = 0.85)]
     pub eta: f64,
-    /// DDRM eta_b (observed directions).
+    /// DDRM eta_b (observed directions noisier than y).
     #[arg(long, default_value_t = 1.0)]
     pub eta_b: f64,
+    /// DDRM eta_c (unobserved directions).
+    #[arg(long, default_value_t = scoregen::inverse::DDRM_ETA_C)]
+    pub eta_c: f64,
     /// Replacement: RePaint resampling repetitions per step (1 = none).
     #[arg(long, default_value_t = 1)]
     pub jumps: usize,
@@ -81,9 +87,11 @@ impl PosteriorArgs {
         let mut m: Method = self.method.parse()?;
         match &mut m {
             Method::Dps { zeta } => *zeta = self.zeta,
-            Method::Ddrm { eta, eta_b } => {
+            Method::Pigdm { update } => *update = self.pigdm_update.parse()?,
+            Method::Ddrm { eta, eta_b, eta_c } => {
                 *eta = self.eta;
                 *eta_b = self.eta_b;
+                *eta_c = self.eta_c;
             }
             Method::Replacement { jumps } => *jumps = self.jumps,
             Method::Dcps(dc) => {
