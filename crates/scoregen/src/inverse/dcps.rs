@@ -360,7 +360,7 @@ mod tests {
             sigma_y: 0.7,
         };
         let x = vec![3.1, -5.2, 2.4];
-        let e = vec![0.3, -1.1, 0.8];
+        let e = [0.3, -1.1, 0.8];
         for (t, tau, noise) in [(1.0, 0.4, None), (1.0, 0.4, Some(&e[..])), (0.7, 0.7, None)] {
             let pot = Potential {
                 obs: &obs,
