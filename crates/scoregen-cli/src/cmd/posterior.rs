@@ -25,7 +25,7 @@ pub struct PosteriorArgs {
     /// Problem file (JSON): prior (mixture, Gaussian or trained model), operator, y, sigma_y.
     #[arg(long)]
     pub problem: PathBuf,
-    /// exact, replacement, smc-impute, mcgdiff, tds, dps, pigdm, tmpd, ddrm, dcps.
+    /// exact, replacement, smc-impute, mcgdiff, tds, dps, pigdm, tmpd, ddrm, dcps (= dcps500), dcps50, dcps500.
     #[arg(long)]
     pub method: String,
     /// Posterior samples to write.
@@ -73,12 +73,22 @@ pub struct PosteriorArgs {
     /// Replacement: RePaint resampling repetitions per step (1 = none).
     #[arg(long, default_value_t = 1)]
     pub jumps: usize,
-    /// DCPS: number of blocks L.
-    #[arg(long, default_value_t = 4)]
-    pub blocks: usize,
-    /// DCPS: tamed Langevin steps at the start of each block (DCPS50 / DCPS500 of Janati et al. 2024).
-    #[arg(long, default_value_t = 50)]
-    pub langevin: usize,
+    /// DCPS: number of blocks L (default 3, Janati et al. 2024's reference code).
+    #[arg(long)]
+    pub blocks: Option<usize>,
+    /// DCPS: tamed Langevin steps K at the start of each block (default: the method's, 500
+    /// for dcps / dcps500, 50 for dcps50).
+    #[arg(long)]
+    pub langevin: Option<usize>,
+    /// DCPS: Langevin step size gamma (default 1e-3).
+    #[arg(long)]
+    pub langevin_step: Option<f64>,
+    /// DCPS: normalised gradient steps of each Gaussian variational fit (default 2).
+    #[arg(long)]
+    pub grad_steps: Option<usize>,
+    /// DCPS: learning rate of the variational fit (default 1).
+    #[arg(long)]
+    pub lr: Option<f64>,
 }
 
 impl PosteriorArgs {
@@ -95,8 +105,12 @@ impl PosteriorArgs {
             }
             Method::Replacement { jumps } => *jumps = self.jumps,
             Method::Dcps(dc) => {
-                dc.blocks = self.blocks;
-                dc.langevin = self.langevin;
+                dc.blocks = self.blocks.unwrap_or(dc.blocks);
+                dc.langevin = self.langevin.unwrap_or(dc.langevin);
+                dc.gamma = self.langevin_step.unwrap_or(dc.gamma);
+                dc.grad_steps = self.grad_steps.unwrap_or(dc.grad_steps);
+                dc.lr = self.lr.unwrap_or(dc.lr);
+                dc.validate()?;
             }
             _ => {}
         }
@@ -109,8 +123,15 @@ impl PosteriorArgs {
         limits::count("--particles", self.particles, 1, usize::MAX)?;
         limits::count("--steps", self.steps, 1, limits::MAX_STEPS)?;
         limits::count("--jumps", self.jumps, 1, limits::MAX_ROUNDS)?;
-        limits::count("--blocks", self.blocks, 1, limits::MAX_ROUNDS)?;
-        limits::count("--langevin", self.langevin, 0, limits::MAX_STEPS)?;
+        if let Some(b) = self.blocks {
+            limits::count("--blocks", b, 1, limits::MAX_ROUNDS)?;
+        }
+        if let Some(k) = self.langevin {
+            limits::count("--langevin", k, 0, limits::MAX_STEPS)?;
+        }
+        if let Some(j) = self.grad_steps {
+            limits::count("--grad-steps", j, 0, limits::MAX_ROUNDS)?;
+        }
         Ok(PosteriorOptions {
             n: self.n,
             particles: self.particles,

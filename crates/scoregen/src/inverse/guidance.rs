@@ -68,11 +68,6 @@ impl GaussLik {
         })
     }
 
-    /// `Sigma^{-1} e` for `Sigma = s2 I + r2 A A^T` (`s2 > 0`).
-    pub fn solve_with(&self, r2: f64, s2: f64, e: &[f64]) -> Vec<f64> {
-        GaussLik { f: self.f.clone(), s2 }.solve(r2, e).0
-    }
-
     /// `(Sigma^{-1} e, e^T Sigma^{-1} e, log det Sigma)` for `Sigma = s2 I + r2 A A^T`.
     pub fn solve(&self, r2: f64, e: &[f64]) -> (Vec<f64>, f64, f64) {
         let (dy, r) = (self.f.dy, self.f.rank());

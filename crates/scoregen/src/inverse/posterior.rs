@@ -68,7 +68,8 @@ pub enum Method {
     },
     /// Tweedie moment projected diffusion (Boys et al. 2023), exact denoiser Jacobian.
     Tmpd,
-    /// Divide-and-conquer posterior sampling (Janati et al. 2024).
+    /// Divide-and-conquer posterior sampling (Janati et al. 2024): `dcps` and `dcps500` are
+    /// the paper's DCPS500, `dcps50` its DCPS50 (50 Langevin steps per block).
     Dcps(super::dcps::DcpsOptions),
     /// Denoising diffusion restoration models (Kawar et al. 2022).
     Ddrm {
@@ -105,6 +106,8 @@ pub const METHOD_NAMES: &[&str] = &[
     "tmpd",
     "ddrm",
     "dcps",
+    "dcps50",
+    "dcps500",
 ];
 
 impl std::str::FromStr for Method {
@@ -127,6 +130,8 @@ impl std::str::FromStr for Method {
                 eta_c: DDRM_ETA_C,
             },
             "dcps" => Method::Dcps(super::dcps::DcpsOptions::default()),
+            "dcps50" => Method::Dcps(super::dcps::DcpsOptions::dcps50()),
+            "dcps500" => Method::Dcps(super::dcps::DcpsOptions::dcps500()),
             other => {
                 return Err(Error::invalid(format!(
                     "unknown posterior method '{other}' (expected one of: {})",
@@ -150,6 +155,7 @@ impl Method {
             Method::Pigdm { .. } => "pigdm",
             Method::Tmpd => "tmpd",
             Method::Ddrm { .. } => "ddrm",
+            Method::Dcps(dc) if *dc == super::dcps::DcpsOptions::dcps50() => "dcps50",
             Method::Dcps(_) => "dcps",
         }
     }
