@@ -58,9 +58,10 @@ pub struct PosteriorArgs {
     /// DPS step zeta' of the paper's rule zeta_t = zeta' / ||y - A x0_hat|| on the squared residual.
     #[arg(long, default_value_t = scoregen::inverse::DPS_ZETA)]
     pub zeta: f64,
-    /// Pi-GDM update: paper (fixed-size correction, Song et al. 2023) or score (guidance added to the score).
-    #[arg(long, default_value = "paper")]
-    pub pigdm_update: String,
+    /// Pi-GDM update: paper (fixed-size correction, Song et al. 2023) or score (guidance added
+    /// to the score) [default: paper for --method pigdm, score for pigdm-score].
+    #[arg(long)]
+    pub pigdm_update: Option<String>,
     /// DDRM eta (observed directions less noisy than y).
     #[arg(long, default_value_t = 0.85)]
     pub eta: f64,
@@ -97,7 +98,11 @@ impl PosteriorArgs {
         let mut m: Method = self.method.parse()?;
         match &mut m {
             Method::Dps { zeta } => *zeta = self.zeta,
-            Method::Pigdm { update } => *update = self.pigdm_update.parse()?,
+            Method::Pigdm { update } => {
+                if let Some(u) = &self.pigdm_update {
+                    *update = u.parse()?;
+                }
+            }
             Method::Ddrm { eta, eta_b, eta_c } => {
                 *eta = self.eta;
                 *eta_b = self.eta_b;

@@ -103,6 +103,7 @@ pub const METHOD_NAMES: &[&str] = &[
     "tds",
     "dps",
     "pigdm",
+    "pigdm-score",
     "tmpd",
     "ddrm",
     "dcps",
@@ -121,7 +122,10 @@ impl std::str::FromStr for Method {
             "tds" => Method::Tds,
             "dps" => Method::Dps { zeta: DPS_ZETA },
             "pigdm" => Method::Pigdm {
-                update: Default::default(),
+                update: super::guidance::PigdmUpdate::Paper,
+            },
+            "pigdm-score" => Method::Pigdm {
+                update: super::guidance::PigdmUpdate::Score,
             },
             "tmpd" => Method::Tmpd,
             "ddrm" => Method::Ddrm {
@@ -152,6 +156,9 @@ impl Method {
             Method::Mcgdiff => "mcgdiff",
             Method::Tds => "tds",
             Method::Dps { .. } => "dps",
+            Method::Pigdm {
+                update: super::guidance::PigdmUpdate::Score,
+            } => "pigdm-score",
             Method::Pigdm { .. } => "pigdm",
             Method::Tmpd => "tmpd",
             Method::Ddrm { .. } => "ddrm",
@@ -276,5 +283,27 @@ pub fn sample_posterior(
             ess_mean: 1.0,
             ..Default::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_name_parses_and_names_itself() {
+        for &n in METHOD_NAMES {
+            let m: Method = n.parse().unwrap();
+            // `dcps500` is `dcps`: the one alias.
+            let want = if n == "dcps500" { "dcps" } else { n };
+            assert_eq!(m.name(), want);
+        }
+        assert!(matches!(
+            "pigdm".parse::<Method>().unwrap(),
+            Method::Pigdm {
+                update: super::super::guidance::PigdmUpdate::Paper
+            }
+        ));
+        assert!("pigdm-paper".parse::<Method>().is_err());
     }
 }
