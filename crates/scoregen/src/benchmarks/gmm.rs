@@ -44,8 +44,6 @@ use candle_core::{Device, Tensor};
 
 use std::collections::{BTreeSet, HashMap};
 
-use rayon::prelude::*;
-
 use super::stats::{self, Bootstrap, Interval};
 use crate::inverse::{sample_posterior, ExactPosterior, Method, Observation, Operator, PosteriorOptions, METHOD_NAMES};
 use crate::metrics::{mixture_weight_error, sliced_wasserstein, SlicedOptions};
@@ -745,10 +743,17 @@ pub fn run_gmm_bench(
         let done: Vec<ProblemOut> = if group.len() == 1 {
             vec![run_problem(opts, group[0], on_record)?]
         } else {
-            let v: Vec<ProblemOut> = group
-                .par_iter()
-                .map(|&pi| run_problem(opts, pi, &mut |_| {}))
-                .collect::<Result<_>>()?;
+            // Plain threads, not rayon tasks: a rayon worker waiting inside one problem's
+            // parallel loop could steal (and be timed with) another whole problem.
+            let v: Vec<ProblemOut> = std::thread::scope(|sc| {
+                let hs: Vec<_> = group
+                    .iter()
+                    .map(|&pi| sc.spawn(move || run_problem(opts, pi, &mut |_| {})))
+                    .collect();
+                hs.into_iter()
+                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect::<Result<_>>()
+            })?;
             for r in v.iter().flat_map(|(recs, _)| recs) {
                 on_record(r);
             }
