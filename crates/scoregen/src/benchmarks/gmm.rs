@@ -158,7 +158,8 @@ pub struct GmmBenchOptions {
 }
 
 impl GmmBenchOptions {
-    /// Checks `dx >= 2`, `1 <= dy <= dx` and that the counts are positive.
+    /// Checks `dx >= 2`, `1 <= dy <= dx`, that the counts are positive and that
+    /// `only_problem` is one of the problems.
     pub fn validate(&self) -> Result<()> {
         if self.dx < 2
             || self.dy == 0
@@ -172,6 +173,13 @@ impl GmmBenchOptions {
             return Err(Error::invalid(
                 "need dx >= 2, 1 <= dy <= dx, problems, n, jobs and particles >= 1",
             ));
+        }
+        if let Some(i) = self.only_problem.filter(|&i| i >= self.problems) {
+            return Err(Error::invalid(format!(
+                "problem {i} is not one of the {} problems (0 .. {}); raise the number of problems",
+                self.problems,
+                self.problems - 1
+            )));
         }
         Ok(())
     }
@@ -263,9 +271,10 @@ pub fn csv_rows(opts: &GmmBenchOptions, records: &[GmmRecord]) -> String {
 
 /// Reads back a CSV written by [`CSV_HEADER`] and [`csv_rows`] for a `--resume`: fails
 /// when the header differs or a row was written with other settings (`seed`, `dx`, `dy`,
-/// `n`, `steps`); returns the rows of the problems that are complete for `opts` (a row for
-/// every one of [`GmmBenchOptions::settings`]), which the run can then skip. Rows of
-/// incomplete problems are dropped (those problems run again).
+/// `n`, `steps`); returns the rows of the problems `0 .. opts.problems` that are complete
+/// for `opts` (a row for every one of [`GmmBenchOptions::settings`]), which the run can
+/// then skip. Rows of incomplete problems are dropped (those problems run again), and so
+/// are those of problems beyond `opts.problems`.
 pub fn resume_records(text: &str, opts: &GmmBenchOptions) -> Result<Vec<GmmRecord>> {
     let mut lines = text.lines();
     match lines.next() {
@@ -326,6 +335,7 @@ pub fn resume_records(text: &str, opts: &GmmBenchOptions) -> Result<Vec<GmmRecor
         .map(|r| r.problem)
         .collect::<BTreeSet<_>>()
         .into_iter()
+        .filter(|&p| p < opts.problems)
         .filter(|&p| {
             settings.iter().all(|(m, np)| {
                 records
@@ -922,6 +932,16 @@ mod tests {
         assert!(resume_records("problem,method\n", &opts).is_err());
         assert!(resume_records(&format!("{CSV_HEADER}\n0,1,3\n"), &opts).is_err());
         // The skipped problems are not run.
+        assert!(resume_records(&b.csv(&opts), &small(1))
+            .unwrap()
+            .iter()
+            .all(|r| r.problem == 0));
+        assert!(GmmBenchOptions {
+            only_problem: Some(2),
+            ..small(2)
+        }
+        .validate()
+        .is_err());
         let rest = GmmBenchOptions {
             skip: back.iter().map(|r| r.problem).collect(),
             ..small(2)

@@ -29,8 +29,8 @@ pub struct BenchGmmArgs {
     /// Number of random problems (problems 0 .. N-1).
     #[arg(long, default_value_t = 100)]
     pub problems: usize,
-    /// Run only problem I, exactly as in a full run (same seed, same streams); its CSV is
-    /// gmm_dxD_dyK_problemI.csv.
+    /// Run only problem I (< --problems), exactly as in a full run (same seed, same
+    /// streams); its CSV is gmm_dxD_dyK_problemI.csv.
     #[arg(long, value_name = "I")]
     pub only_problem: Option<usize>,
     /// Keep the problems already complete in the CSV of the out dir (same seed, dx, dy, n,
@@ -88,6 +88,7 @@ pub fn run(b: BenchGmmArgs, quiet: bool) -> CliResult<()> {
     if b.only_problem.is_some() && b.resume {
         return Err(CliError::user("--only-problem and --resume do not go together"));
     }
+    limits::count("--problems", b.problems, 1, 100_000)?;
     limits::count("--resamples", b.resamples, 1, 1_000_000)?;
     limits::count("--jobs", b.jobs, 1, 64)?;
     let np = b.particles.iter().copied().max().unwrap_or(1).max(b.n);
