@@ -24,7 +24,7 @@ ldd "$B" | grep -E "cuda|cublas|curand|nvrtc|not found"
 nproc
 
 sec() { echo; echo "== $*"; }
-timed() { local t0=$(date +%s.%N); "$@"; local rc=$?; echo "wall $(echo "$(date +%s.%N) - $t0" | bc) s (rc $rc)"; }
+timed() { local t0=$(date +%s.%N); "$@"; local rc=$?; awk -v a="$t0" -v b="$(date +%s.%N)" -v rc=$rc 'BEGIN { printf "wall %.2f s (rc %d)\n", b - a, rc }'; }
 
 sec "MLP training, steps/s (ours: scoregen bench train; batch 512)"
 $B --device cuda bench train --dims 2,64 --steps 300

@@ -356,6 +356,78 @@ fn train_then_sample_and_bad_training_input() {
 }
 
 #[test]
+fn train_with_each_process_then_sample() {
+    let d = tmpdir("process");
+    for (name, kind) in [
+        ("ou", "\"vp\""),
+        ("vp", "\"linear\""),
+        ("sub-vp", "\"sub_vp\""),
+        ("ve", "\"ve\""),
+    ] {
+        let model = d.join(name);
+        let ms = model.to_str().unwrap();
+        let o = run(&[
+            "train",
+            "--data",
+            "builtin:moons",
+            "--n",
+            "300",
+            "--steps",
+            "20",
+            "--batch",
+            "32",
+            "--hidden",
+            "16",
+            "--process",
+            name,
+            "--out",
+            ms,
+        ]);
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        // The checkpoint records the process, and sampling reads it from there.
+        let meta = std::fs::read_to_string(model.join("checkpoint.json")).unwrap();
+        let process = &meta[meta.find("\"process\"").unwrap()..];
+        assert!(
+            process[..process.find('}').unwrap()].contains(kind),
+            "{name}: {process:.120}"
+        );
+        let out = d.join(format!("{name}.csv"));
+        let o = run(&[
+            "sample",
+            "--model",
+            ms,
+            "--steps",
+            "10",
+            "--n",
+            "20",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(text.lines().count(), 20);
+        assert!(text
+            .split([',', '\n'])
+            .filter(|c| !c.is_empty())
+            .all(|c| c.parse::<f64>().unwrap().is_finite()));
+    }
+    let none = d.join("none");
+    assert_user_error(
+        &run(&[
+            "train",
+            "--data",
+            "builtin:moons",
+            "--process",
+            "vpsde",
+            "--out",
+            none.to_str().unwrap(),
+        ]),
+        "unknown process 'vpsde'",
+        &none,
+    );
+}
+
+#[test]
 fn train_unet_then_sample_a_grid_and_bad_image_flags() {
     let d = tmpdir("unet");
     let model = d.join("unet");

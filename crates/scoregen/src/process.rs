@@ -500,6 +500,44 @@ impl TimeGrid {
     }
 }
 
+/// The process families a trainer can be given by name (`scoregen train --process`):
+/// `ou` (constant-rate VP, the default), `vp` (DDPM's linear schedule, score_sde's `vpsde`),
+/// `sub-vp` (Song et al. 2021, score_sde's `subvpsde`) and `ve` (NCSN's variance exploding
+/// process, Song & Ermon 2020). [`crate::sample::process_for_radius`] instantiates one for data
+/// of a given radius.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessKind {
+    /// [`Process::ou`] with `beta = 2` and the horizon [`crate::sample::ou_horizon`].
+    Ou,
+    /// [`Process::ddpm_linear`].
+    Vp,
+    /// [`Process::sub_vp_linear`].
+    SubVp,
+    /// [`Process::ve`] with `sigma_min = 0.01` and `sigma_max` twice the data radius.
+    Ve,
+}
+
+/// The names [`ProcessKind`] parses, in order.
+pub const PROCESS_NAMES: [&str; 4] = ["ou", "vp", "sub-vp", "ve"];
+
+impl std::str::FromStr for ProcessKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "ou" => ProcessKind::Ou,
+            "vp" => ProcessKind::Vp,
+            "sub-vp" => ProcessKind::SubVp,
+            "ve" => ProcessKind::Ve,
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown process '{other}' (expected one of: {})",
+                    PROCESS_NAMES.join(", ")
+                )))
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,7 +36,7 @@ use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{check_finite_tensor, diverged};
-use crate::process::{Process, ReverseKernel, TimeGrid};
+use crate::process::{Process, ProcessKind, ReverseKernel, TimeGrid};
 use crate::rng::{stream, Noise, Purpose};
 use crate::score::{RowScore, Score};
 use crate::{Error, Result};
@@ -897,4 +897,27 @@ pub fn default_process(radius: f64) -> Process {
 /// coordinate): [`default_process`] of radius `3 sqrt(d)`. The trainer's default.
 pub fn standardised_process(d: usize) -> Process {
     default_process(3.0 * (d as f64).sqrt())
+}
+
+/// A process of the given family for data inside `radius`:
+/// * `ou`: [`default_process`];
+/// * `vp`, `sub-vp`: DDPM's linear schedule on `[0, 1]` (score_sde's defaults), whatever the
+///   radius;
+/// * `ve`: `sigma_min = 0.01`, `sigma_max = 2 radius`, an upper bound on the largest distance
+///   between two data points, the choice of Song & Ermon 2020 ("Improved techniques for
+///   training score-based generative models", technique 1), so that `p_T` is close to
+///   `N(0, sigma_max^2 I)`.
+pub fn process_for_radius(kind: ProcessKind, radius: f64) -> Process {
+    match kind {
+        ProcessKind::Ou => default_process(radius),
+        ProcessKind::Vp => Process::ddpm_linear(),
+        ProcessKind::SubVp => Process::sub_vp_linear(),
+        ProcessKind::Ve => Process::ve(0.01, 2.0 * radius.max(1.0)),
+    }
+}
+
+/// [`process_for_radius`] for standardised data in `d` dimensions (radius `3 sqrt(d)`, as
+/// [`standardised_process`]).
+pub fn standardised_process_of(kind: ProcessKind, d: usize) -> Process {
+    process_for_radius(kind, 3.0 * (d as f64).sqrt())
 }

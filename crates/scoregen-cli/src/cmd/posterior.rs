@@ -25,7 +25,7 @@ pub struct PosteriorArgs {
     /// Problem file (JSON): prior (mixture, Gaussian or trained model), operator, y, sigma_y.
     #[arg(long)]
     pub problem: PathBuf,
-    /// exact, replacement, smc-impute, mcgdiff, tds, dps, pigdm, tmpd, ddrm, dcps.
+    /// exact, replacement, smc-impute, mcgdiff, tds, dps, pigdm, tmpd, ddrm, dcps (= dcps500), dcps50, dcps500.
     #[arg(long)]
     pub method: String,
     /// Posterior samples to write.
@@ -55,24 +55,40 @@ pub struct PosteriorArgs {
     /// SMC: resample when ESS < threshold x particles.
     #[arg(long, default_value_t = 0.5)]
     pub ess_threshold: f64,
-    /// DPS step scale zeta.
-    #[arg(long, default_value_t = 1.0)]
+    /// DPS step zeta' of the paper's rule zeta_t = zeta' / ||y - A x0_hat|| on the squared residual.
+    #[arg(long, default_value_t = scoregen::inverse::DPS_ZETA)]
     pub zeta: f64,
-    /// DDRM eta (unobserved directions).
+    /// Pi-GDM update: paper (fixed-size correction, Song et al. 2023) or score (guidance added to the score).
+    #[arg(long, default_value = "paper")]
+    pub pigdm_update: String,
+    /// DDRM eta (observed directions less noisy than y).
     #[arg(long, default_value_t = 0.85)]
     pub eta: f64,
-    /// DDRM eta_b (observed directions).
+    /// DDRM eta_b (observed directions noisier than y).
     #[arg(long, default_value_t = 1.0)]
     pub eta_b: f64,
+    /// DDRM eta_c (unobserved directions).
+    #[arg(long, default_value_t = scoregen::inverse::DDRM_ETA_C)]
+    pub eta_c: f64,
     /// Replacement: RePaint resampling repetitions per step (1 = none).
     #[arg(long, default_value_t = 1)]
     pub jumps: usize,
-    /// DCPS: number of blocks L.
-    #[arg(long, default_value_t = 4)]
-    pub blocks: usize,
-    /// DCPS: tamed Langevin steps at the start of each block (DCPS50 / DCPS500 of Janati et al. 2024).
-    #[arg(long, default_value_t = 50)]
-    pub langevin: usize,
+    /// DCPS: number of blocks L (default 3, Janati et al. 2024's reference code).
+    #[arg(long)]
+    pub blocks: Option<usize>,
+    /// DCPS: tamed Langevin steps K at the start of each block (default: the method's, 500
+    /// for dcps / dcps500, 50 for dcps50).
+    #[arg(long)]
+    pub langevin: Option<usize>,
+    /// DCPS: Langevin step size gamma (default 1e-3).
+    #[arg(long)]
+    pub langevin_step: Option<f64>,
+    /// DCPS: normalised gradient steps of each Gaussian variational fit (default 2).
+    #[arg(long)]
+    pub grad_steps: Option<usize>,
+    /// DCPS: learning rate of the variational fit (default 1).
+    #[arg(long)]
+    pub lr: Option<f64>,
 }
 
 impl PosteriorArgs {
@@ -81,14 +97,20 @@ impl PosteriorArgs {
         let mut m: Method = self.method.parse()?;
         match &mut m {
             Method::Dps { zeta } => *zeta = self.zeta,
-            Method::Ddrm { eta, eta_b } => {
+            Method::Pigdm { update } => *update = self.pigdm_update.parse()?,
+            Method::Ddrm { eta, eta_b, eta_c } => {
                 *eta = self.eta;
                 *eta_b = self.eta_b;
+                *eta_c = self.eta_c;
             }
             Method::Replacement { jumps } => *jumps = self.jumps,
             Method::Dcps(dc) => {
-                dc.blocks = self.blocks;
-                dc.langevin = self.langevin;
+                dc.blocks = self.blocks.unwrap_or(dc.blocks);
+                dc.langevin = self.langevin.unwrap_or(dc.langevin);
+                dc.gamma = self.langevin_step.unwrap_or(dc.gamma);
+                dc.grad_steps = self.grad_steps.unwrap_or(dc.grad_steps);
+                dc.lr = self.lr.unwrap_or(dc.lr);
+                dc.validate()?;
             }
             _ => {}
         }
@@ -101,8 +123,15 @@ impl PosteriorArgs {
         limits::count("--particles", self.particles, 1, usize::MAX)?;
         limits::count("--steps", self.steps, 1, limits::MAX_STEPS)?;
         limits::count("--jumps", self.jumps, 1, limits::MAX_ROUNDS)?;
-        limits::count("--blocks", self.blocks, 1, limits::MAX_ROUNDS)?;
-        limits::count("--langevin", self.langevin, 0, limits::MAX_STEPS)?;
+        if let Some(b) = self.blocks {
+            limits::count("--blocks", b, 1, limits::MAX_ROUNDS)?;
+        }
+        if let Some(k) = self.langevin {
+            limits::count("--langevin", k, 0, limits::MAX_STEPS)?;
+        }
+        if let Some(j) = self.grad_steps {
+            limits::count("--grad-steps", j, 0, limits::MAX_ROUNDS)?;
+        }
         Ok(PosteriorOptions {
             n: self.n,
             particles: self.particles,

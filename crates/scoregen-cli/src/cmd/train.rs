@@ -11,7 +11,8 @@ use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use scoregen::data::{self, builtin};
 use scoregen::nn::{train, Arch, Loss, MlpConfig, TimeSampling, TrainConfig, TrainSetup, UnetConfig};
-use scoregen::sample::standardised_process;
+use scoregen::process::ProcessKind;
+use scoregen::sample::standardised_process_of;
 use scoregen::score::Parametrisation;
 
 use crate::limits;
@@ -78,6 +79,11 @@ pub struct TrainArgs {
     /// Training-time sampling: uniform, logsnr or mixed.
     #[arg(long, default_value = "mixed")]
     pub time_sampling: String,
+    /// The forward process: ou (constant rate, horizon from the data's dimension), vp (DDPM's
+    /// linear schedule), sub-vp (Song et al. 2021) or ve (NCSN, sigma_max twice the data
+    /// radius). Samplers and posterior methods read it from the checkpoint.
+    #[arg(long, default_value = "ou")]
+    pub process: String,
     /// Checkpoint every this many steps.
     #[arg(long, default_value_t = 1000)]
     pub checkpoint_every: usize,
@@ -107,6 +113,8 @@ pub fn run(a: TrainArgs, quiet: bool) -> CliResult<()> {
     let param: Parametrisation = a.param.parse()?;
     let _: Loss = a.loss.parse()?;
     let time_sampling: TimeSampling = a.time_sampling.parse()?;
+    // Checked before the data are read; used in `train_on`.
+    a.process.parse::<ProcessKind>()?;
     let mut image = a.image_shape.as_deref().map(parse_image_shape).transpose()?;
     let (x, mut labels, n_classes) = match builtin::parse_data_arg(&a.data) {
         Some(name) => {
@@ -268,6 +276,7 @@ fn train_on(
     quiet: bool,
 ) -> CliResult<()> {
     let (n, d) = x.dims2().map_err(scoregen::Error::from)?;
+    let process_kind: ProcessKind = a.process.parse()?;
     if let Some(l) = &labels {
         if l.len() != n {
             return Err(CliError::user(format!("{} labels for {n} rows of data", l.len())));
@@ -300,7 +309,7 @@ fn train_on(
         "--hidden, --depth or --channels",
     ))?;
     // The normalised data have unit variance per coordinate.
-    let process = standardised_process(d);
+    let process = standardised_process_of(process_kind, d);
     let config = TrainConfig {
         time_sampling,
         steps,

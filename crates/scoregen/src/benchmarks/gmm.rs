@@ -103,13 +103,15 @@ pub fn published(method: &str, dx: usize) -> &'static str {
 }
 
 /// The methods named by a comma-separated list (or `all`: [`GMM_METHODS`]); methods that
-/// need a mask (exact, replacement, smc-impute) are refused.
+/// need a mask (exact, replacement, smc-impute) are refused, and so are two names of the
+/// same method (e.g. `dcps` and `dcps500`: the tables key the records by method name).
 pub fn gmm_methods(list: &str) -> Result<Vec<Method>> {
     let names: Vec<&str> = if list == "all" {
         GMM_METHODS.to_vec()
     } else {
         list.split(',').map(str::trim).collect()
     };
+    let mut seen: Vec<&str> = Vec::new();
     names
         .into_iter()
         .map(|n| {
@@ -120,6 +122,13 @@ pub fn gmm_methods(list: &str) -> Result<Vec<Method>> {
                     METHOD_NAMES.join(", ")
                 )));
             }
+            if seen.contains(&m.name()) {
+                return Err(Error::invalid(format!(
+                    "bench gmm: '{n}' names a method already in the list ({})",
+                    m.name()
+                )));
+            }
+            seen.push(m.name());
             Ok(m)
         })
         .collect()
@@ -806,6 +815,7 @@ mod tests {
         assert_eq!(gmm_methods("dps, ddrm").unwrap().len(), 2);
         assert!(gmm_methods("replacement").is_err());
         assert!(gmm_methods("nope").is_err());
+        assert!(gmm_methods("dps,dps").is_err());
         assert_eq!(published("dcps", 10), "1.26 / 2.59");
     }
 

@@ -20,6 +20,7 @@ pub mod demo;
 pub mod digits;
 pub mod gmm;
 pub mod impute_gauss;
+pub mod quality;
 pub mod stats;
 
 use crate::rng::{stream, Noise, Purpose};

@@ -1,21 +1,39 @@
 //! Guidance methods (docs/methods.md; "Diffusion posterior sampling", "Pseudoinverse-guided
 //! diffusion", "Tweedie moment projected diffusion"): each approximates `grad_x log p_t(y | x)` through the denoiser
 //! `x0_hat(x)` and its input gradient (first order: the vector–Jacobian product
-//! [`crate::score::Score::denoise_vjp`]).
+//! [`crate::score::Score::denoise_vjp`]), `J = d x0_hat / d x`, `e = y - A x0_hat`. Each step
+//! is the DDPM step of the prior score (`mean = (m'/m) x + kappa score`, variance `var`; for
+//! a pair of grid times this is the DDIM step with `eta = 1`) plus a guidance term:
 //!
-//! * **DPS** (Chung et al. 2023): `p_{0|t} ≈ delta_{x0_hat}`; after each reverse step
-//!   `x' <- x' - zeta grad_x ||y - A x0_hat(x)||`, i.e. the paper's step
-//!   `zeta' / ||y - A x0_hat||` on the squared residual (its published code's form).
-//! * **Pi-GDM** (Song et al. 2023): `p_{0|t} ≈ N(x0_hat, r_t^2 I)`, `r_t^2 = s^2 / (m^2 + s^2)`,
-//!   so `p_t(y | x) ≈ N(y; A x0_hat, r_t^2 A A^T + sigma_y^2 I)`; its gradient (covariance
-//!   held fixed) is `J^T A^T Sigma_t^{-1} (y - A x0_hat)`.
+//! * **DPS** (Chung et al. 2023, Algorithm 1 and its step rule, their Appendix C):
+//!   `x' <- x' - zeta_t grad_x ||y - A x0_hat||^2` with `zeta_t = zeta / ||y - A x0_hat||`
+//!   per sample, i.e. `x' <- x' + 2 zeta J^T A^T e / ||e||`. `sigma_y` is not used.
+//! * **Pi-GDM** (Song et al. 2023, Algorithm 1): `p_{0|t} ≈ N(x0_hat, r_t^2 I)` in the
+//!   variance-exploding scale `u = x / m` (`sigma_t = s/m`), `r_t^2 = sigma_t^2 / (1 +
+//!   sigma_t^2) = s^2 / (m^2 + s^2)` (exact for a standard normal prior), so `p_t(y | x) ≈
+//!   N(y; A x0_hat, Sigma_t)`, `Sigma_t = r_t^2 A A^T + sigma_y^2 I`, with gradient `g = J^T A^T
+//!   Sigma_t^{-1} e` (covariance held fixed). The paper corrects the denoised estimate by a
+//!   fixed-size step, `x0_hat + r_t^2 grad_u log p = x0_hat + r_t^2 m g`, while the noise
+//!   direction `eps_hat` stays the prior's, so the step adds `m' m r_t^2 g` to the prior's DDIM
+//!   step (`sqrt(alpha_bar_{t-1}) sqrt(alpha_bar_t) r_t^2 g` in VP notation: the coefficient
+//!   of the authors' released `pgdm.py` and of the DCPS authors' `pgdm_svd`). With
+//!   `sigma_y = 0` the term is `m' m J^T A^+ e`, the paper's noiseless pseudo-inverse guidance.
+//!   [`PigdmUpdate::Score`] instead adds `g` to the score inside the DDPM step (the
+//!   posterior score plugged into the sampler; the update of earlier versions).
 //! * **TMPD** (Boys et al. 2023): `p_{0|t} ≈ N(x0_hat, C_t)` with the Tweedie covariance
-//!   `C_t = (s^2 / m) d x0_hat / d x`, computed exactly: the `dy` rows of `A J` by `dy`
-//!   vector–Jacobian products, so `Sigma_t = A C_t A^T + sigma_y^2 I` per particle.
+//!   `C_t = (s^2 / m) J` (exact: `Cov(x_0 | x_t) = (s^2/m) d x0_hat/d x`), computed exactly:
+//!   the `dy` rows of `A J` by `dy` vector–Jacobian products, so `Sigma_t = A C_t A^T +
+//!   sigma_y^2 I` per particle, and `g = J^T A^T Sigma_t^{-1} e` is added to the score in the
+//!   DDPM step: the DDPM posterior mean of the corrected `x0_hat + (s^2/m) g`, the update of
+//!   the authors' `KPDDPM` (github.com/bb515/tmpd, `tmpd/solvers.py`). For a Gaussian prior
+//!   the Tweedie moments are exact and TMPD runs the DDPM chain on the exact posterior score.
 //!
-//! Pi-GDM's and TMPD's likelihood scores are added to the prior score inside the same DDPM
-//! kernel (`mean = (m'/m) x + kappa (score + grad log p_t(y | x))`): the posterior score
-//! plugged into the sampler, the form these papers' VP samplers reduce to.
+//! **Taming.** With a learned network prior the guidance step is capped at one noise standard
+//! deviation per coordinate (`||step|| <= sqrt(var d)` per row; `tame_rows`): where `m(t)` is
+//! tiny the Jacobian of a learned denoiser is dominated by its errors divided by `m`. The cap
+//! is off for analytic scores (those with an exact host form,
+//! [`crate::score::Score::rows_at`], e.g. Gaussian mixtures), where it would only bias the
+//! methods.
 
 use super::common::{grid_with, tame_rows, Ctx, Observation, PosteriorOptions};
 use super::operator::SvdForm;
@@ -48,11 +66,6 @@ impl GaussLik {
             f: obs.op.svd()?,
             s2: obs.sigma_y * obs.sigma_y,
         })
-    }
-
-    /// `Sigma^{-1} e` for `Sigma = s2 I + r2 A A^T` (`s2 > 0`).
-    pub fn solve_with(&self, r2: f64, s2: f64, e: &[f64]) -> Vec<f64> {
-        GaussLik { f: self.f.clone(), s2 }.solve(r2, e).0
     }
 
     /// `(Sigma^{-1} e, e^T Sigma^{-1} e, log det Sigma)` for `Sigma = s2 I + r2 A A^T`.
@@ -104,7 +117,14 @@ pub(crate) fn pigdm_r2(ctx: &Ctx, t: f64) -> f64 {
     s * s / (m * m + s * s)
 }
 
-/// DPS.
+/// Whether guidance steps are capped ([`tame_rows`]): only for scores without an exact host
+/// form (learned networks).
+fn tames(ctx: &Ctx, t: f64) -> bool {
+    ctx.score.rows_at(t).is_none()
+}
+
+/// DPS (Chung et al. 2023): the prior's DDPM step, then
+/// `x' <- x' - (zeta / ||e||) grad_x ||e||^2`, `e = y - A x0_hat(x)`.
 pub(crate) fn run_dps(
     ctx: &Ctx,
     obs: &Observation,
@@ -119,28 +139,30 @@ pub(crate) fn run_dps(
     let dy = obs.y.len();
     let ts = grid_with(p, opts, &[])?;
     let steps = ts.len() - 1;
+    let tame = tames(ctx, ts[0]);
     let mut x = ctx.initial(0, n);
     for k in 0..steps {
         let (t, t1) = (ts[k], ts[k + 1]);
         let ker = p.reverse_kernel(t, t1, 1.0);
         let x0 = ctx.denoise(t, &x)?;
         let e = residuals(obs, &x0);
-        // grad_{x0} ||A x0 - y|| = A^T (A x0 - y) / ||A x0 - y||.
+        // (zeta / ||e||) grad_{x0} ||A x0 - y||^2 = 2 zeta A^T (A x0 - y) / ||e||.
         let scaled: Vec<f64> = e
             .chunks(dy)
             .flat_map(|row| {
                 let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
-                row.iter().map(move |v| -v / norm).collect::<Vec<_>>()
+                row.iter().map(move |v| -2.0 * zeta * v / norm).collect::<Vec<_>>()
             })
             .collect();
         let w = obs.op.adjoint_rows(&scaled);
-        let (_, g) = ctx.denoise_vjp(t, &x, &w)?;
+        let (_, mut step) = ctx.denoise_vjp(t, &x, &w)?;
         let sc = ctx.score_from_x0(t, &x, &x0);
         let mean = ker.mean(&x, &sc);
         let z = ctx.normals(0, k, 0, n, d);
         let sd = ker.var.sqrt();
-        let mut step: Vec<f64> = g.iter().map(|g| zeta * g).collect();
-        tame_rows(&mut step, d, sd * (d as f64).sqrt());
+        if tame {
+            tame_rows(&mut step, d, sd * (d as f64).sqrt());
+        }
         x = mean
             .iter()
             .zip(&z)
@@ -276,12 +298,47 @@ pub(crate) struct Projected {
     pub logdet: Vec<f64>,
 }
 
-/// Pi-GDM (`tmpd = false`) or TMPD (`tmpd = true`).
+/// How Pi-GDM adds its guidance `g = J^T A^T Sigma_t^{-1} e` to the prior's DDPM step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PigdmUpdate {
+    /// The paper's (Song et al. 2023, Algorithm 1): `+ m(t') m(t) r_t^2 g`, the denoised
+    /// estimate corrected by `r_t^2` times the likelihood gradient in the VE scale, the noise
+    /// direction kept.
+    #[default]
+    Paper,
+    /// `g` added to the score inside the DDPM step (`+ kappa g`): the posterior score
+    /// `score + g` plugged into the sampler. The correction shrinks with the step size.
+    Score,
+}
+
+impl std::str::FromStr for PigdmUpdate {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "paper" => Ok(PigdmUpdate::Paper),
+            "score" => Ok(PigdmUpdate::Score),
+            other => Err(Error::invalid(format!(
+                "unknown Pi-GDM update '{other}' (expected paper or score)"
+            ))),
+        }
+    }
+}
+
+/// The guidance of [`run_gaussian`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum GaussGuide {
+    /// Pi-GDM with its update rule.
+    Pigdm(PigdmUpdate),
+    /// TMPD.
+    Tmpd,
+}
+
+/// Pi-GDM or TMPD.
 pub(crate) fn run_gaussian(
     ctx: &Ctx,
     obs: &Observation,
     opts: &PosteriorOptions,
-    tmpd: bool,
+    guide: GaussGuide,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<f64>> {
     let (d, n, p) = (ctx.d, opts.n, &ctx.p);
@@ -290,19 +347,23 @@ pub(crate) fn run_gaussian(
     let a = obs.op.matrix();
     let ts = grid_with(p, opts, &[])?;
     let steps = ts.len() - 1;
+    let tame = tames(ctx, ts[0]);
     let mut x = ctx.initial(0, n);
     for k in 0..steps {
         let (t, t1) = (ts[k], ts[k + 1]);
         let ker = p.reverse_kernel(t, t1, 1.0);
-        let (x0, sol) = if tmpd {
-            let pr = tweedie_solve(ctx, obs, &a, t, &x)?;
-            (pr.x0, pr.sol)
-        } else {
-            let x0 = ctx.denoise(t, &x)?;
-            let e = residuals(obs, &x0);
-            let r2 = pigdm_r2(ctx, t);
-            let sol = e.chunks(dy).flat_map(|row| lik.solve(r2, row).0).collect();
-            (x0, sol)
+        let r2 = pigdm_r2(ctx, t);
+        let (x0, sol) = match guide {
+            GaussGuide::Tmpd => {
+                let pr = tweedie_solve(ctx, obs, &a, t, &x)?;
+                (pr.x0, pr.sol)
+            }
+            GaussGuide::Pigdm(_) => {
+                let x0 = ctx.denoise(t, &x)?;
+                let e = residuals(obs, &x0);
+                let sol = e.chunks(dy).flat_map(|row| lik.solve(r2, row).0).collect();
+                (x0, sol)
+            }
         };
         let w = obs.op.adjoint_rows(&sol);
         let (_, g) = ctx.denoise_vjp(t, &x, &w)?;
@@ -310,15 +371,21 @@ pub(crate) fn run_gaussian(
         let mean = ker.mean(&x, &sc);
         let z = ctx.normals(0, k, 0, n, d);
         let sd = ker.var.sqrt();
-        let mut step: Vec<f64> = g.iter().map(|g| ker.kappa * g).collect();
-        tame_rows(&mut step, d, sd * (d as f64).sqrt());
+        let coef = match guide {
+            GaussGuide::Pigdm(PigdmUpdate::Paper) => p.m(t1) * p.m(t) * r2,
+            GaussGuide::Pigdm(PigdmUpdate::Score) | GaussGuide::Tmpd => ker.kappa,
+        };
+        let mut step: Vec<f64> = g.iter().map(|g| coef * g).collect();
+        if tame {
+            tame_rows(&mut step, d, sd * (d as f64).sqrt());
+        }
         x = mean
             .iter()
             .zip(&z)
             .zip(&step)
             .map(|((m, z), g)| m + sd * z + g)
             .collect();
-        check_finite(&x, if tmpd { "tmpd" } else { "pigdm" })?;
+        check_finite(&x, if guide == GaussGuide::Tmpd { "tmpd" } else { "pigdm" })?;
         progress(k + 1, steps);
     }
     finish(ctx, opts, x)

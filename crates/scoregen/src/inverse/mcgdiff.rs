@@ -20,8 +20,10 @@
 //!
 //! Noiseless directions (`sigma_y = 0`) and directions whose `tau_i` falls below `t_min`
 //! are pinned at `t_min` (the early-stopping convention of the samplers) and set to
-//! `ybar_i` after the final denoising. With every `tau_i >= t_min` and a full-rank `U`, the
-//! run's `log Z` gives an estimate of `log p(y) = log Z + sum_i log m(tau_i) - sum_i log s_i`.
+//! `ybar_i` after the final denoising. With a full-rank `U` and every direction either
+//! released at `tau_i >= t_min` or noiseless, the run's `log Z` gives an estimate of
+//! `log p(y) = log Z + sum_i log m(tau_i) - sum_i log s_i` (noiseless directions: `p(y)`
+//! smoothed by the noise `(s/m)(t_min)` of early stopping).
 
 use super::common::{grid_with, log_normal, same_time, Ctx, RunOutput, SmcJob, Spectral};
 use crate::error::check_finite;
@@ -205,7 +207,9 @@ pub(crate) fn run(job: &SmcJob, progress: &mut dyn FnMut(usize, usize)) -> Resul
         }
         sp.f.add_v_rows(&mut x, &delta);
     }
-    let log_evidence = if exact.iter().all(|&e| e) && r == sp.f.dy {
+    // Noiseless directions pinned at t_min read y as x_{t_min} / m(t_min): their factor is
+    // the density of xbar_0 + (s/m)(t_min) e at ybar, p(y) smoothed by (s/m)(t_min).
+    let log_evidence = if exact.iter().zip(&sp.noise).all(|(&e, &s)| e || s == 0.0) && r == sp.f.dy {
         Some(diag.log_z + tau.iter().map(|&t| p.m(t).ln()).sum::<f64>() - sp.f.s.iter().map(|s| s.ln()).sum::<f64>())
     } else {
         None

@@ -24,7 +24,7 @@
 //! particle systems of one model, sharing each step's score evaluation: `scoregen impute`
 //! and `scoregen posterior` run this one implementation.
 
-use super::common::{grid_with, same_time, Ctx, Observation, PosteriorOptions, RunOutput, SmcJob};
+use super::common::{grid_with, log_normal, same_time, Ctx, Observation, PosteriorOptions, RunOutput, SmcJob};
 use crate::error::check_finite;
 use crate::process::ReverseKernel;
 use crate::smc::{gather_rows, run_feynman_kac, FeynmanKac, Shape};
@@ -230,8 +230,29 @@ pub(crate) fn run_batch(
     if opts.denoise {
         x = model.sys[0].ctx.denoise(opts.t_min, &x)?;
     }
+    // log p(y): log Z of the run is log p(path) minus the Gaussian constants the potentials
+    // leave out and the prior density of y_path[0] (x_T's observed part is set, not drawn).
+    let p = &model.sys[0].ctx.p;
+    let (ts, itau) = (&model.ts, model.itau);
+    let kernel_const: f64 = (0..itau)
+        .map(|k| -0.5 * (2.0 * std::f64::consts::PI * p.reverse_kernel(ts[k], ts[k + 1], 1.0).var).ln())
+        .sum();
     let mut out = Vec::with_capacity(obs.len());
     for (b, (diag, o)) in diags.into_iter().zip(obs).enumerate() {
+        let path = &model.sys[b].y_path;
+        let dy = path[itau].len() as f64;
+        let s_t = p.prior_std();
+        let mut l = diag.log_z + dy * kernel_const;
+        l += path[0].iter().map(|v| log_normal(*v, 0.0, s_t * s_t)).sum::<f64>();
+        for k in 0..itau {
+            let (a, v) = p.transition(ts[k + 1], ts[k]);
+            l -= path[k]
+                .iter()
+                .zip(&path[k + 1])
+                .map(|(hi, lo)| log_normal(*hi, a * lo, v))
+                .sum::<f64>();
+        }
+        l += dy * p.m(ts[itau]).ln();
         let mut xb = x[b * n * d..(b + 1) * n * d].to_vec();
         if !noisy {
             set_obs(&mut xb, d, &model.sys[b].observed, &o.y);
@@ -240,7 +261,7 @@ pub(crate) fn run_batch(
             samples: xb,
             ess: diag.ess,
             resamplings: diag.resamplings,
-            log_evidence: None,
+            log_evidence: Some(l),
         });
     }
     Ok(out)

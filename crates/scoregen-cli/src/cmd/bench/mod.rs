@@ -5,6 +5,7 @@ pub mod digits;
 pub mod gmm;
 pub mod impute;
 pub mod impute_gauss;
+pub mod quality;
 pub mod sample;
 pub mod train;
 
@@ -35,6 +36,10 @@ enum BenchWhat {
     Impute(impute::BenchImputeArgs),
     /// Inpainting, outpainting and super-resolution figures with a trained digits model.
     Digits(digits::BenchDigitsArgs),
+    /// Learned-model quality on every built-in set: sliced W1 and MMD against held-out data
+    /// with their two-sample floors, held-out NLL, mode weights, sphere radii, digit
+    /// classifier accuracy.
+    Quality(quality::BenchQualityArgs),
 }
 
 /// Runs a benchmark.
@@ -46,5 +51,6 @@ pub fn run(a: BenchArgs, quiet: bool) -> CliResult<()> {
         BenchWhat::ImputeGauss(b) => impute_gauss::run(b),
         BenchWhat::Impute(b) => impute::run(b, quiet),
         BenchWhat::Digits(b) => digits::run(b, quiet),
+        BenchWhat::Quality(b) => quality::run(b, quiet),
     }
 }

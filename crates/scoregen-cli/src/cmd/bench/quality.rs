@@ -1,0 +1,112 @@
+//! `scoregen bench quality`: train on each built-in set with the defaults, then compare
+//! samples and likelihoods with held-out data ([`scoregen::benchmarks::quality`]).
+
+use std::path::PathBuf;
+
+use clap::Args;
+use scoregen::benchmarks::quality::{run_quality, QualityOptions, QUALITY_SETS};
+use scoregen::budget::Estimate;
+
+use crate::limits;
+use crate::{CliError, CliResult};
+
+/// `scoregen bench quality`.
+#[derive(Args, Debug)]
+pub struct BenchQualityArgs {
+    /// Sets, comma separated (default: all of two-spheres, gmm25, moons, swiss-roll,
+    /// checkerboard, funnel, digits).
+    #[arg(long, value_delimiter = ',')]
+    pub sets: Option<Vec<String>>,
+    /// Training points of the synthetic sets.
+    #[arg(long, default_value_t = 20_000)]
+    pub n_train: usize,
+    /// Samples and held-out points compared (synthetic sets).
+    #[arg(long, default_value_t = 2000)]
+    pub n_eval: usize,
+    /// Training steps [default: the trainer's, 4000 (MLP) and 1500 (U-Net)].
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Reverse steps of the Euler–Maruyama sampler.
+    #[arg(long, default_value_t = 1000)]
+    pub sample_steps: usize,
+    /// Held-out rows whose log-likelihood is computed (0: none).
+    #[arg(long, default_value_t = 200)]
+    pub likelihood_rows: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Directory for the trained models (one subdirectory per set; must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Runs the benchmark and prints one table row per set, then the set-specific statistics.
+pub fn run(b: BenchQualityArgs, quiet: bool) -> CliResult<()> {
+    limits::count("--n-train", b.n_train, 2, usize::MAX)?;
+    limits::count("--n-eval", b.n_eval, 2, usize::MAX)?;
+    // The largest synthetic set has 10 columns; each set's data, held-out sets and samples.
+    let e = limits::rows(Estimate::new(), "--n-train", b.n_train, 10, 2);
+    limits::check_memory(&limits::rows(e, "--n-eval", b.n_eval, 10, 6))?;
+    limits::count("--sample-steps", b.sample_steps, 1, limits::MAX_STEPS)?;
+    if let Some(s) = b.steps {
+        limits::count("--steps", s, 1, limits::MAX_TRAIN_STEPS)?;
+    }
+    if b.out.exists() {
+        return Err(CliError::user(format!(
+            "--out {}: already exists (choose a new directory)",
+            b.out.display()
+        )));
+    }
+    let opts = QualityOptions {
+        sets: b
+            .sets
+            .unwrap_or_else(|| QUALITY_SETS.iter().map(|s| s.to_string()).collect()),
+        n_train: b.n_train,
+        n_eval: b.n_eval,
+        steps: b.steps,
+        sample_steps: b.sample_steps,
+        likelihood_rows: b.likelihood_rows,
+        seed: b.seed,
+        device: crate::device::get(),
+    };
+    let rows = run_quality(&opts, &b.out, &mut |set, stage| {
+        if !quiet {
+            eprintln!("bench quality: {set}: {stage}");
+        }
+    })?;
+    println!(
+        "bench quality: trainer and sampler defaults (EM, {} steps); {} samples vs {} held-out points (digits: its held-out fifth); NLL on {} held-out rows (± standard error)",
+        opts.sample_steps, opts.n_eval, opts.n_eval, opts.likelihood_rows
+    );
+    println!(
+        "{:<13} {:>3} {:>6} {:>9} {:>9} {:>6} {:>10} {:>10} {:>18} {:>9} {:>8} {:>8}",
+        "set", "d", "steps", "SW1", "floor", "ratio", "MMD^2", "floor", "NLL/dim", "true NLL", "train s", "other s"
+    );
+    for r in &rows {
+        let nll = r
+            .nll
+            .map(|(m, se)| format!("{m:.3} ± {se:.3}{}", if r.bits { " b" } else { "" }))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<13} {:>3} {:>6} {:>9.4} {:>9.4} {:>6.2} {:>10.2e} {:>10.2e} {:>18} {:>9} {:>8.1} {:>8.1}",
+            r.set,
+            r.dim,
+            r.steps,
+            r.sw.0,
+            r.sw.1,
+            r.sw_ratio(),
+            r.mmd.0,
+            r.mmd.1,
+            nll,
+            r.true_nll.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into()),
+            r.seconds.0,
+            r.seconds.1 + r.seconds.2
+        );
+    }
+    for r in rows.iter().filter(|r| !r.extra.is_empty()) {
+        for (k, v) in &r.extra {
+            println!("{:<13} {k}: {v:.4}", r.set);
+        }
+    }
+    Ok(())
+}

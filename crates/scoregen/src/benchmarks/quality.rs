@@ -1,0 +1,614 @@
+//! The quality benchmark (`scoregen bench quality`): for each built-in data set, train a
+//! model with the trainer's defaults, sample it with the sampler's defaults, and compare the
+//! samples with held-out data of the same law.
+//!
+//! Per set:
+//! * the sliced W1 distance (100 directions) and the unbiased RBF MMD^2 between `n` samples
+//!   and `n` held-out points, each next to its **two-sample floor**: the same statistic
+//!   between two independent held-out sets of the same size, what a perfect model would
+//!   score;
+//! * the held-out negative log-likelihood in nats per dimension, by the probability-flow ODE
+//!   ([`crate::likelihood::model_log_likelihood`], exact divergence), with its standard error
+//!   over rows, next to the true density's NLL where the law has one in closed form (gmm25);
+//!   for digits, bits per dimension of the dequantised pixels (Theis et al. 2016) from
+//!   Hutchinson estimates;
+//! * per set: for gmm25, each mode's share of the samples against its weight (the worst
+//!   relative error, and how many modes miss by more than 30% and by more than 4.5 binomial
+//!   standard errors); for two-spheres, the mean radius of each sphere's samples relative to
+//!   the true radius (1 or 2), the radial spread relative to the radius and the largest
+//!   coordinate of the mean direction (0 for an isotropic law); for digits, the accuracy of a
+//!   softmax-regression classifier trained on real digits, on class-conditional samples and
+//!   on real held-out digits.
+//!
+//! Seeds: the training set is `builtin::load(set, n_train, seed)`, the held-out sets
+//! `seed + 1` and `seed + 2`; digits (a fixed table of 1,797 images) holds out every fifth
+//! row. Training and sampling use `seed`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::benchmarks::mode_counts;
+use crate::classes::{sample_model, ClassChoice};
+use crate::data::builtin;
+use crate::likelihood::{dequantise, model_log_likelihood, Divergence, LikelihoodOptions};
+use crate::metrics::{mmd_rbf, sliced_wasserstein, SlicedOptions};
+use crate::nn::mlp::MlpConfig;
+use crate::nn::train::{load_model_on, train, TrainConfig, TrainSetup};
+use crate::nn::unet::UnetConfig;
+use crate::sample::{standardised_process, SampleOptions, Sampler, SamplerParams};
+use crate::{Error, Result};
+
+/// The sets of the benchmark, in the order of its table.
+pub const QUALITY_SETS: [&str; 7] = [
+    "two-spheres",
+    "gmm25",
+    "moons",
+    "swiss-roll",
+    "checkerboard",
+    "funnel",
+    "digits",
+];
+
+/// Settings of [`run_quality`].
+#[derive(Clone, Debug)]
+pub struct QualityOptions {
+    /// Sets to run (names of [`QUALITY_SETS`]).
+    pub sets: Vec<String>,
+    /// Training points of the synthetic sets.
+    pub n_train: usize,
+    /// Samples and held-out points compared (synthetic sets; digits uses its 359 held-out
+    /// images and as many samples, spread evenly over the classes).
+    pub n_eval: usize,
+    /// Training steps; `None`: the trainer's defaults (4,000 for the MLP, 1,500 for the
+    /// U-Net).
+    pub steps: Option<usize>,
+    /// Reverse steps of the sampler (Euler–Maruyama, the sampler's default).
+    pub sample_steps: usize,
+    /// Held-out rows whose log-likelihood is computed (0: none).
+    pub likelihood_rows: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Where the networks train and run.
+    pub device: Device,
+}
+
+impl Default for QualityOptions {
+    fn default() -> Self {
+        QualityOptions {
+            sets: QUALITY_SETS.iter().map(|s| s.to_string()).collect(),
+            n_train: 20_000,
+            n_eval: 2000,
+            steps: None,
+            sample_steps: 1000,
+            likelihood_rows: 200,
+            seed: 0,
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// One set's results.
+#[derive(Clone, Debug)]
+pub struct QualityRow {
+    /// The set.
+    pub set: String,
+    /// Its dimension.
+    pub dim: usize,
+    /// Training steps done.
+    pub steps: usize,
+    /// Seconds of training, of sampling and of the likelihood.
+    pub seconds: (f64, f64, f64),
+    /// Sliced W1 of the samples to held-out data, and its two-sample floor.
+    pub sw: (f64, f64),
+    /// Unbiased RBF MMD^2 of the samples to held-out data, and the same of a second held-out
+    /// set (its two-sample floor, about 0), with one bandwidth.
+    pub mmd: (f64, f64),
+    /// Held-out NLL per dimension (nats, or bits for digits) and its standard error; `None`
+    /// with `likelihood_rows = 0`.
+    pub nll: Option<(f64, f64)>,
+    /// The true density's NLL per dimension on the same rows, where it is known.
+    pub true_nll: Option<f64>,
+    /// Whether the NLL is in bits per dimension (digits) rather than nats.
+    pub bits: bool,
+    /// Set-specific statistics, `(name, value)`.
+    pub extra: Vec<(String, f64)>,
+}
+
+impl QualityRow {
+    /// Sliced W1 over its floor.
+    pub fn sw_ratio(&self) -> f64 {
+        self.sw.0 / self.sw.1
+    }
+}
+
+fn rows_of(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?)
+}
+
+fn tensor(x: Vec<f64>, d: usize) -> Result<Tensor> {
+    let n = x.len() / d;
+    Ok(Tensor::from_vec(x, (n, d), &Device::Cpu)?)
+}
+
+/// The unbiased MMD^2 of `x` and of `other` to `held`, with one bandwidth (the median
+/// heuristic of the first pair) for both.
+fn mmd_pair(x: &Tensor, other: &Tensor, held: &Tensor) -> Result<(f64, f64)> {
+    let a = mmd_rbf(x, held, None)?;
+    let b = mmd_rbf(other, held, Some(a.bandwidth))?;
+    Ok((a.mmd2_unbiased, b.mmd2_unbiased))
+}
+
+/// Mean and standard error of `v`.
+fn mean_se(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (m, (var / n).sqrt())
+}
+
+/// Runs the benchmark, one set after another, training each model into a subdirectory of
+/// `dir`. `progress(set, stage)` names what is running.
+pub fn run_quality(opts: &QualityOptions, dir: &Path, progress: &mut dyn FnMut(&str, &str)) -> Result<Vec<QualityRow>> {
+    for s in &opts.sets {
+        if !QUALITY_SETS.contains(&s.as_str()) {
+            return Err(Error::invalid(format!(
+                "bench quality: unknown set '{s}' (expected some of: {})",
+                QUALITY_SETS.join(", ")
+            )));
+        }
+    }
+    if opts.n_eval < 2 || opts.n_train < 2 || opts.sample_steps == 0 || opts.steps == Some(0) {
+        return Err(Error::invalid(
+            "bench quality: n-train and n-eval must be >= 2, steps and sample steps >= 1",
+        ));
+    }
+    opts.sets
+        .iter()
+        .map(|s| {
+            if s == "digits" {
+                run_digits(opts, &dir.join(s), progress)
+            } else {
+                run_synthetic(s, opts, &dir.join(s), progress)
+            }
+        })
+        .collect()
+}
+
+fn sampler_opts(opts: &QualityOptions) -> SampleOptions {
+    SampleOptions {
+        steps: opts.sample_steps,
+        seed: opts.seed,
+        ..Default::default()
+    }
+}
+
+fn run_synthetic(
+    set: &str,
+    opts: &QualityOptions,
+    dir: &Path,
+    progress: &mut dyn FnMut(&str, &str),
+) -> Result<QualityRow> {
+    let data = builtin::load(set, Some(opts.n_train), opts.seed)?;
+    let d = data.x.dims2()?.1;
+    let held = builtin::load(set, Some(opts.n_eval), opts.seed + 1)?.x;
+    let other = builtin::load(set, Some(opts.n_eval), opts.seed + 2)?.x;
+    let config = TrainConfig {
+        steps: opts.steps.unwrap_or(TrainConfig::default().steps),
+        seed: opts.seed,
+        ..Default::default()
+    };
+    let setup = TrainSetup {
+        arch: MlpConfig::reference(d).into(),
+        process: standardised_process(d),
+        config,
+        checkpoint_dir: Some(dir),
+        resume: false,
+        device: opts.device.clone(),
+    };
+    progress(set, "train");
+    let t0 = Instant::now();
+    let report = train(&data.x, None, &setup, &mut |_| {})?;
+    let train_s = t0.elapsed().as_secs_f64();
+    let (score, meta) = load_model_on(dir, &opts.device)?;
+    progress(set, "sample");
+    let t0 = Instant::now();
+    let sampler = Sampler::from_name("em", &SamplerParams::default())?;
+    let (x, score) = sample_model(
+        score,
+        &meta.normalisation,
+        &ClassChoice::Null,
+        &sampler,
+        &sampler_opts(opts),
+        opts.n_eval,
+        &mut |_, _, _| {},
+    )?;
+    let x = x.to_dtype(DType::F64)?;
+    let sample_s = t0.elapsed().as_secs_f64();
+    let sw_opts = SlicedOptions::default();
+    let sw = (
+        sliced_wasserstein(&x, &held, &sw_opts)?,
+        sliced_wasserstein(&other, &held, &sw_opts)?,
+    );
+    let mmd = mmd_pair(&x, &other, &held)?;
+    let held_rows = rows_of(&held)?;
+    let k = opts.likelihood_rows.min(opts.n_eval);
+    let mut true_nll = None;
+    let (nll, ll_s) = if k > 0 {
+        progress(set, "likelihood");
+        let t0 = Instant::now();
+        let rows = &held_rows[..k * d];
+        let ll = model_log_likelihood(&score, &meta.normalisation, rows, &LikelihoodOptions::default())?;
+        let per_dim: Vec<f64> = ll.log_p.iter().map(|l| -l / d as f64).collect();
+        if set == "gmm25" {
+            let lp = builtin::gmm25_law().log_prob(rows)?;
+            true_nll = Some(-lp.iter().sum::<f64>() / (k * d) as f64);
+        }
+        (Some(mean_se(&per_dim)), t0.elapsed().as_secs_f64())
+    } else {
+        (None, 0.0)
+    };
+    let xs = rows_of(&x)?;
+    let extra = match set {
+        "gmm25" => gmm25_modes(&xs)?,
+        "two-spheres" => sphere_stats(&xs),
+        _ => Vec::new(),
+    };
+    Ok(QualityRow {
+        set: set.to_string(),
+        dim: d,
+        steps: report.step,
+        seconds: (train_s, sample_s, ll_s),
+        sw,
+        mmd,
+        nll,
+        true_nll,
+        bits: false,
+        extra,
+    })
+}
+
+/// Each mode's share of the samples (points within 3 of a mean, each counted once by the
+/// nearest mean) against its weight: the worst `|share / weight - 1|`, the number of modes
+/// off by more than 30%, and the number off by more than 4.5 binomial standard errors
+/// `sqrt(w (1 - w) / n)`.
+fn gmm25_modes(x: &[f64]) -> Result<Vec<(String, f64)>> {
+    let law = builtin::gmm25_law();
+    let w = law.weights();
+    let counts = mode_counts(x, &law.means(), 3.0);
+    let n = (x.len() / 2) as f64;
+    let (mut worst, mut off30, mut off_se) = (0.0f64, 0usize, 0usize);
+    for (c, w) in counts.iter().zip(&w) {
+        let share = *c as f64 / n;
+        let rel = (share / w - 1.0).abs();
+        worst = worst.max(rel);
+        off30 += usize::from(rel > 0.3);
+        off_se += usize::from((share - w).abs() > 4.5 * (w * (1.0 - w) / n).sqrt());
+    }
+    let inside = counts.iter().sum::<usize>() as f64 / n;
+    Ok(vec![
+        ("worst mode share error".into(), worst),
+        ("modes off by > 30%".into(), off30 as f64),
+        ("modes off by > 4.5 se".into(), off_se as f64),
+        ("share within 3 of a mode".into(), inside),
+    ])
+}
+
+/// Radius statistics of samples of the two spheres (radii 1 and 2, split at 1.5): per sphere
+/// the mean radius over the true one minus 1 and the radial sd over the radius; the largest
+/// coordinate of the mean unit direction (`~ 1/sqrt(n)` for an isotropic law).
+fn sphere_stats(x: &[f64]) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    let mut dir = [0.0; 3];
+    let mut sums = [(0.0, 0.0, 0usize); 2];
+    for p in x.chunks(3) {
+        let r = p.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let k = usize::from(r > 1.5);
+        sums[k].0 += r;
+        sums[k].1 += r * r;
+        sums[k].2 += 1;
+        for j in 0..3 {
+            dir[j] += p[j] / r.max(1e-12);
+        }
+    }
+    for (k, (s, s2, c)) in sums.iter().enumerate() {
+        let c = (*c).max(1) as f64;
+        let mean = s / c;
+        let sd = (s2 / c - mean * mean).max(0.0).sqrt();
+        let r = (k + 1) as f64;
+        out.push((format!("radius {r}: mean / r - 1"), mean / r - 1.0));
+        out.push((format!("radius {r}: sd / r"), sd / r));
+    }
+    let n = (x.len() / 3) as f64;
+    out.push((
+        "mean direction, largest coordinate".into(),
+        dir.iter().map(|v| (v / n).abs()).fold(0.0, f64::max),
+    ));
+    out
+}
+
+fn run_digits(opts: &QualityOptions, dir: &Path, progress: &mut dyn FnMut(&str, &str)) -> Result<QualityRow> {
+    let data = builtin::load("digits", None, opts.seed)?;
+    let (n, d) = data.x.dims2()?;
+    let labels = data
+        .labels
+        .clone()
+        .ok_or_else(|| Error::invalid("digits without labels"))?;
+    let all = rows_of(&data.x)?;
+    let (mut train_x, mut train_y, mut held_x, mut held_y) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let row = &all[i * d..(i + 1) * d];
+        if i % 5 == 0 {
+            held_x.extend_from_slice(row);
+            held_y.push(labels[i]);
+        } else {
+            train_x.extend_from_slice(row);
+            train_y.push(labels[i]);
+        }
+    }
+    let n_held = held_y.len();
+    let (h, w) = data.image_shape.unwrap_or((8, 8));
+    let config = TrainConfig {
+        steps: opts.steps.unwrap_or(1500),
+        batch: 64,
+        lr: 2e-3,
+        seed: opts.seed,
+        ..Default::default()
+    };
+    let setup = TrainSetup {
+        arch: UnetConfig {
+            n_classes: data.n_classes,
+            ..UnetConfig::for_image(h, w)
+        }
+        .into(),
+        process: standardised_process(d),
+        config,
+        checkpoint_dir: Some(dir),
+        resume: false,
+        device: opts.device.clone(),
+    };
+    progress("digits", "train");
+    let t0 = Instant::now();
+    let report = train(&tensor(train_x.clone(), d)?, Some(&train_y), &setup, &mut |_| {})?;
+    let train_s = t0.elapsed().as_secs_f64();
+    let (score, meta) = load_model_on(dir, &opts.device)?;
+    progress("digits", "sample");
+    let t0 = Instant::now();
+    let per_class = n_held.div_ceil(data.n_classes);
+    let sampler = Sampler::from_name("em", &SamplerParams::default())?;
+    let (x, score) = sample_model(
+        score,
+        &meta.normalisation,
+        &ClassChoice::Each { guidance: 0.0 },
+        &sampler,
+        &sampler_opts(opts),
+        per_class,
+        &mut |_, _, _| {},
+    )?;
+    let sample_s = t0.elapsed().as_secs_f64();
+    let xs = rows_of(&x)?;
+    let sample_y: Vec<u32> = (0..data.n_classes as u32)
+        .flat_map(|c| std::iter::repeat_n(c, per_class))
+        .collect();
+    // The floor: real training images against the held-out ones, same count.
+    let real = tensor(train_x[..n_held * d].to_vec(), d)?;
+    let held = tensor(held_x.clone(), d)?;
+    let xs_eval = tensor(xs[..n_held * d].to_vec(), d)?;
+    let sw_opts = SlicedOptions::default();
+    let sw = (
+        sliced_wasserstein(&xs_eval, &held, &sw_opts)?,
+        sliced_wasserstein(&real, &held, &sw_opts)?,
+    );
+    let mmd = mmd_pair(&xs_eval, &real, &held)?;
+    let clf = SoftmaxRegression::fit(&train_x, &train_y, d, data.n_classes);
+    let extra = vec![
+        (
+            "classifier accuracy on real held-out digits".into(),
+            clf.accuracy(&held_x, &held_y),
+        ),
+        (
+            "classifier accuracy on class-conditional samples".into(),
+            clf.accuracy(&xs, &sample_y),
+        ),
+    ];
+    let k = opts.likelihood_rows.min(n_held);
+    let (nll, ll_s) = if k > 0 {
+        progress("digits", "likelihood");
+        let t0 = Instant::now();
+        // Pixels are integers 0..16: dequantise with width 1, so bits/dim = -log p / (d ln 2).
+        let rows = dequantise(&held_x[..k * d], 1.0, opts.seed)?;
+        let lopts = LikelihoodOptions {
+            divergence: Divergence::Hutchinson { probes: 1 },
+            seed: opts.seed,
+            ..Default::default()
+        };
+        let ll = model_log_likelihood(&score, &meta.normalisation, &rows, &lopts)?;
+        let per_dim: Vec<f64> = ll
+            .log_p
+            .iter()
+            .map(|l| -l / (d as f64 * std::f64::consts::LN_2))
+            .collect();
+        (Some(mean_se(&per_dim)), t0.elapsed().as_secs_f64())
+    } else {
+        (None, 0.0)
+    };
+    Ok(QualityRow {
+        set: "digits".into(),
+        dim: d,
+        steps: report.step,
+        seconds: (train_s, sample_s, ll_s),
+        sw,
+        mmd,
+        nll,
+        true_nll: None,
+        bits: true,
+        extra,
+    })
+}
+
+/// Multinomial logistic regression on standardised features, fitted by full-batch gradient
+/// descent on the mean cross-entropy plus `1e-3 |W|^2 / 2`: the simple classifier of the
+/// digits check.
+pub struct SoftmaxRegression {
+    mean: Vec<f64>,
+    sd: Vec<f64>,
+    /// `[k, d + 1]`: weights then bias per class.
+    w: Vec<f64>,
+    d: usize,
+    k: usize,
+}
+
+impl SoftmaxRegression {
+    /// Fits on row-major `x` (`[n, d]`) with labels in `0..k` (500 steps of gradient descent
+    /// with step 0.5; the objective is convex).
+    pub fn fit(x: &[f64], y: &[u32], d: usize, k: usize) -> Self {
+        let n = y.len();
+        let (mean, sd) = crate::data::column_mean_sd(x, d, 0);
+        let sd: Vec<f64> = sd.iter().map(|s| if *s > 1e-12 { *s } else { 1.0 }).collect();
+        let z: Vec<f64> = x
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v - mean[i % d]) / sd[i % d])
+            .collect();
+        let mut m = SoftmaxRegression {
+            mean,
+            sd,
+            w: vec![0.0; k * (d + 1)],
+            d,
+            k,
+        };
+        let mut grad = vec![0.0; k * (d + 1)];
+        let mut p = vec![0.0; k];
+        for _ in 0..500 {
+            grad.iter_mut().for_each(|g| *g = 0.0);
+            for (row, &label) in z.chunks(d).zip(y) {
+                m.probabilities(row, &mut p);
+                for c in 0..k {
+                    let e = p[c] - f64::from(u8::from(c == label as usize));
+                    let g = &mut grad[c * (d + 1)..(c + 1) * (d + 1)];
+                    for j in 0..d {
+                        g[j] += e * row[j];
+                    }
+                    g[d] += e;
+                }
+            }
+            for (i, g) in grad.iter().enumerate() {
+                let l2 = if i % (d + 1) < d { 1e-3 * m.w[i] } else { 0.0 };
+                m.w[i] -= 0.5 * (g / n as f64 + l2);
+            }
+        }
+        m
+    }
+
+    /// Class probabilities of one standardised row.
+    fn probabilities(&self, z: &[f64], p: &mut [f64]) {
+        let d = self.d;
+        for (c, pc) in p.iter_mut().enumerate() {
+            let w = &self.w[c * (d + 1)..(c + 1) * (d + 1)];
+            *pc = w[d] + z.iter().zip(w).map(|(a, b)| a * b).sum::<f64>();
+        }
+        let mx = p.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let s: f64 = p
+            .iter_mut()
+            .map(|v| {
+                *v = (*v - mx).exp();
+                *v
+            })
+            .sum();
+        p.iter_mut().for_each(|v| *v /= s);
+    }
+
+    /// The most probable class of each row of `x` (`[n, d]`, raw features).
+    pub fn predict(&self, x: &[f64]) -> Vec<u32> {
+        let mut p = vec![0.0; self.k];
+        x.chunks(self.d)
+            .map(|row| {
+                let z: Vec<f64> = row
+                    .iter()
+                    .enumerate()
+                    .map(|(j, v)| (v - self.mean[j]) / self.sd[j])
+                    .collect();
+                self.probabilities(&z, &mut p);
+                (0..self.k).max_by(|a, b| p[*a].total_cmp(&p[*b])).unwrap_or(0) as u32
+            })
+            .collect()
+    }
+
+    /// The share of rows of `x` predicted as their label `y`.
+    pub fn accuracy(&self, x: &[f64], y: &[u32]) -> f64 {
+        let pred = self.predict(x);
+        pred.iter().zip(y).filter(|(a, b)| a == b).count() as f64 / y.len().max(1) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_regression_separates_two_gaussian_classes_at_the_bayes_rate() {
+        // Two classes N(-mu, I) and N(mu, I) in 2-D, mu = (1, 0): the Bayes classifier is
+        // sign(x_1), with accuracy Phi(1) = 0.8413. With 4,000 test points the accuracy's sd
+        // is sqrt(0.84 0.16 / 4000) = 0.0058; a fitted linear rule loses little (the
+        // estimated boundary is off by O(1/sqrt(n_train))).
+        let noise = crate::rng::Noise::new(5);
+        let make = |n: usize, s: u64| {
+            let z = noise.normals(crate::rng::stream(crate::rng::Purpose::User, s), n, 2);
+            let y: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
+            let x: Vec<f64> = z
+                .chunks(2)
+                .zip(&y)
+                .flat_map(|(r, &c)| [r[0] + if c == 1 { 1.0 } else { -1.0 }, r[1]])
+                .collect();
+            (x, y)
+        };
+        let (x, y) = make(2000, 0);
+        let (xt, yt) = make(4000, 1);
+        let m = SoftmaxRegression::fit(&x, &y, 2, 2);
+        let acc = m.accuracy(&xt, &yt);
+        assert!((acc - 0.8413).abs() < 4.0 * 0.0058 + 0.005, "accuracy {acc}");
+    }
+
+    #[test]
+    fn sphere_and_mode_statistics_of_exact_samples() {
+        // Exact draws: radii exact (error 0, spread 0), and every gmm25 mode within 4.5 se.
+        let s = builtin::load("two-spheres", Some(4000), 3).unwrap();
+        let st = sphere_stats(&rows_of(&s.x).unwrap());
+        assert!(st[..4].iter().all(|(_, v)| v.abs() < 1e-12), "{st:?}");
+        // Mean direction of 4,000 isotropic unit vectors: each coordinate has sd
+        // sqrt(1/3 / 4000) = 0.0091; the largest of three within 4.5 sd.
+        assert!(st[4].1 < 4.5 * 0.0091, "{st:?}");
+        let g = builtin::load("gmm25", Some(20_000), 4).unwrap();
+        let m = gmm25_modes(&rows_of(&g.x).unwrap()).unwrap();
+        assert_eq!(m[2].1, 0.0, "{m:?}");
+        assert!(m[3].1 > 0.99, "{m:?}");
+    }
+
+    #[test]
+    fn a_short_run_reports_every_statistic() {
+        let dir = std::env::temp_dir().join(format!("scoregen-quality-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let opts = QualityOptions {
+            sets: vec!["moons".into(), "gmm25".into()],
+            n_train: 500,
+            n_eval: 200,
+            steps: Some(30),
+            sample_steps: 20,
+            likelihood_rows: 10,
+            ..Default::default()
+        };
+        let rows = run_quality(&opts, &dir, &mut |_, _| {}).unwrap();
+        assert_eq!(rows.len(), 2);
+        for r in &rows {
+            assert!(r.sw.0 > 0.0 && r.sw.1 > 0.0 && r.nll.unwrap().0.is_finite(), "{r:?}");
+        }
+        assert!(rows[1].true_nll.unwrap() > 0.0 && rows[1].extra.len() == 4);
+        let bad = QualityOptions {
+            sets: vec!["nope".into()],
+            ..opts
+        };
+        assert!(run_quality(&bad, &dir, &mut |_, _| {}).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
