@@ -10,6 +10,8 @@
 //!   image prior.
 //! * [`demo`]: the two-sample noise floor of the sliced Wasserstein distance and the
 //!   sampler comparison of `scoregen demo`.
+//! * [`stats`]: percentile bootstrap and Wilson intervals and paired win shares, to rank
+//!   methods over a benchmark's problems.
 //!
 //! Shared helpers: [`median`], [`mean_sd`], [`mode_counts`], and the full-covariance
 //! variant of the 25-component prior, [`full_cov_grid25`] (`scoregen bench sample`).
@@ -19,6 +21,7 @@ pub mod digits;
 pub mod gmm;
 pub mod impute_gauss;
 pub mod quality;
+pub mod stats;
 
 use crate::rng::{stream, Noise, Purpose};
 use crate::score::{Covariance, GaussianMixture};
