@@ -53,7 +53,7 @@ use crate::solve::prior_score;
 use crate::{Error, Result};
 
 /// The methods of `all`: those that take any (dense) operator.
-pub const GMM_METHODS: [&str; 7] = ["mcgdiff", "tds", "dcps", "dps", "pigdm", "tmpd", "ddrm"];
+pub const GMM_METHODS: [&str; 8] = ["mcgdiff", "tds", "dcps", "dps", "pigdm", "pigdm-score", "tmpd", "ddrm"];
 
 /// The stream index of the exact posterior samples of problem 0's figure.
 const FIGURE_INDEX: u64 = 9999;
@@ -811,7 +811,7 @@ mod tests {
 
     #[test]
     fn methods_are_checked() {
-        assert_eq!(gmm_methods("all").unwrap().len(), 7);
+        assert_eq!(gmm_methods("all").unwrap().len(), 8);
         assert_eq!(gmm_methods("dps, ddrm").unwrap().len(), 2);
         assert!(gmm_methods("replacement").is_err());
         assert!(gmm_methods("nope").is_err());
