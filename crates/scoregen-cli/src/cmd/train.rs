@@ -40,7 +40,7 @@ pub struct TrainArgs {
     /// Points drawn from a synthetic built-in set.
     #[arg(long, default_value_t = 10_000)]
     pub n: usize,
-    /// Network output: eps, score or x0.
+    /// Network output: eps, score, x0 or edm (Karras et al. 2022: preconditioned input, log-sigma time, skip connection to the denoiser).
     #[arg(long, default_value = "eps")]
     pub param: String,
     /// Network: mlp or unet [default: unet for images (builtin:digits, --image-shape), else mlp].
@@ -76,7 +76,7 @@ pub struct TrainArgs {
     /// geometric ladder of 10 noise levels); ssm, esm and ncsn need the MLP.
     #[arg(long, default_value = "dsm")]
     pub loss: String,
-    /// Training-time sampling: uniform, logsnr or mixed.
+    /// Training-time sampling: uniform, logsnr, mixed or lognormal (EDM: ln sigma ~ N(-1.2, 1.2^2)).
     #[arg(long, default_value = "mixed")]
     pub time_sampling: String,
     /// The forward process: ou (constant rate, horizon from the data's dimension), vp (DDPM's

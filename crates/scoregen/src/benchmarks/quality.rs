@@ -35,7 +35,8 @@ use crate::data::builtin;
 use crate::likelihood::{dequantise, model_log_likelihood, Divergence, LikelihoodOptions};
 use crate::metrics::{mmd_rbf, sliced_wasserstein, SlicedOptions};
 use crate::nn::mlp::MlpConfig;
-use crate::nn::train::{load_model_on, train, TrainConfig, TrainSetup};
+use crate::nn::train::{load_model_on, train, TimeSampling, TrainConfig, TrainSetup};
+use crate::score::Parametrisation;
 use crate::nn::unet::UnetConfig;
 use crate::sample::{standardised_process, SampleOptions, Sampler, SamplerParams};
 use crate::{Error, Result};
@@ -72,6 +73,10 @@ pub struct QualityOptions {
     pub seed: u64,
     /// Where the networks train and run.
     pub device: Device,
+    /// What the networks output (the trainer's default: eps).
+    pub param: Parametrisation,
+    /// How training times are drawn (the trainer's default: mixed).
+    pub time_sampling: TimeSampling,
 }
 
 impl Default for QualityOptions {
@@ -85,6 +90,8 @@ impl Default for QualityOptions {
             likelihood_rows: 200,
             seed: 0,
             device: Device::Cpu,
+            param: Parametrisation::Eps,
+            time_sampling: TimeSampling::Mixed,
         }
     }
 }
@@ -197,10 +204,15 @@ fn run_synthetic(
     let config = TrainConfig {
         steps: opts.steps.unwrap_or(TrainConfig::default().steps),
         seed: opts.seed,
+        time_sampling: opts.time_sampling,
         ..Default::default()
     };
     let setup = TrainSetup {
-        arch: MlpConfig::reference(d).into(),
+        arch: MlpConfig {
+            param: opts.param,
+            ..MlpConfig::reference(d)
+        }
+        .into(),
         process: standardised_process(d),
         config,
         checkpoint_dir: Some(dir),
@@ -354,11 +366,13 @@ fn run_digits(opts: &QualityOptions, dir: &Path, progress: &mut dyn FnMut(&str, 
         batch: 64,
         lr: 2e-3,
         seed: opts.seed,
+        time_sampling: opts.time_sampling,
         ..Default::default()
     };
     let setup = TrainSetup {
         arch: UnetConfig {
             n_classes: data.n_classes,
+            param: opts.param,
             ..UnetConfig::for_image(h, w)
         }
         .into(),

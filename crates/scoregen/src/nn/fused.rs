@@ -34,7 +34,7 @@ use rayon::prelude::*;
 
 use super::mlp::{Mlp, MlpConfig};
 pub use super::optim::AdamWStep;
-use crate::score::Parametrisation;
+use crate::score::{tweedie, Parametrisation};
 use crate::{Error, Result};
 
 /// Rows per chunk of a training step (fixed: the gradient's summation order depends on it).
@@ -786,14 +786,17 @@ fn backward_chunk<T: Real>(
 }
 
 /// One mini-batch of the denoising score-matching loss (see [`super::loss`]): per row `i`,
-/// `x_t = m_i x_0 + s_i eps`, the network at `tau_i`, and the residual in the network's
-/// parametrisation (`eps`: `f - eps`; `x0`: `f - x_0`; `score`: `s_i f + eps`).
+/// `x_t = m_i x_0 + s_i eps`, the network at `c_i x_t` and `tau_i`, and the residual in the
+/// network's parametrisation (`eps`: `f - eps`; `x0`: `f - x_0`; `score`: `s_i f + eps`;
+/// `edm`: `f - (s_i x_0 - m_i eps) / kappa_i`), all from [`tweedie::dsm_coefficients`] and
+/// [`tweedie::net_input_scale`].
 pub struct DsmBatch<'a, T> {
     /// Clean rows `[n, d]`.
     pub x0: &'a [T],
     /// Noise `[n, d]`.
     pub eps: &'a [T],
-    /// `m(t_i)`, `s(t_i)` and `tau_i = t_i / T` per row.
+    /// `m(t_i)`, `s(t_i)` and the network's time input `tau_i` ([`tweedie::net_time`]) per
+    /// row.
     pub m: &'a [T],
     /// See `m`.
     pub s: &'a [T],
@@ -871,26 +874,29 @@ impl<T: Real> DsmEngine<T> {
             ws.rows = rows;
             let span = r0 * d..(r0 + rows) * d;
             let (x0, eps) = (&b.x0[span.clone()], &b.eps[span.clone()]);
+            // Per row: the network's input `c (m x_0 + s eps)` and the residual's coefficients
+            // ([`tweedie::net_input_scale`], [`tweedie::dsm_coefficients`]).
+            let mut coef = Vec::with_capacity(rows);
             for i in 0..rows {
                 let (m, s) = (b.m[r0 + i], b.s[r0 + i]);
+                let (mf, sf) = (m.to_f64(), s.to_f64());
+                let c = T::from_f64(tweedie::net_input_scale(param, mf, sf));
+                let k = tweedie::dsm_coefficients(param, mf, sf);
+                coef.push((T::from_f64(k.weight), T::from_f64(k.target_x0), T::from_f64(k.target_eps)));
+                let (cm, cs) = (c * m, c * s);
                 let f = &mut ws.feats[i * win..i * win + d];
                 for j in 0..d {
-                    f[j] = m * x0[i * d + j] + s * eps[i * d + j];
+                    f[j] = cm * x0[i * d + j] + cs * eps[i * d + j];
                 }
             }
             let cl = b.classes.map(|k| &k[r0..r0 + rows]);
             forward_chunk(layout, p, freqs, ws, &b.tau[r0..r0 + rows], cl);
             let mut loss = 0.0f64;
-            for i in 0..rows {
-                let s = b.s[r0 + i];
+            for (i, &(alpha, tx, te)) in coef.iter().enumerate() {
                 for j in 0..d {
                     let k = i * d + j;
                     let f = ws.out[k];
-                    let (r, alpha) = match param {
-                        Parametrisation::Eps => (f - eps[k], T::ONE),
-                        Parametrisation::X0 => (f - x0[k], T::ONE),
-                        Parametrisation::Score => (s * f + eps[k], s),
-                    };
+                    let r = alpha * (f - tx * x0[k] - te * eps[k]);
                     let w = b.observed.map_or(T::ONE, |o| o[r0 * d + k]);
                     let wr = w * r;
                     loss += (wr * r).to_f64();
@@ -929,24 +935,23 @@ impl<T: Real> DsmEngine<T> {
 pub fn dsm_loss<T: Real>(net: &FusedMlp<T>, b: &DsmBatch<T>) -> Result<f64> {
     let d = net.config().dim;
     let n = b.tau.len();
+    let param = net.config().param;
     let mut xt = vec![T::ZERO; n * d];
     for i in 0..n {
+        let c = T::from_f64(tweedie::net_input_scale(param, b.m[i].to_f64(), b.s[i].to_f64()));
         for j in 0..d {
-            xt[i * d + j] = b.m[i] * b.x0[i * d + j] + b.s[i] * b.eps[i * d + j];
+            xt[i * d + j] = c * (b.m[i] * b.x0[i * d + j] + b.s[i] * b.eps[i * d + j]);
         }
     }
     let mut out = vec![T::ZERO; n * d];
     net.forward(&xt, b.tau, b.classes, &mut out)?;
     let (mut sum, mut count) = (0.0, 0.0);
     for i in 0..n {
+        let dc = tweedie::dsm_coefficients(param, b.m[i].to_f64(), b.s[i].to_f64());
         for j in 0..d {
             let k = i * d + j;
             let f = out[k].to_f64();
-            let r = match net.config().param {
-                Parametrisation::Eps => f - b.eps[k].to_f64(),
-                Parametrisation::X0 => f - b.x0[k].to_f64(),
-                Parametrisation::Score => b.s[i].to_f64() * f + b.eps[k].to_f64(),
-            };
+            let r = dc.weight * (f - dc.target_x0 * b.x0[k].to_f64() - dc.target_eps * b.eps[k].to_f64());
             let w = b.observed.map_or(1.0, |o| o[k].to_f64());
             sum += w * r * r;
             count += w;
@@ -1074,13 +1079,14 @@ mod tests {
     fn batch<'a>(
         c: &'a Case,
         p: &Process,
+        param: Parametrisation,
         m: &'a mut Vec<f64>,
         s: &'a mut Vec<f64>,
         tau: &'a mut Vec<f64>,
     ) -> DsmBatch<'a, f64> {
         *m = c.t.iter().map(|&t| p.m(t)).collect();
         *s = c.t.iter().map(|&t| p.s(t)).collect();
-        *tau = c.t.iter().map(|&t| t / p.t_max()).collect();
+        *tau = c.t.iter().map(|&t| tweedie::net_time(param, p, t)).collect();
         DsmBatch {
             x0: &c.x0,
             eps: &c.eps,
@@ -1101,18 +1107,22 @@ mod tests {
     #[test]
     fn dsm_gradient_matches_candle_autograd() {
         let dev = Device::Cpu;
-        let p = Process::ou(2.0, 5.0);
         let n = TRAIN_CHUNK + 37;
-        for (param, k, masked) in [
-            (Parametrisation::Eps, 0, false),
-            (Parametrisation::Score, 2, false),
-            (Parametrisation::X0, 0, true),
-            (Parametrisation::Eps, 3, true),
+        let (ou, ve) = (Process::ou(2.0, 5.0), Process::ve(0.01, 20.0));
+        for (param, k, masked, p) in [
+            (Parametrisation::Eps, 0, false, &ou),
+            (Parametrisation::Score, 2, false, &ou),
+            (Parametrisation::X0, 0, true, &ou),
+            (Parametrisation::Eps, 3, true, &ou),
+            (Parametrisation::Edm, 2, true, &ou),
+            (Parametrisation::Edm, 0, false, &ve),
         ] {
             let cfg = config(param, k);
             let net = Mlp::new(cfg.clone(), 5, DType::F64, &dev).unwrap();
             let fused = FusedMlp::<f64>::from_mlp(&net).unwrap();
-            let c = case(n, cfg.dim, k, masked);
+            let mut c = case(n, cfg.dim, k, masked);
+            // The case's times are on [0.01, 4.01], for a horizon of 5.
+            c.t.iter_mut().for_each(|t| *t *= p.t_max() / 5.0);
             let tens = |v: &[f64], cols| Tensor::from_vec(v.to_vec(), (n, cols), &dev).unwrap();
             let (x0, eps) = (tens(&c.x0, cfg.dim), tens(&c.eps, cfg.dim));
             let cl = c
@@ -1120,8 +1130,8 @@ mod tests {
                 .as_ref()
                 .map(|c| Tensor::from_vec(c.clone(), n, &dev).unwrap());
             let loss = match &c.mask {
-                Some(mk) => masked_dsm_loss(&net, &p, &x0, &c.t, &eps, cl.as_ref(), &tens(mk, cfg.dim)),
-                None => candle_dsm(&net, &p, &x0, &c.t, &eps, cl.as_ref()),
+                Some(mk) => masked_dsm_loss(&net, p, &x0, &c.t, &eps, cl.as_ref(), &tens(mk, cfg.dim)),
+                None => candle_dsm(&net, p, &x0, &c.t, &eps, cl.as_ref()),
             }
             .unwrap();
             let want_loss = loss.to_scalar::<f64>().unwrap();
@@ -1140,7 +1150,7 @@ mod tests {
                 })
                 .collect();
             let (mut m, mut s, mut tau) = (vec![], vec![], vec![]);
-            let b = batch(&c, &p, &mut m, &mut s, &mut tau);
+            let b = batch(&c, p, param, &mut m, &mut s, &mut tau);
             let mut eng = DsmEngine::<f64>::new(&cfg);
             let mut g = vec![0.0; fused.params.len()];
             let got_loss = eng.loss_grad(&fused.params, &b, &mut g).unwrap();
@@ -1167,7 +1177,7 @@ mod tests {
         let n = 9;
         let c = case(n, cfg.dim, 2, true);
         let (mut m, mut s, mut tau) = (vec![], vec![], vec![]);
-        let b = batch(&c, &p, &mut m, &mut s, &mut tau);
+        let b = batch(&c, &p, Parametrisation::Eps, &mut m, &mut s, &mut tau);
         let mut eng = DsmEngine::<f64>::new(&cfg);
         let mut g = vec![0.0; fused.params.len()];
         eng.loss_grad(&fused.params, &b, &mut g).unwrap();

@@ -6,12 +6,15 @@
 //! | `eps` | `|f - eps|^2` | `s(t)^2` |
 //! | `score` | `|s(t) f + eps|^2` | `s(t)^2` (NCSN's `lambda = sigma^2`, Song & Ermon 2019) |
 //! | `x0` | `|f - x_0|^2` | `s(t)^4 / m(t)^2` |
+//! | `edm` | `|f - (s x_0 - m eps) / kappa|^2`, input `x_t / kappa`, `kappa^2 = s^2 + m^2` | `s(t)^2 kappa^2 / m(t)^2` (Karras et al. 2022's `lambda(sigma)`) |
+//!
+//! The per-parametrisation coefficients are [`crate::score::tweedie`]'s.
 
 use candle_core::Tensor;
 
 use super::network::ScoreNet;
 use crate::process::Process;
-use crate::score::Parametrisation;
+use crate::score::{tweedie, Parametrisation};
 use crate::Result;
 
 /// Per-sample `m(t)` and `s(t)` as `[n, 1]` tensors of `like`'s dtype and device.
@@ -24,11 +27,18 @@ pub fn coefficients(process: &Process, t: &[f64], like: &Tensor) -> Result<(Tens
     Ok((mk(m)?, mk(s)?))
 }
 
-/// The networks' normalised times `tau = t / T` of the per-row times `t`, as an `[n, 1]`
-/// tensor of `like`'s dtype and device.
-pub fn taus(process: &Process, t: &[f64], like: &Tensor) -> Result<Tensor> {
-    let tau: Vec<f64> = t.iter().map(|t| t / process.t_max()).collect();
+/// The networks' time inputs of the per-row times `t` in parametrisation `param`
+/// ([`tweedie::net_time`]: `t / T`, or EDM's `ln(sigma) / 4`), as an `[n, 1]` tensor of
+/// `like`'s dtype and device.
+pub fn taus(process: &Process, param: Parametrisation, t: &[f64], like: &Tensor) -> Result<Tensor> {
+    let tau: Vec<f64> = t.iter().map(|&t| tweedie::net_time(param, process, t)).collect();
     Ok(Tensor::from_vec(tau, (t.len(), 1), like.device())?.to_dtype(like.dtype())?)
+}
+
+/// Per-row `[n, 1]` columns of `f(m(t), s(t))` for the times `t`, of `like`'s dtype and device.
+fn per_row(process: &Process, t: &[f64], like: &Tensor, f: impl Fn(f64, f64) -> f64) -> Result<Tensor> {
+    let v: Vec<f64> = t.iter().map(|&t| f(process.m(t), process.s(t))).collect();
+    Ok(Tensor::from_vec(v, (t.len(), 1), like.device())?.to_dtype(like.dtype())?)
 }
 
 /// The mean denoising score-matching loss of `net` on clean data `x0` (`[n, d]`) at times
@@ -76,15 +86,18 @@ fn dsm_residual<N: ScoreNet + ?Sized>(
     eps: &Tensor,
     classes: Option<&Tensor>,
 ) -> Result<Tensor> {
+    let param = net.param();
+    // The network's input `c (m x_0 + s eps)` ([`tweedie::net_input_scale`]).
     let (m, s) = coefficients(process, t, x0)?;
-    let xt = (x0.broadcast_mul(&m)? + eps.broadcast_mul(&s)?)?;
-    let out = net.forward(&xt, &taus(process, t, x0)?, classes)?;
-    let resid = match net.param() {
-        Parametrisation::Eps => (out - eps)?,
-        Parametrisation::X0 => (out - x0)?,
-        Parametrisation::Score => (out.broadcast_mul(&s)? + eps)?,
+    let c = per_row(process, t, x0, |m, s| tweedie::net_input_scale(param, m, s))?;
+    let xt = (x0.broadcast_mul(&m)? + eps.broadcast_mul(&s)?)?.broadcast_mul(&c)?;
+    let out = net.forward(&xt, &taus(process, param, t, x0)?, classes)?;
+    // `weight (f - target_x0 x_0 - target_eps eps)` ([`tweedie::dsm_coefficients`]).
+    let k = |f: fn(&tweedie::DsmCoefficients) -> f64| {
+        per_row(process, t, x0, |m, s| f(&tweedie::dsm_coefficients(param, m, s)))
     };
-    Ok(resid)
+    let target = (x0.broadcast_mul(&k(|c| c.target_x0)?)? + eps.broadcast_mul(&k(|c| c.target_eps)?)?)?;
+    Ok((out - target)?.broadcast_mul(&k(|c| c.weight)?)?)
 }
 
 #[cfg(test)]

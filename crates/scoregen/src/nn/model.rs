@@ -110,18 +110,6 @@ impl Engine {
     }
 }
 
-/// `score = a f + b x` per parametrisation of the output `f` (Tweedie, [`tweedie`]):
-/// eps: `(-1/s, 0)`; score: `(1, 0)`; x0: `(m / s^2, -1 / s^2)`.
-fn score_coefficients(param: crate::score::Parametrisation, process: &Process, t: f64) -> (f64, f64) {
-    use crate::score::Parametrisation as P;
-    let (m, s) = (process.m(t), process.s(t));
-    match param {
-        P::Eps => (-1.0 / s, 0.0),
-        P::Score => (1.0, 0.0),
-        P::X0 => (m / (s * s), -1.0 / (s * s)),
-    }
-}
-
 impl LearnedScore {
     /// The unconditional score of `net` (the null class if the network has classes).
     pub fn new(net: impl Into<Network>, process: Process) -> Self {
@@ -166,9 +154,18 @@ impl LearnedScore {
         let (n, d) = x.dims2()?;
         let xv = T::tensor_values(x)?;
         let vv = v.map(T::tensor_values).transpose()?;
-        let tau = vec![T::from_f64(t / self.process.t_max()); n];
-        let (a, b) = score_coefficients(self.net.param(), &self.process, t);
+        let param = self.net.param();
+        let tau = vec![T::from_f64(tweedie::net_time(param, &self.process, t)); n];
         let (m, s) = (self.process.m(t), self.process.s(t));
+        let (a, b) = tweedie::score_coefficients(param, m, s);
+        // The network sees `c x` (EDM's `c_in`; 1 otherwise), so its input VJP carries `c`.
+        let c = tweedie::net_input_scale(param, m, s);
+        let xin: Vec<T> = if c == 1.0 {
+            xv.clone()
+        } else {
+            let ct = T::from_f64(c);
+            xv.iter().map(|&x| ct * x).collect()
+        };
         let mut score = vec![T::ZERO; n * d];
         let mut vjp = vv.as_ref().map(|_| vec![T::ZERO; n * d]);
         let (mut out, mut dx, mut u) = (vec![T::ZERO; n * d], vec![T::ZERO; n * d], vec![]);
@@ -176,15 +173,15 @@ impl LearnedScore {
             let classes = class.map(|c| vec![c; n]);
             match (&vv, vjp.as_mut()) {
                 (Some(vv), Some(acc)) => {
-                    let k = T::from_f64(g * s * s * a / m);
+                    let k = T::from_f64(g * s * s * a * c / m);
                     u.clear();
                     u.extend(vv.iter().map(|&v| k * v));
-                    f.vjp_input(&xv, &tau, classes.as_deref(), &u, &mut out, &mut dx)?;
+                    f.vjp_input(&xin, &tau, classes.as_deref(), &u, &mut out, &mut dx)?;
                     for (acc, &dx) in acc.iter_mut().zip(&dx) {
                         *acc += dx;
                     }
                 }
-                _ => f.forward(&xv, &tau, classes.as_deref(), &mut out)?,
+                _ => f.forward(&xin, &tau, classes.as_deref(), &mut out)?,
             }
             let (ga, gb) = (T::from_f64(g * a), T::from_f64(g * b));
             for ((sc, &o), &x) in score.iter_mut().zip(&out).zip(&xv) {
@@ -242,13 +239,16 @@ impl LearnedScore {
         let n = x.dims()[0];
         let dtype = self.net.vars()[0].dtype();
         let xin = x.to_dtype(dtype)?;
-        let tau = Tensor::full(t / self.process.t_max(), (n, 1), x.device())?.to_dtype(dtype)?;
+        let param = self.net.param();
+        let c = tweedie::net_input_scale(param, self.process.m(t), self.process.s(t));
+        let tau = Tensor::full(tweedie::net_time(param, &self.process, t), (n, 1), x.device())?.to_dtype(dtype)?;
         let classes = match class {
             Some(c) => Some(Tensor::full(c, n, x.device())?),
             None => None,
         };
-        let out = self.net.forward(&xin, &tau, classes.as_ref())?;
-        tweedie::to_score(self.net.param(), &self.process, t, &xin, &out)
+        let scaled = if c == 1.0 { xin.clone() } else { xin.affine(c, 0.0)? };
+        let out = self.net.forward(&scaled, &tau, classes.as_ref())?;
+        tweedie::to_score(param, &self.process, t, &xin, &out)
     }
 }
 
@@ -338,7 +338,6 @@ mod tests {
     #[test]
     fn engine_matches_candle_score_and_vjp() {
         let dev = Device::Cpu;
-        let p = Process::ou(2.0, 5.0);
         let noise = Noise::new(8);
         let (n, d) = (300, 3);
         let x = noise
@@ -347,10 +346,14 @@ mod tests {
         let v = noise
             .normal_tensor(stream(Purpose::User, 1), n, d, DType::F64, &dev)
             .unwrap();
-        for (param, classes) in [
-            (Parametrisation::Eps, 0),
-            (Parametrisation::X0, 2),
-            (Parametrisation::Score, 3),
+        // EDM's input scale is 1 on a VP process (OU) and not on VE.
+        for (param, classes, p) in [
+            (Parametrisation::Eps, 0, Process::ou(2.0, 5.0)),
+            (Parametrisation::X0, 2, Process::ou(2.0, 5.0)),
+            (Parametrisation::Score, 3, Process::ou(2.0, 5.0)),
+            (Parametrisation::Edm, 2, Process::ou(2.0, 5.0)),
+            (Parametrisation::Edm, 0, Process::ve(0.01, 20.0)),
+            (Parametrisation::Eps, 2, Process::ve(0.01, 20.0)),
         ] {
             let cfg = MlpConfig {
                 hidden: 32,
@@ -372,7 +375,7 @@ mod tests {
             }
             for (fast, reference) in &pairs {
                 assert!(fast.engine.is_some() && reference.engine.is_none());
-                for t in [0.01, 0.7, 4.0] {
+                for t in [0.002, 0.14, 0.8].map(|u| u * p.t_max()) {
                     let e = max_rel(&fast.score(t, &x).unwrap(), &reference.score(t, &x).unwrap());
                     assert!(e < 1e-12, "{param:?} t={t}: score {e}");
                     let (a0, ag) = fast.denoise_vjp(t, &x, &v).unwrap();
@@ -386,7 +389,10 @@ mod tests {
             }
         }
         // f32 input to an f64 network comes back as f32.
-        let s = LearnedScore::new(Mlp::new(MlpConfig::reference(d), 1, DType::F64, &dev).unwrap(), p);
+        let s = LearnedScore::new(
+            Mlp::new(MlpConfig::reference(d), 1, DType::F64, &dev).unwrap(),
+            Process::ou(2.0, 5.0),
+        );
         let x32 = x.to_dtype(DType::F32).unwrap();
         assert_eq!(s.score(0.5, &x32).unwrap().dtype(), DType::F32);
     }

@@ -36,7 +36,7 @@ use super::mlp::Mlp;
 use super::network::Network;
 use crate::process::Process;
 use crate::rng::{stream, Noise, Purpose};
-use crate::score::Parametrisation;
+use crate::score::{tweedie, Parametrisation};
 use crate::{Error, Result};
 
 /// A score model `s_theta(t, x)` whose JVPs `(∂s/∂x) v` are explicit tensor ops, so that
@@ -69,15 +69,14 @@ impl TangentScore for Mlp {
     }
 
     fn score_rows(&self, process: &Process, t: &[f64], x: &Tensor, classes: Option<&Tensor>) -> Result<Tensor> {
-        let out = self.forward(x, &taus(process, t, x)?, classes)?;
-        let (m, s) = coefficients(process, t, x)?;
-        Ok(match self.config.param {
-            Parametrisation::Score => out,
-            Parametrisation::Eps => out.broadcast_div(&s)?.neg()?,
-            Parametrisation::X0 => (out.broadcast_mul(&m)? - x)?.broadcast_div(&s.sqr()?)?,
-        })
+        let param = self.config.param;
+        let (a, b, c) = mlp_coefficients(process, param, t, x)?;
+        let out = self.forward(&x.broadcast_mul(&c)?, &taus(process, param, t, x)?, classes)?;
+        Ok((out.broadcast_mul(&a)? + x.broadcast_mul(&b)?)?)
     }
 
+    /// With the network's input `c x`: `score = a f(c x) + b x` and
+    /// `(∂score/∂x) v = a c J_f(c x) v + b v` ([`tweedie::score_coefficients`]).
     fn score_jvp(
         &self,
         process: &Process,
@@ -90,22 +89,35 @@ impl TangentScore for Mlp {
         if t.len() != n {
             return Err(Error::invalid(format!("{} times for {n} points", t.len())));
         }
-        let (out, jv) = mlp_jvp(self, x, &taus(process, t, x)?, classes, v)?;
-        let (m, s) = coefficients(process, t, x)?;
-        Ok(match self.config.param {
-            Parametrisation::Score => (out, jv),
-            Parametrisation::Eps => {
-                let minus_inv_s = s.recip()?.neg()?;
-                (out.broadcast_mul(&minus_inv_s)?, jv.broadcast_mul(&minus_inv_s)?)
-            }
-            Parametrisation::X0 => {
-                let inv_s2 = s.sqr()?.recip()?;
-                let score = (out.broadcast_mul(&m)? - x)?.broadcast_mul(&inv_s2)?;
-                let j = (jv.broadcast_mul(&m)? - v)?.broadcast_mul(&inv_s2)?;
-                (score, j)
-            }
-        })
+        let param = self.config.param;
+        let (a, b, c) = mlp_coefficients(process, param, t, x)?;
+        let (out, jv) = mlp_jvp(
+            self,
+            &x.broadcast_mul(&c)?,
+            &taus(process, param, t, x)?,
+            classes,
+            &v.broadcast_mul(&c)?,
+        )?;
+        let score = (out.broadcast_mul(&a)? + x.broadcast_mul(&b)?)?;
+        let j = (jv.broadcast_mul(&a)? + v.broadcast_mul(&b)?)?;
+        Ok((score, j))
     }
+}
+
+/// Per-row `[n, 1]` columns `(a, b, c)`: `score = a f + b x` ([`tweedie::score_coefficients`])
+/// and the network's input scale `c` ([`tweedie::net_input_scale`]).
+fn mlp_coefficients(process: &Process, param: Parametrisation, t: &[f64], like: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    let n = t.len();
+    let (mut a, mut b, mut c) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for &t in t {
+        let (m, s) = (process.m(t), process.s(t));
+        let (ai, bi) = tweedie::score_coefficients(param, m, s);
+        a.push(ai);
+        b.push(bi);
+        c.push(tweedie::net_input_scale(param, m, s));
+    }
+    let col = |v: Vec<f64>| -> Result<Tensor> { Ok(Tensor::from_vec(v, (n, 1), like.device())?.to_dtype(like.dtype())?) };
+    Ok((col(a)?, col(b)?, col(c)?))
 }
 
 /// The energy network's score `grad_x f(t / T, x)` (classes are not supported and ignored).
@@ -115,7 +127,8 @@ impl TangentScore for EnergyNet {
     }
 
     fn score_rows(&self, process: &Process, t: &[f64], x: &Tensor, _classes: Option<&Tensor>) -> Result<Tensor> {
-        Ok(self.grad(x, &taus(process, t, x)?)?.1)
+        // Energy networks take `t / T` (the time input of every parametrisation but EDM).
+        Ok(self.grad(x, &taus(process, Parametrisation::Score, t, x)?)?.1)
     }
 
     fn score_jvp(
@@ -126,7 +139,7 @@ impl TangentScore for EnergyNet {
         _classes: Option<&Tensor>,
         v: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
-        let (_, g, hv) = self.grad_hvp(x, &taus(process, t, x)?, v)?;
+        let (_, g, hv) = self.grad_hvp(x, &taus(process, Parametrisation::Score, t, x)?, v)?;
         Ok((g, hv))
     }
 }
@@ -600,6 +613,50 @@ mod tests {
         let ssm = scalar(&ssm_loss(&net, &process, &x0, &t, &eps, &v, SsmEstimator::VarianceReduced, None).unwrap());
         let esm = scalar(&esm_loss(&net, &process, &x0, &t, &eps, None).unwrap());
         assert!((ssm - esm).abs() < 1e-12 * esm.abs().max(1.0), "{ssm} vs {esm}");
+    }
+
+    /// The MLP's score and JVPs as a [`TangentScore`] against central differences of the score
+    /// and against the sampler's [`crate::nn::LearnedScore`], for every parametrisation, on VE
+    /// (where EDM's input scale is not 1) and OU.
+    #[test]
+    fn tangent_score_matches_differences_and_the_learned_score() {
+        use crate::score::Score;
+        let d = 3;
+        let x = normals(0, 4, d);
+        let v = normals(1, 4, d);
+        for p in [Process::ve(0.01, 20.0), Process::ou(2.0, 5.0)] {
+            let t: Vec<f64> = [0.01, 0.2, 0.5, 0.9].iter().map(|u| u * p.t_max()).collect();
+            for param in [Parametrisation::Eps, Parametrisation::Score, Parametrisation::X0, Parametrisation::Edm] {
+                let cfg = MlpConfig {
+                    dim: d,
+                    hidden: 8,
+                    depth: 2,
+                    fourier: 4,
+                    n_classes: 0,
+                    param,
+                };
+                let net = Mlp::new(cfg.clone(), 4, DType::F64, &Device::Cpu).unwrap();
+                let (sc, jv) = net.score_jvp(&p, &t, &x, None, &v).unwrap();
+                let h = 1e-5;
+                let at = |e: f64| net.score_rows(&p, &t, &(&x + (&v * e).unwrap()).unwrap(), None).unwrap();
+                let fd = ((at(h) - at(-h)).unwrap() / (2.0 * h)).unwrap();
+                let err = |a: &Tensor, b: &Tensor| -> f64 {
+                    let scale = scalar(&b.abs().unwrap().max_all().unwrap()).max(1.0);
+                    scalar(&(a - b).unwrap().abs().unwrap().max_all().unwrap()) / scale
+                };
+                assert!(err(&jv, &fd) < 1e-6, "{param:?} {p:?}: jvp {}", err(&jv, &fd));
+                // Row by row, the sampler's score at the same time.
+                // The same weights (same seed).
+                let twin = Mlp::new(cfg, 4, DType::F64, &Device::Cpu).unwrap();
+                let learned = crate::nn::LearnedScore::new(twin, p.clone()).without_engine();
+                for (i, &ti) in t.iter().enumerate() {
+                    let xi = x.narrow(0, i, 1).unwrap();
+                    let want = learned.score(ti, &xi).unwrap();
+                    let e = err(&sc.narrow(0, i, 1).unwrap(), &want);
+                    assert!(e < 1e-12, "{param:?} {p:?} t={ti}: score {e}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -38,6 +38,7 @@ use crate::error::{excerpt, number, one_line};
 use crate::io::write_atomic;
 use crate::process::Process;
 use crate::rng::{stream, Noise, Purpose};
+use crate::score::tweedie;
 use crate::{Error, Result};
 
 /// How training times are drawn on `[t_min, T]`.
@@ -50,6 +51,9 @@ pub enum TimeSampling {
     LogSnr,
     /// Half of each batch uniform in `t`, half uniform in log-SNR.
     Mixed,
+    /// EDM's log-normal noise levels (Karras et al. 2022): `ln sigma ~ N(-1.2, 1.2^2)`,
+    /// `t = sigma^{-1}(sigma)` clamped to `[t_min, T]` (VE-equivalent `sigma = s / m`).
+    LogNormal,
 }
 
 impl std::str::FromStr for TimeSampling {
@@ -59,8 +63,9 @@ impl std::str::FromStr for TimeSampling {
             "uniform" => Ok(TimeSampling::Uniform),
             "logsnr" => Ok(TimeSampling::LogSnr),
             "mixed" => Ok(TimeSampling::Mixed),
+            "lognormal" => Ok(TimeSampling::LogNormal),
             _ => Err(Error::invalid(format!(
-                "unknown time sampling '{s}' (expected uniform, logsnr, mixed)"
+                "unknown time sampling '{s}' (expected uniform, logsnr, mixed, lognormal)"
             ))),
         }
     }
@@ -245,6 +250,12 @@ fn t_of(process: &Process, cfg: &TrainConfig, u: &[f64]) -> Vec<f64> {
             .t_of_sigma((-0.5 * (l0 + u * (l1 - l0))).exp())
             .clamp(cfg.t_min, t_max)
     };
+    // EDM's P_mean and P_std.
+    let lognormal = |u: f64| {
+        process
+            .t_of_sigma((-1.2 + 1.2 * crate::rng::normal_quantile(u)).exp())
+            .clamp(cfg.t_min, t_max)
+    };
     u.iter()
         .enumerate()
         .map(|(i, &u)| match cfg.time_sampling {
@@ -252,6 +263,7 @@ fn t_of(process: &Process, cfg: &TrainConfig, u: &[f64]) -> Vec<f64> {
             TimeSampling::LogSnr => logsnr(u),
             TimeSampling::Mixed if i % 2 == 0 => uniform(u),
             TimeSampling::Mixed => logsnr(u),
+            TimeSampling::LogNormal => lognormal(u),
         })
         .collect()
 }
@@ -323,7 +335,6 @@ impl Fast {
     /// Fills the per-step buffers: rows `idx` of the data, noise, and per-row `m`, `s`, `tau`.
     fn load(&mut self, process: &Process, idx: &[u32], t: &[f64], eps: &[f64]) {
         let d = self.config.dim;
-        let t_max = process.t_max();
         self.x0.clear();
         self.ob.clear();
         for &i in idx {
@@ -340,7 +351,9 @@ impl Fast {
         self.st.clear();
         self.st.extend(t.iter().map(|&t| process.s(t) as f32));
         self.tau.clear();
-        self.tau.extend(t.iter().map(|&t| (t / t_max) as f32));
+        let param = self.config.param;
+        self.tau
+            .extend(t.iter().map(|&t| tweedie::net_time(param, process, t) as f32));
     }
 }
 
@@ -749,7 +762,10 @@ fn fast_val_loss(
     let (x0, eps) = (flat(xv)?, flat(ev)?);
     let m: Vec<f32> = tv.iter().map(|&t| process.m(t) as f32).collect();
     let s: Vec<f32> = tv.iter().map(|&t| process.s(t) as f32).collect();
-    let tau: Vec<f32> = tv.iter().map(|&t| (t / process.t_max()) as f32).collect();
+    let tau: Vec<f32> = tv
+        .iter()
+        .map(|&t| tweedie::net_time(f.config.param, process, t) as f32)
+        .collect();
     let classes: Option<Vec<u32>> = cv.map(|c| c.to_vec1()).transpose()?;
     let observed = mv.map(flat).transpose()?;
     fused_dsm_loss(

@@ -35,6 +35,12 @@ pub struct BenchQualityArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// What the networks output: eps, x0, score or edm.
+    #[arg(long, default_value = "eps")]
+    pub param: String,
+    /// Training-time sampling: uniform, logsnr, mixed or lognormal.
+    #[arg(long, default_value = "mixed")]
+    pub time_sampling: String,
     /// Directory for the trained models (one subdirectory per set; must not exist).
     #[arg(long)]
     pub out: PathBuf,
@@ -68,6 +74,8 @@ pub fn run(b: BenchQualityArgs, quiet: bool) -> CliResult<()> {
         likelihood_rows: b.likelihood_rows,
         seed: b.seed,
         device: crate::device::get(),
+        param: b.param.parse()?,
+        time_sampling: b.time_sampling.parse()?,
     };
     let rows = run_quality(&opts, &b.out, &mut |set, stage| {
         if !quiet {
