@@ -476,7 +476,10 @@ mod tests {
             (1e-10, -6.361_340_902_404_056),
         ] {
             let got = super::normal_quantile(u);
-            assert!((got - want).abs() <= 1.2e-9 * want.abs().max(1.0), "{u}: {got} vs {want}");
+            assert!(
+                (got - want).abs() <= 1.2e-9 * want.abs().max(1.0),
+                "{u}: {got} vs {want}"
+            );
             assert!((super::normal_quantile(1.0 - u) + got).abs() < 1e-6 * got.abs().max(1.0));
         }
         assert!(super::normal_quantile(1.0).is_finite() && super::normal_quantile(0.0).is_finite());

@@ -36,9 +36,9 @@ use crate::likelihood::{dequantise, model_log_likelihood, Divergence, Likelihood
 use crate::metrics::{mmd_rbf, sliced_wasserstein, SlicedOptions};
 use crate::nn::mlp::MlpConfig;
 use crate::nn::train::{load_model_on, train, TimeSampling, TrainConfig, TrainSetup};
-use crate::score::Parametrisation;
 use crate::nn::unet::UnetConfig;
 use crate::sample::{standardised_process, SampleOptions, Sampler, SamplerParams};
+use crate::score::Parametrisation;
 use crate::{Error, Result};
 
 /// The sets of the benchmark, in the order of its table.

@@ -882,7 +882,11 @@ impl<T: Real> DsmEngine<T> {
                 let (mf, sf) = (m.to_f64(), s.to_f64());
                 let c = T::from_f64(tweedie::net_input_scale(param, mf, sf));
                 let k = tweedie::dsm_coefficients(param, mf, sf);
-                coef.push((T::from_f64(k.weight), T::from_f64(k.target_x0), T::from_f64(k.target_eps)));
+                coef.push((
+                    T::from_f64(k.weight),
+                    T::from_f64(k.target_x0),
+                    T::from_f64(k.target_eps),
+                ));
                 let (cm, cs) = (c * m, c * s);
                 let f = &mut ws.feats[i * win..i * win + d];
                 for j in 0..d {

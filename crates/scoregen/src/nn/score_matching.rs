@@ -106,7 +106,12 @@ impl TangentScore for Mlp {
 
 /// Per-row `[n, 1]` columns `(a, b, c)`: `score = a f + b x` ([`tweedie::score_coefficients`])
 /// and the network's input scale `c` ([`tweedie::net_input_scale`]).
-fn mlp_coefficients(process: &Process, param: Parametrisation, t: &[f64], like: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+fn mlp_coefficients(
+    process: &Process,
+    param: Parametrisation,
+    t: &[f64],
+    like: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let n = t.len();
     let (mut a, mut b, mut c) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     for &t in t {
@@ -116,7 +121,8 @@ fn mlp_coefficients(process: &Process, param: Parametrisation, t: &[f64], like: 
         b.push(bi);
         c.push(tweedie::net_input_scale(param, m, s));
     }
-    let col = |v: Vec<f64>| -> Result<Tensor> { Ok(Tensor::from_vec(v, (n, 1), like.device())?.to_dtype(like.dtype())?) };
+    let col =
+        |v: Vec<f64>| -> Result<Tensor> { Ok(Tensor::from_vec(v, (n, 1), like.device())?.to_dtype(like.dtype())?) };
     Ok((col(a)?, col(b)?, col(c)?))
 }
 
@@ -626,7 +632,12 @@ mod tests {
         let v = normals(1, 4, d);
         for p in [Process::ve(0.01, 20.0), Process::ou(2.0, 5.0)] {
             let t: Vec<f64> = [0.01, 0.2, 0.5, 0.9].iter().map(|u| u * p.t_max()).collect();
-            for param in [Parametrisation::Eps, Parametrisation::Score, Parametrisation::X0, Parametrisation::Edm] {
+            for param in [
+                Parametrisation::Eps,
+                Parametrisation::Score,
+                Parametrisation::X0,
+                Parametrisation::Edm,
+            ] {
                 let cfg = MlpConfig {
                     dim: d,
                     hidden: 8,
@@ -638,7 +649,10 @@ mod tests {
                 let net = Mlp::new(cfg.clone(), 4, DType::F64, &Device::Cpu).unwrap();
                 let (sc, jv) = net.score_jvp(&p, &t, &x, None, &v).unwrap();
                 let h = 1e-5;
-                let at = |e: f64| net.score_rows(&p, &t, &(&x + (&v * e).unwrap()).unwrap(), None).unwrap();
+                let at = |e: f64| {
+                    net.score_rows(&p, &t, &(&x + (&v * e).unwrap()).unwrap(), None)
+                        .unwrap()
+                };
                 let fd = ((at(h) - at(-h)).unwrap() / (2.0 * h)).unwrap();
                 let err = |a: &Tensor, b: &Tensor| -> f64 {
                     let scale = scalar(&b.abs().unwrap().max_all().unwrap()).max(1.0);

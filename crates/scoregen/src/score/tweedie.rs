@@ -212,12 +212,19 @@ mod tests {
                         // The x0 form cancels terms of size 1 / s^2 (s ~ 4e-4 for sub-VP at
                         // t = 0.004): rounding grows to ~1e-9 relative there.
                         let got = a * f_opt + b * xt;
-                        assert!((got - want).abs() < 1e-7 * want.abs(), "{param:?} {p:?} v {v} t {t}: {got} vs {want}");
+                        assert!(
+                            (got - want).abs() < 1e-7 * want.abs(),
+                            "{param:?} {p:?} v {v} t {t}: {got} vs {want}"
+                        );
                         // The tensor conversion agrees with the coefficients.
                         let x = Tensor::new(&[xt], &dev).unwrap();
                         let f = Tensor::new(&[f_opt], &dev).unwrap();
                         let sc: Vec<f64> = to_score(param, &p, t, &x, &f).unwrap().to_vec1().unwrap();
-                        assert!((sc[0] - want).abs() < 1e-7 * want.abs(), "{param:?}: {} vs {want}", sc[0]);
+                        assert!(
+                            (sc[0] - want).abs() < 1e-7 * want.abs(),
+                            "{param:?}: {} vs {want}",
+                            sc[0]
+                        );
                     }
                 }
             }
