@@ -9,22 +9,8 @@ use scoregen::rng::{stream, Noise, Purpose};
 use scoregen::sample::default_process;
 use scoregen::score::{Covariance, GaussianMixture, MixtureScore, Score};
 
-/// The bivariate Gaussian imputation example: (Y, X) ~ N(0, [[1, 1.5], [1.5, 5]]); observing Y = y gives X | y ~ N(1.5 y, 2.75).
-fn bivariate() -> (MixtureScore, GaussianMixture) {
-    let law = GaussianMixture::gaussian(vec![0.0, 0.0], Covariance::Full(vec![1.0, 1.5, 1.5, 5.0])).unwrap();
-    let p = default_process(law.radius());
-    (MixtureScore::new(Arc::new(law.clone()), p), law)
-}
-
-fn mean_var(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    (m, v.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (n - 1.0))
-}
-
-fn column(x: &[f64], d: usize, j: usize) -> Vec<f64> {
-    x.chunks(d).map(|r| r[j]).collect()
-}
+mod common;
+use common::*;
 
 /// Per-run (mean, variance) of the imputed X over `seeds` independent runs.
 fn runs(

@@ -15,15 +15,8 @@ use scoregen::sample::default_process;
 use scoregen::score::{Covariance, GaussianMixture, MixtureScore};
 use scoregen::solve::prior_score;
 
-fn mean_var(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    (m, v.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (n - 1.0))
-}
-
-fn column(x: &[f64], d: usize, j: usize) -> Vec<f64> {
-    x.chunks(d).map(|r| r[j]).collect()
-}
+mod common;
+use common::*;
 
 fn run(score: &MixtureScore, obs: &Observation, dc: DcpsOptions, n: usize, steps: usize, seed: u64) -> Vec<f64> {
     let opts = PosteriorOptions {

@@ -16,22 +16,8 @@ use scoregen::rng::Noise;
 use scoregen::sample::default_process;
 use scoregen::score::{Covariance, GaussianMixture, MixtureScore};
 
-/// (Y, X) ~ N(0, [[1, 1.5], [1.5, 5]]).
-fn bivariate() -> (MixtureScore, GaussianMixture) {
-    let law = GaussianMixture::gaussian(vec![0.0, 0.0], Covariance::Full(vec![1.0, 1.5, 1.5, 5.0])).unwrap();
-    let p = default_process(law.radius());
-    (MixtureScore::new(Arc::new(law.clone()), p), law)
-}
-
-fn mean_var(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    (m, v.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (n - 1.0))
-}
-
-fn column(x: &[f64], d: usize, j: usize) -> Vec<f64> {
-    x.chunks(d).map(|r| r[j]).collect()
-}
+mod common;
+use common::*;
 
 /// The replicate mean of `v` and its standard error.
 fn mean_se(v: &[f64]) -> (f64, f64) {

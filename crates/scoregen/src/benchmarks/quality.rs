@@ -35,8 +35,10 @@ use crate::data::builtin;
 use crate::likelihood::{dequantise, model_log_likelihood, Divergence, LikelihoodOptions};
 use crate::metrics::{mmd_rbf, sliced_wasserstein, SlicedOptions};
 use crate::nn::mlp::MlpConfig;
+use crate::nn::model::Normalisation;
 use crate::nn::train::{load_model_on, train, TimeSampling, TrainConfig, TrainSetup};
 use crate::nn::unet::UnetConfig;
+use crate::nn::{Arch, LearnedScore};
 use crate::sample::{standardised_process, SampleOptions, Sampler, SamplerParams};
 use crate::score::Parametrisation;
 use crate::{Error, Result};
@@ -191,6 +193,72 @@ fn sampler_opts(opts: &QualityOptions) -> SampleOptions {
     }
 }
 
+/// Trains `arch` on `x` (with `labels`) into `dir` with the trainer's defaults and the
+/// options' overrides, then samples `n` rows per `choice` by Euler–Maruyama. Returns the
+/// training report, the model, its normalisation, the samples (data units, `f64`) and the
+/// seconds of training and of sampling.
+#[allow(clippy::too_many_arguments)]
+fn fit_and_sample(
+    opts: &QualityOptions,
+    dir: &Path,
+    what: &str,
+    x: &Tensor,
+    labels: Option<&[u32]>,
+    arch: Arch,
+    config: TrainConfig,
+    choice: &ClassChoice,
+    n: usize,
+    progress: &mut dyn FnMut(&str, &str),
+) -> Result<Fitted> {
+    let d = x.dims2()?.1;
+    let config = TrainConfig {
+        seed: opts.seed,
+        time_sampling: opts.time_sampling,
+        ..config
+    };
+    let setup = TrainSetup {
+        arch,
+        process: standardised_process(d),
+        config,
+        checkpoint_dir: Some(dir),
+        resume: false,
+        device: opts.device.clone(),
+    };
+    progress(what, "train");
+    let t0 = Instant::now();
+    let report = train(x, labels, &setup, &mut |_| {})?;
+    let train_s = t0.elapsed().as_secs_f64();
+    let (score, meta) = load_model_on(dir, &opts.device)?;
+    progress(what, "sample");
+    let t0 = Instant::now();
+    let sampler = Sampler::from_name("em", &SamplerParams::default())?;
+    let (samples, score) = sample_model(
+        score,
+        &meta.normalisation,
+        choice,
+        &sampler,
+        &sampler_opts(opts),
+        n,
+        &mut |_, _, _| {},
+    )?;
+    Ok(Fitted {
+        steps: report.step,
+        score,
+        normalisation: meta.normalisation,
+        samples: samples.to_dtype(DType::F64)?,
+        seconds: (train_s, t0.elapsed().as_secs_f64()),
+    })
+}
+
+/// What [`fit_and_sample`] returns.
+struct Fitted {
+    steps: usize,
+    score: LearnedScore,
+    normalisation: Normalisation,
+    samples: Tensor,
+    seconds: (f64, f64),
+}
+
 fn run_synthetic(
     set: &str,
     opts: &QualityOptions,
@@ -203,47 +271,32 @@ fn run_synthetic(
     let other = builtin::load(set, Some(opts.n_eval), opts.seed + 2)?.x;
     let config = TrainConfig {
         steps: opts.steps.unwrap_or(TrainConfig::default().steps),
-        seed: opts.seed,
-        time_sampling: opts.time_sampling,
         ..Default::default()
     };
-    let setup = TrainSetup {
-        arch: MlpConfig {
-            param: opts.param,
-            ..MlpConfig::reference(d)
-        }
-        .into(),
-        process: standardised_process(d),
-        config,
-        checkpoint_dir: Some(dir),
-        resume: false,
-        device: opts.device.clone(),
+    let arch = MlpConfig {
+        param: opts.param,
+        ..MlpConfig::reference(d)
     };
-    progress(set, "train");
-    let t0 = Instant::now();
-    let report = train(&data.x, None, &setup, &mut |_| {})?;
-    let train_s = t0.elapsed().as_secs_f64();
-    let (score, meta) = load_model_on(dir, &opts.device)?;
-    progress(set, "sample");
-    let t0 = Instant::now();
-    let sampler = Sampler::from_name("em", &SamplerParams::default())?;
-    let (x, score) = sample_model(
-        score,
-        &meta.normalisation,
+    let fit = fit_and_sample(
+        opts,
+        dir,
+        set,
+        &data.x,
+        None,
+        arch.into(),
+        config,
         &ClassChoice::Null,
-        &sampler,
-        &sampler_opts(opts),
         opts.n_eval,
-        &mut |_, _, _| {},
+        progress,
     )?;
-    let x = x.to_dtype(DType::F64)?;
-    let sample_s = t0.elapsed().as_secs_f64();
+    let (x, score, norm) = (&fit.samples, &fit.score, &fit.normalisation);
+    let (train_s, sample_s) = fit.seconds;
     let sw_opts = SlicedOptions::default();
     let sw = (
-        sliced_wasserstein(&x, &held, &sw_opts)?,
+        sliced_wasserstein(x, &held, &sw_opts)?,
         sliced_wasserstein(&other, &held, &sw_opts)?,
     );
-    let mmd = mmd_pair(&x, &other, &held)?;
+    let mmd = mmd_pair(x, &other, &held)?;
     let held_rows = rows_of(&held)?;
     let k = opts.likelihood_rows.min(opts.n_eval);
     let mut true_nll = None;
@@ -251,7 +304,7 @@ fn run_synthetic(
         progress(set, "likelihood");
         let t0 = Instant::now();
         let rows = &held_rows[..k * d];
-        let ll = model_log_likelihood(&score, &meta.normalisation, rows, &LikelihoodOptions::default())?;
+        let ll = model_log_likelihood(score, norm, rows, &LikelihoodOptions::default())?;
         let per_dim: Vec<f64> = ll.log_p.iter().map(|l| -l / d as f64).collect();
         if set == "gmm25" {
             let lp = builtin::gmm25_law().log_prob(rows)?;
@@ -261,7 +314,7 @@ fn run_synthetic(
     } else {
         (None, 0.0)
     };
-    let xs = rows_of(&x)?;
+    let xs = rows_of(x)?;
     let extra = match set {
         "gmm25" => gmm25_modes(&xs)?,
         "two-spheres" => sphere_stats(&xs),
@@ -270,7 +323,7 @@ fn run_synthetic(
     Ok(QualityRow {
         set: set.to_string(),
         dim: d,
-        steps: report.step,
+        steps: fit.steps,
         seconds: (train_s, sample_s, ll_s),
         sw,
         mmd,
@@ -365,43 +418,29 @@ fn run_digits(opts: &QualityOptions, dir: &Path, progress: &mut dyn FnMut(&str, 
         steps: opts.steps.unwrap_or(1500),
         batch: 64,
         lr: 2e-3,
-        seed: opts.seed,
-        time_sampling: opts.time_sampling,
         ..Default::default()
     };
-    let setup = TrainSetup {
-        arch: UnetConfig {
-            n_classes: data.n_classes,
-            param: opts.param,
-            ..UnetConfig::for_image(h, w)
-        }
-        .into(),
-        process: standardised_process(d),
-        config,
-        checkpoint_dir: Some(dir),
-        resume: false,
-        device: opts.device.clone(),
+    let arch = UnetConfig {
+        n_classes: data.n_classes,
+        param: opts.param,
+        ..UnetConfig::for_image(h, w)
     };
-    progress("digits", "train");
-    let t0 = Instant::now();
-    let report = train(&tensor(train_x.clone(), d)?, Some(&train_y), &setup, &mut |_| {})?;
-    let train_s = t0.elapsed().as_secs_f64();
-    let (score, meta) = load_model_on(dir, &opts.device)?;
-    progress("digits", "sample");
-    let t0 = Instant::now();
     let per_class = n_held.div_ceil(data.n_classes);
-    let sampler = Sampler::from_name("em", &SamplerParams::default())?;
-    let (x, score) = sample_model(
-        score,
-        &meta.normalisation,
+    let fit = fit_and_sample(
+        opts,
+        dir,
+        "digits",
+        &tensor(train_x.clone(), d)?,
+        Some(&train_y),
+        arch.into(),
+        config,
         &ClassChoice::Each { guidance: 0.0 },
-        &sampler,
-        &sampler_opts(opts),
         per_class,
-        &mut |_, _, _| {},
+        progress,
     )?;
-    let sample_s = t0.elapsed().as_secs_f64();
-    let xs = rows_of(&x)?;
+    let (x, score, norm) = (&fit.samples, &fit.score, &fit.normalisation);
+    let (train_s, sample_s) = fit.seconds;
+    let xs = rows_of(x)?;
     let sample_y: Vec<u32> = (0..data.n_classes as u32)
         .flat_map(|c| std::iter::repeat_n(c, per_class))
         .collect();
@@ -437,7 +476,7 @@ fn run_digits(opts: &QualityOptions, dir: &Path, progress: &mut dyn FnMut(&str, 
             seed: opts.seed,
             ..Default::default()
         };
-        let ll = model_log_likelihood(&score, &meta.normalisation, &rows, &lopts)?;
+        let ll = model_log_likelihood(score, norm, &rows, &lopts)?;
         let per_dim: Vec<f64> = ll
             .log_p
             .iter()
@@ -450,7 +489,7 @@ fn run_digits(opts: &QualityOptions, dir: &Path, progress: &mut dyn FnMut(&str, 
     Ok(QualityRow {
         set: "digits".into(),
         dim: d,
-        steps: report.step,
+        steps: fit.steps,
         seconds: (train_s, sample_s, ll_s),
         sw,
         mmd,
