@@ -98,6 +98,7 @@ pub fn published(method: &str, dx: usize) -> &'static str {
         ("ddrm", 100) => "5.97 / 6.26",
         ("dcps", 10) => "1.26 / 2.59",
         ("dcps", 100) => "2.81 / 3.22",
+        ("dcps50", 10) => "1.95 / 2.70",
         _ => "-",
     }
 }
@@ -816,6 +817,7 @@ mod tests {
         assert!(gmm_methods("replacement").is_err());
         assert!(gmm_methods("nope").is_err());
         assert!(gmm_methods("dps,dps").is_err());
+        assert_eq!(published("dcps50", 10), "1.95 / 2.70");
         assert_eq!(published("dcps", 10), "1.26 / 2.59");
     }
 
