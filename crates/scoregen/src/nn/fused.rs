@@ -874,19 +874,10 @@ impl<T: Real> DsmEngine<T> {
             ws.rows = rows;
             let span = r0 * d..(r0 + rows) * d;
             let (x0, eps) = (&b.x0[span.clone()], &b.eps[span.clone()]);
-            // Per row: the network's input `c (m x_0 + s eps)` and the residual's coefficients
-            // ([`tweedie::net_input_scale`], [`tweedie::dsm_coefficients`]).
-            let mut coef = Vec::with_capacity(rows);
+            // Per row: the network's input `c (m x_0 + s eps)` ([`tweedie::net_input_scale`]).
             for i in 0..rows {
                 let (m, s) = (b.m[r0 + i], b.s[r0 + i]);
-                let (mf, sf) = (m.to_f64(), s.to_f64());
-                let c = T::from_f64(tweedie::net_input_scale(param, mf, sf));
-                let k = tweedie::dsm_coefficients(param, mf, sf);
-                coef.push((
-                    T::from_f64(k.weight),
-                    T::from_f64(k.target_x0),
-                    T::from_f64(k.target_eps),
-                ));
+                let c = T::from_f64(tweedie::net_input_scale(param, m.to_f64(), s.to_f64()));
                 let (cm, cs) = (c * m, c * s);
                 let f = &mut ws.feats[i * win..i * win + d];
                 for j in 0..d {
@@ -896,7 +887,14 @@ impl<T: Real> DsmEngine<T> {
             let cl = b.classes.map(|k| &k[r0..r0 + rows]);
             forward_chunk(layout, p, freqs, ws, &b.tau[r0..r0 + rows], cl);
             let mut loss = 0.0f64;
-            for (i, &(alpha, tx, te)) in coef.iter().enumerate() {
+            for i in 0..rows {
+                // The residual's coefficients ([`tweedie::dsm_coefficients`]); no allocation.
+                let k = tweedie::dsm_coefficients(param, b.m[r0 + i].to_f64(), b.s[r0 + i].to_f64());
+                let (alpha, tx, te) = (
+                    T::from_f64(k.weight),
+                    T::from_f64(k.target_x0),
+                    T::from_f64(k.target_eps),
+                );
                 for j in 0..d {
                     let k = i * d + j;
                     let f = ws.out[k];

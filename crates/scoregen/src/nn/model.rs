@@ -160,11 +160,12 @@ impl LearnedScore {
         let (a, b) = tweedie::score_coefficients(param, m, s);
         // The network sees `c x` (EDM's `c_in`; 1 otherwise), so its input VJP carries `c`.
         let c = tweedie::net_input_scale(param, m, s);
-        let xin: Vec<T> = if c == 1.0 {
-            xv.clone()
+        // No copy unless the input is scaled (EDM off a VP process).
+        let xin: std::borrow::Cow<[T]> = if c == 1.0 {
+            std::borrow::Cow::Borrowed(&xv)
         } else {
             let ct = T::from_f64(c);
-            xv.iter().map(|&x| ct * x).collect()
+            std::borrow::Cow::Owned(xv.iter().map(|&x| ct * x).collect())
         };
         let mut score = vec![T::ZERO; n * d];
         let mut vjp = vv.as_ref().map(|_| vec![T::ZERO; n * d]);
