@@ -128,7 +128,15 @@ fn mcgdiff_noisy_and_noiseless_match_the_gaussian_posterior() {
     for (op, y) in [(mask(), 0.5), (dense(), 1.0), (mask(), -1.2)] {
         for sigma_y in [0.3, 0.0] {
             let obs = observation(&op, y, sigma_y);
-            let r = replicates(&score, &obs, &Method::Mcgdiff, 1000, 8);
+            let r = replicates(
+                &score,
+                &obs,
+                &Method::Mcgdiff {
+                    potentials: Default::default(),
+                },
+                1000,
+                8,
+            );
             check_exact(&format!("mcgdiff {op:?} y={y} sigma_y={sigma_y}"), &law, &obs, &r);
         }
     }
@@ -256,7 +264,7 @@ fn smc_methods_reach_the_floor_on_a_small_mixture() {
         .collect();
     let (fm, fv) = mean_var(&floors);
     let limit = 2.5 * (fm + 4.0 * fv.sqrt());
-    for method in [Method::Mcgdiff, Method::Tds] {
+    for method in ["mcgdiff".parse::<Method>().unwrap(), Method::Tds] {
         let opts = PosteriorOptions {
             n,
             particles: n,
