@@ -396,3 +396,49 @@ pub(crate) fn run(
         log_evidence,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::inverse::{Observation, Operator};
+    use crate::sample::default_process;
+    use crate::score::{Covariance, GaussianMixture, MixtureScore};
+
+    /// On a Gaussian prior `N(mu, Sigma)` the denoiser is affine, so the central difference
+    /// is exact: `sigma0^2 = v^T (Sigma^{-1} + (m/s)^2 I)^{-1} v` at `T` (close to
+    /// `v^T Sigma v`), per direction of a two-row operator.
+    #[test]
+    fn prior_variances_are_the_gaussian_posterior_variances_at_t() {
+        let sigma = [2.0, 0.6, 0.6, 1.0];
+        let law = GaussianMixture::gaussian(vec![1.0, -2.0], Covariance::Full(sigma.to_vec())).unwrap();
+        let score = MixtureScore::new(Arc::new(law.clone()), default_process(law.radius()));
+        let ctx = Ctx::new(&score, 0);
+        let obs = Observation {
+            op: Operator::Dense {
+                rows: 2,
+                cols: 2,
+                a: vec![0.6, -0.8, 0.3, 0.9],
+            },
+            y: vec![0.0, 0.0],
+            sigma_y: 0.1,
+        };
+        let sp = Spectral::new(&obs).unwrap();
+        let t = ctx.p.t_max();
+        let got = prior_variances(&ctx, &sp, t).unwrap();
+        // (Sigma^{-1} + c I)^{-1}, c = (m/s)^2, by the 2x2 inverse twice.
+        let inv = |a: [f64; 4]| {
+            let det = a[0] * a[3] - a[1] * a[2];
+            [a[3] / det, -a[1] / det, -a[2] / det, a[0] / det]
+        };
+        let c = (ctx.p.m(t) / ctx.p.s(t)).powi(2);
+        let si = inv(sigma);
+        let post = inv([si[0] + c, si[1], si[2], si[3] + c]);
+        for (i, g) in got.iter().enumerate() {
+            let v = [sp.f.v[i], sp.f.v[2 + i]];
+            let want = v[0] * v[0] * post[0] + 2.0 * v[0] * v[1] * post[1] + v[1] * v[1] * post[3];
+            assert!((g - want).abs() < 1e-6 * want, "direction {i}: {g} vs {want}");
+        }
+    }
+}
