@@ -53,7 +53,17 @@ use crate::solve::prior_score;
 use crate::{Error, Result};
 
 /// The methods of `all`: those that take any (dense) operator.
-pub const GMM_METHODS: [&str; 9] = ["mcgdiff", "mcgdiff-paper", "tds", "dcps", "dps", "pigdm", "pigdm-score", "tmpd", "ddrm"];
+pub const GMM_METHODS: [&str; 9] = [
+    "mcgdiff",
+    "mcgdiff-paper",
+    "tds",
+    "dcps",
+    "dps",
+    "pigdm",
+    "pigdm-score",
+    "tmpd",
+    "ddrm",
+];
 
 /// The stream index of the exact posterior samples of problem 0's figure.
 const FIGURE_INDEX: u64 = 9999;
