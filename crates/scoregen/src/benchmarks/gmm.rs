@@ -822,7 +822,8 @@ mod tests {
 
     #[test]
     fn methods_are_checked() {
-        assert_eq!(gmm_methods("all").unwrap().len(), 8);
+        assert_eq!(gmm_methods("all").unwrap().len(), 9);
+        assert_eq!(published("mcgdiff-paper", 100), published("mcgdiff", 100));
         assert_eq!(gmm_methods("dps, ddrm").unwrap().len(), 2);
         assert!(gmm_methods("replacement").is_err());
         assert!(gmm_methods("nope").is_err());
