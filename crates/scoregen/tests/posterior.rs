@@ -268,12 +268,30 @@ fn methods_reject_what_they_cannot_do() {
         y: vec![1.0, 2.0],
         ..mask_obs(0.0, 0.0)
     };
-    assert!(sample_posterior(&score, &wrong, &Method::Mcgdiff, &opts, &mut |_, _| {}).is_err());
+    assert!(sample_posterior(
+        &score,
+        &wrong,
+        &Method::Mcgdiff {
+            potentials: Default::default()
+        },
+        &opts,
+        &mut |_, _| {}
+    )
+    .is_err());
     let neg = Observation {
         sigma_y: -1.0,
         ..mask_obs(0.0, 0.0)
     };
-    assert!(sample_posterior(&score, &neg, &Method::Mcgdiff, &opts, &mut |_, _| {}).is_err());
+    assert!(sample_posterior(
+        &score,
+        &neg,
+        &Method::Mcgdiff {
+            potentials: Default::default()
+        },
+        &opts,
+        &mut |_, _| {}
+    )
+    .is_err());
 }
 
 /// Every method runs on a dense operator in dx = 10 with a 25-component prior and returns

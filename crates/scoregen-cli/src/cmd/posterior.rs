@@ -25,7 +25,7 @@ pub struct PosteriorArgs {
     /// Problem file (JSON): prior (mixture, Gaussian or trained model), operator, y, sigma_y.
     #[arg(long)]
     pub problem: PathBuf,
-    /// exact, replacement, smc-impute, mcgdiff, tds, dps, pigdm, tmpd, ddrm, dcps (= dcps500), dcps50, dcps500.
+    /// exact, replacement, smc-impute, mcgdiff (Tweedie potentials), mcgdiff-paper (the paper's potentials), tds, dps, pigdm, pigdm-score, tmpd, ddrm, dcps (= dcps500), dcps50, dcps500.
     #[arg(long)]
     pub method: String,
     /// Posterior samples to write.

@@ -5,16 +5,35 @@
 //! the rest of `x` is unconstrained) and `ybar = S^{-1} U^T y`, so that
 //! `ybar_i = xbar_i + (sigma_y / s_i) z_i`. Direction `i` is pinned at the time `tau_i`
 //! where `s(tau)/m(tau) = sigma_y / s_i` to the value `x~_i = m(tau_i) ybar_i` — the law of
-//! `x_0` given those pins is exactly the posterior — and, above `tau_i`, guided by the
-//! paper's potentials
+//! `x_0` given those pins is exactly the posterior — and, above `tau_i`, guided by
+//! intermediate potentials. The potentials only steer the particles: whatever they are, the
+//! weights make the target the pinned chain, so the output tends to the exact posterior as
+//! the particles grow ([`McgdiffPotentials`] chooses them).
 //!
-//! `g_t(x) = prod_i N(a_i(t) x~_i; xbar_i, v_i(t))`, `(a_i, v_i)` the forward transition from
-//! `tau_i` to `t` (for the noiseless case and one direction: `N(sqrt(abar_t) y; x_t, 1 - abar_t)`).
+//! * [`McgdiffPotentials::Paper`], the paper's: `g_t(x) = prod_i N(a_i(t) x~_i; xbar_i, v_i(t))`,
+//!   `(a_i, v_i)` the forward transition from `tau_i` to `t` (the density of the forward
+//!   path from the pin, the exact twist for a flat prior). The auxiliary weight
+//!   `int g_{t'}(x') p(x' | x) dx' / g_t(x) = N(a' x~; mean_i, var + v') / N(a x~; xbar_i, v)`
+//!   is in closed form, and so is the optimal proposal `∝ g_{t'}(x') p(x' | x)`: per
+//!   observed direction a product of two Gaussians; the other directions move by the plain
+//!   kernel.
+//! * [`McgdiffPotentials::Tweedie`] (default): the Gaussian approximation of the exact twist
+//!   `p(xbar_{tau_i} = x~_i | x_t)`. Given `x_0` and `x_t`, `x_tau` is the forward bridge
+//!   `N(alpha x_0 + gamma x_t, beta)` with `gamma = a s_tau^2 / (a^2 s_tau^2 + v)`,
+//!   `alpha = m_tau (1 - a gamma)`, `beta = s_tau^2 v / (a^2 s_tau^2 + v)`; taking
+//!   `xbar_0,i | x_t ~ N(x0_hat_i(x_t), V_t)` (Tweedie's mean, the variance of a Gaussian
+//!   reference `V_t = sigma0^2 s^2 / (m^2 sigma0^2 + s^2)`, `sigma0^2` the prior's variance
+//!   along `v_i` read from the denoiser's slope at `x_T = 0`) gives
+//!   `psi_t(x) = N(x~; alpha x0_hat_i + gamma xbar_i, alpha^2 V_t + beta)`. For a flat prior
+//!   (`sigma0 -> inf`, `x0_hat = x / m`) it is the paper's potential. The move linearises
+//!   `x0_hat_{t'}(x') ≈ x0_hat_t(x) + lambda (xbar'_i - mean_i)`,
+//!   `lambda = m' sigma0^2 / (m'^2 sigma0^2 + s'^2)`, so that `psi~_{t'}(xbar') =
+//!   N(x~; K xbar' + C, W)` is Gaussian in `xbar'`: the proposal is `M ∝ p(x' | x) psi~_{t'}(x')`
+//!   (closed form), the weight before the move the look-ahead `P(x) = int psi~_{t'} p(. | x)
+//!   = N(x~; K mean_i + C, W + K^2 var)` and after it `1 / psi~_{t'}(x')`. Over a path the
+//!   look-aheads cancel and the weights multiply to `prod p / M` times the pins' densities:
+//!   the paper's target, whatever `psi`.
 //!
-//! The Feynman–Kac model has the DDPM kernel as transition; the auxiliary weight
-//! `int g_{t'}(x') p(x' | x) dx' / g_t(x) = N(a' x~; mean_i, var + v') / N(a x~; xbar_i, v)`
-//! is in closed form, and so is the optimal proposal `∝ g_{t'}(x') p(x' | x)`: per observed
-//! direction a product of two Gaussians; the other directions move by the plain kernel.
 //! At `t' = tau_i` the direction is set to `x~_i` with weight `N(x~_i; mean_i, var)`; below
 //! `tau_i` it is free.
 //!
@@ -29,7 +48,31 @@ use super::common::{grid_with, log_normal, same_time, Ctx, RunOutput, SmcJob, Sp
 use crate::error::check_finite;
 use crate::process::ReverseKernel;
 use crate::smc::{gather_rows, run_feynman_kac, FeynmanKac, Shape};
-use crate::Result;
+use crate::{Error, Result};
+
+/// MCGdiff's intermediate potentials (both keep the target: the pins decide it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum McgdiffPotentials {
+    /// Gaussian approximations of the exact twist from Tweedie's denoiser: the particles'
+    /// weights see which mode of the prior a particle is heading to (module doc).
+    #[default]
+    Tweedie,
+    /// The paper's flat-prior potentials `N(a x~; xbar, v)` with the exact optimal proposal.
+    Paper,
+}
+
+impl std::str::FromStr for McgdiffPotentials {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "tweedie" => Ok(McgdiffPotentials::Tweedie),
+            "paper" => Ok(McgdiffPotentials::Paper),
+            other => Err(Error::invalid(format!(
+                "unknown MCGdiff potentials '{other}' (expected tweedie or paper)"
+            ))),
+        }
+    }
+}
 
 /// The MCGdiff model of one particle system.
 struct Mcgdiff<'a, 'c> {
@@ -47,10 +90,28 @@ struct Mcgdiff<'a, 'c> {
     mean: Vec<f64>,
     mb: Vec<f64>,
     ker: Option<ReverseKernel>,
+    potentials: McgdiffPotentials,
+    /// Tweedie: the prior's variance `sigma0^2` along each `v_i` (infinite: flat reference).
+    prior_var: Vec<f64>,
+    /// Tweedie: per particle and direction the linearised twist `(K, C, W)` at `t'`.
+    lin: Vec<[f64; 3]>,
+    /// Tweedie: `-log psi~_{t'}(x')` of the last move, added to the next look-ahead.
+    carry: Vec<f64>,
+}
+
+/// `(lambda, V)` of a Gaussian reference of variance `s0` (infinite: flat) at `(m, s)`:
+/// the slope `d E[x_0 | x_t] / d x_t` and the variance `Var(x_0 | x_t)`.
+fn reference(s0: f64, m: f64, s: f64) -> (f64, f64) {
+    if s0.is_finite() {
+        let dd = m * m * s0 + s * s;
+        (m * s0 / dd, s0 * s * s / dd)
+    } else {
+        (1.0 / m, s * s / (m * m))
+    }
 }
 
 impl Mcgdiff<'_, '_> {
-    /// `log g_t` for direction `i` at the value `xb` (0 at or below `tau_i`).
+    /// `log g_t` of the paper's potential for direction `i` at `xb` (0 at or below `tau_i`).
     fn log_pot(&self, i: usize, t: f64, xb: f64) -> f64 {
         let p = &self.ctx.p;
         if t > self.tau[i] && !same_time(t, self.tau[i], p) {
@@ -60,6 +121,49 @@ impl Mcgdiff<'_, '_> {
             0.0
         }
     }
+
+    /// Tweedie potentials: the look-ahead weights `P(x)` (and the pins' densities) of the
+    /// step `t -> t'`, with the linearised twists `(K, C, W)` kept for the move; the last
+    /// move's `-log psi~(x)` is added.
+    fn look_ahead(&mut self, t: f64, t1: f64, var: f64, sc: &[f64]) -> Vec<f64> {
+        let p = &self.ctx.p;
+        let (n, r) = (self.n, self.sp.f.rank());
+        let (m, s) = (p.m(t), p.s(t));
+        let x0: Vec<f64> = self.x.iter().zip(sc).map(|(x, g)| (x + s * s * g) / m).collect();
+        let x0b = self.sp.f.vt_rows(&x0);
+        let (m1, s1) = (p.m(t1), p.s(t1));
+        // Per direction twisted at t': (gamma, alpha, beta, lambda, V).
+        let coef: Vec<Option<[f64; 5]>> = (0..r)
+            .map(|i| {
+                (t1 > self.tau[i] && !same_time(t1, self.tau[i], p)).then(|| {
+                    let (a1, v1) = p.transition(self.tau[i], t1);
+                    let st2 = p.s(self.tau[i]).powi(2);
+                    let den = a1 * a1 * st2 + v1;
+                    let g = a1 * st2 / den;
+                    let (la, vv) = reference(self.prior_var[i], m1, s1);
+                    [g, p.m(self.tau[i]) * (1.0 - a1 * g), st2 * v1 / den, la, vv]
+                })
+            })
+            .collect();
+        self.lin = vec![[0.0; 3]; n * r];
+        let mut logg = std::mem::take(&mut self.carry);
+        logg.resize(n, 0.0);
+        for (j, lg) in logg.iter_mut().enumerate() {
+            for i in 0..r {
+                let mbi = self.mb[j * r + i];
+                if same_time(t1, self.tau[i], p) {
+                    *lg += log_normal(self.pin[i], mbi, var);
+                } else if let Some([g, al, be, la, vv]) = coef[i] {
+                    let kk = al * la + g;
+                    let cc = al * (x0b[j * r + i] - la * mbi);
+                    let ww = al * al * vv + be;
+                    self.lin[j * r + i] = [kk, cc, ww];
+                    *lg += log_normal(self.pin[i], kk * mbi + cc, ww + kk * kk * var);
+                }
+            }
+        }
+        logg
+    }
 }
 
 impl FeynmanKac for Mcgdiff<'_, '_> {
@@ -67,10 +171,14 @@ impl FeynmanKac for Mcgdiff<'_, '_> {
         Shape::single(self.n, self.ts.len() - 1)
     }
 
-    /// `x_T` from the prior, weighted by `g_T`.
+    /// `x_T` from the prior, weighted by `g_T` (paper's potentials; the Tweedie potentials
+    /// enter through the look-ahead only).
     fn initial(&mut self) -> Result<Option<Vec<f64>>> {
         let r = self.sp.f.rank();
         self.x = self.ctx.initial(self.run, self.n);
+        if self.potentials == McgdiffPotentials::Tweedie {
+            return Ok(None);
+        }
         let xb = self.sp.f.vt_rows(&self.x);
         Ok(Some(
             xb.chunks(r)
@@ -79,7 +187,8 @@ impl FeynmanKac for Mcgdiff<'_, '_> {
         ))
     }
 
-    /// The auxiliary weight `int g_{t'}(x') p(x' | x) dx' / g_t(x)`, in closed form.
+    /// The look-ahead weight of the step, in closed form: `int g_{t'}(x') p(x' | x) dx' /
+    /// g_t(x)` (paper) or `P(x) / psi~(x)` (Tweedie; module doc).
     fn pre_log_potential(&mut self, k: usize) -> Result<Option<Vec<f64>>> {
         let (ctx, p) = (self.ctx, &self.ctx.p);
         let r = self.sp.f.rank();
@@ -88,6 +197,10 @@ impl FeynmanKac for Mcgdiff<'_, '_> {
         let sc = ctx.score(t, &self.x)?;
         self.mean = ker.mean(&self.x, &sc);
         self.mb = self.sp.f.vt_rows(&self.mean);
+        self.ker = Some(ker);
+        if self.potentials == McgdiffPotentials::Tweedie {
+            return Ok(Some(self.look_ahead(t, t1, ker.var, &sc)));
+        }
         let xb = self.sp.f.vt_rows(&self.x);
         let mut logg = vec![0.0; self.n];
         for (j, lg) in logg.iter_mut().enumerate() {
@@ -104,7 +217,6 @@ impl FeynmanKac for Mcgdiff<'_, '_> {
             }
             *lg = acc;
         }
-        self.ker = Some(ker);
         Ok(Some(logg))
     }
 
@@ -115,21 +227,28 @@ impl FeynmanKac for Mcgdiff<'_, '_> {
         } else {
             self.mean = gather_rows(&self.mean, d, a);
             self.mb = gather_rows(&self.mb, r, a);
+            if !self.lin.is_empty() {
+                self.lin = a.iter().flat_map(|&j| self.lin[j * r..(j + 1) * r].to_vec()).collect();
+            }
         }
     }
 
-    /// The optimal proposal `∝ g_{t'}(x') p(x' | x)`: per observed direction a product of
-    /// two Gaussians, the plain kernel elsewhere; pinned at `tau_i`, free below.
+    /// The proposal `∝ g_{t'}(x') p(x' | x)` (paper: optimal) or `∝ psi~_{t'}(x') p(x' | x)`
+    /// (Tweedie): per observed direction a product of two Gaussians, the plain kernel
+    /// elsewhere; pinned at `tau_i`, free below.
     fn propagate(&mut self, k: usize) -> Result<Option<Vec<f64>>> {
         let (ctx, p) = (self.ctx, &self.ctx.p);
         let (d, n, r) = (ctx.d, self.n, self.sp.f.rank());
         let t1 = self.ts[k + 1];
         let ker = self.ker.take().expect("pre_log_potential ran");
         let (mean, mb) = (std::mem::take(&mut self.mean), std::mem::take(&mut self.mb));
+        let lin = std::mem::take(&mut self.lin);
+        let tweedie = self.potentials == McgdiffPotentials::Tweedie;
         let z = ctx.normals(self.run, k, 0, n, d);
         let sd = ker.var.sqrt();
         self.x = mean.iter().zip(&z).map(|(m, z)| m + sd * z).collect();
         let zb = self.sp.f.vt_rows(&z);
+        let mut carry = vec![0.0; n];
         let mut delta = vec![0.0; n * r];
         for j in 0..n {
             for i in 0..r {
@@ -137,6 +256,12 @@ impl FeynmanKac for Mcgdiff<'_, '_> {
                 let free = m_i + sd * z_i;
                 let val = if same_time(t1, self.tau[i], p) {
                     self.pin[i]
+                } else if t1 > self.tau[i] && tweedie {
+                    let [kk, cc, ww] = lin[j * r + i];
+                    let prec = 1.0 / ker.var + kk * kk / ww;
+                    let v = (m_i / ker.var + kk * (self.pin[i] - cc) / ww) / prec + z_i / prec.sqrt();
+                    carry[j] -= log_normal(self.pin[i], kk * v + cc, ww);
+                    v
                 } else if t1 > self.tau[i] {
                     let (a1, v1) = p.transition(self.tau[i], t1);
                     let prec = 1.0 / ker.var + 1.0 / v1;
@@ -149,7 +274,15 @@ impl FeynmanKac for Mcgdiff<'_, '_> {
         }
         self.sp.f.add_v_rows(&mut self.x, &delta);
         check_finite(&self.x, "mcgdiff")?;
+        if tweedie {
+            self.carry = carry;
+        }
         Ok(None)
+    }
+
+    /// Tweedie: the last move's `-log psi~` (zero: every direction is pinned by `t_min`).
+    fn final_log_potential(&mut self) -> Result<Option<Vec<f64>>> {
+        Ok((!self.carry.is_empty()).then(|| std::mem::take(&mut self.carry)))
     }
 
     fn uniforms(&self, _b: usize, k: usize, count: usize) -> Vec<f64> {
@@ -157,7 +290,41 @@ impl FeynmanKac for Mcgdiff<'_, '_> {
     }
 }
 
-pub(crate) fn run(job: &SmcJob, progress: &mut dyn FnMut(usize, usize)) -> Result<RunOutput> {
+/// The prior's variance along each `v_i`, `sigma0_i^2 = v_i^T Cov(x_0 | x_T = 0) v_i`
+/// (at `T`, `x_T` says almost nothing about `x_0`: the prior's variance), from Tweedie's
+/// `Cov(x_0 | x_t) = (s^2/m) d x0_hat / d x` by a central difference of the denoiser along
+/// `v_i` (no vector-Jacobian product needed). A value that is not finite and positive
+/// gives the flat reference (infinite).
+fn prior_variances(ctx: &Ctx, sp: &Spectral, t: f64) -> Result<Vec<f64>> {
+    let (d, r, p) = (ctx.d, sp.f.rank(), &ctx.p);
+    let (m, s) = (p.m(t), p.s(t));
+    let eps = 1e-2 * s;
+    let mut x = vec![0.0; 2 * r * d];
+    let mut c = vec![0.0; 2 * r * r];
+    for i in 0..r {
+        c[2 * i * r + i] = eps;
+        c[(2 * i + 1) * r + i] = -eps;
+    }
+    sp.f.add_v_rows(&mut x, &c);
+    let x0b = sp.f.vt_rows(&ctx.denoise(t, &x)?);
+    Ok((0..r)
+        .map(|i| {
+            let slope = (x0b[2 * i * r + i] - x0b[(2 * i + 1) * r + i]) / (2.0 * eps);
+            let v = s * s / m * slope;
+            if v.is_finite() && v > 0.0 {
+                v
+            } else {
+                f64::INFINITY
+            }
+        })
+        .collect())
+}
+
+pub(crate) fn run(
+    job: &SmcJob,
+    potentials: McgdiffPotentials,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<RunOutput> {
     let SmcJob { ctx, obs, opts, run } = *job;
     let sp = Spectral::new(obs)?;
     let p = &ctx.p;
@@ -174,6 +341,10 @@ pub(crate) fn run(job: &SmcJob, progress: &mut dyn FnMut(usize, usize)) -> Resul
         .collect();
     let pin: Vec<f64> = tau.iter().zip(&sp.ybar).map(|(&t, &yb)| p.m(t) * yb).collect();
     let ts = grid_with(p, opts, &tau)?;
+    let prior_var = match potentials {
+        McgdiffPotentials::Tweedie => prior_variances(ctx, &sp, ts[0])?,
+        McgdiffPotentials::Paper => Vec::new(),
+    };
     let mut model = Mcgdiff {
         ctx,
         run,
@@ -187,6 +358,10 @@ pub(crate) fn run(job: &SmcJob, progress: &mut dyn FnMut(usize, usize)) -> Resul
         mean: Vec::new(),
         mb: Vec::new(),
         ker: None,
+        potentials,
+        prior_var,
+        lin: Vec::new(),
+        carry: Vec::new(),
     };
     let diag = run_feynman_kac(&mut model, opts.resampling, opts.ess_threshold, progress)?.remove(0);
     let Mcgdiff {
@@ -220,4 +395,50 @@ pub(crate) fn run(job: &SmcJob, progress: &mut dyn FnMut(usize, usize)) -> Resul
         resamplings: diag.resamplings,
         log_evidence,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::inverse::{Observation, Operator};
+    use crate::sample::default_process;
+    use crate::score::{Covariance, GaussianMixture, MixtureScore};
+
+    /// On a Gaussian prior `N(mu, Sigma)` the denoiser is affine, so the central difference
+    /// is exact: `sigma0^2 = v^T (Sigma^{-1} + (m/s)^2 I)^{-1} v` at `T` (close to
+    /// `v^T Sigma v`), per direction of a two-row operator.
+    #[test]
+    fn prior_variances_are_the_gaussian_posterior_variances_at_t() {
+        let sigma = [2.0, 0.6, 0.6, 1.0];
+        let law = GaussianMixture::gaussian(vec![1.0, -2.0], Covariance::Full(sigma.to_vec())).unwrap();
+        let score = MixtureScore::new(Arc::new(law.clone()), default_process(law.radius()));
+        let ctx = Ctx::new(&score, 0);
+        let obs = Observation {
+            op: Operator::Dense {
+                rows: 2,
+                cols: 2,
+                a: vec![0.6, -0.8, 0.3, 0.9],
+            },
+            y: vec![0.0, 0.0],
+            sigma_y: 0.1,
+        };
+        let sp = Spectral::new(&obs).unwrap();
+        let t = ctx.p.t_max();
+        let got = prior_variances(&ctx, &sp, t).unwrap();
+        // (Sigma^{-1} + c I)^{-1}, c = (m/s)^2, by the 2x2 inverse twice.
+        let inv = |a: [f64; 4]| {
+            let det = a[0] * a[3] - a[1] * a[2];
+            [a[3] / det, -a[1] / det, -a[2] / det, a[0] / det]
+        };
+        let c = (ctx.p.m(t) / ctx.p.s(t)).powi(2);
+        let si = inv(sigma);
+        let post = inv([si[0] + c, si[1], si[2], si[3] + c]);
+        for (i, g) in got.iter().enumerate() {
+            let v = [sp.f.v[i], sp.f.v[2 + i]];
+            let want = v[0] * v[0] * post[0] + 2.0 * v[0] * v[1] * post[1] + v[1] * v[1] * post[3];
+            assert!((g - want).abs() < 1e-6 * want, "direction {i}: {g} vs {want}");
+        }
+    }
 }

@@ -20,8 +20,8 @@ pub use dcps::DcpsOptions;
 pub use exact::ExactPosterior;
 pub use operator::SvdForm;
 pub use posterior::{
-    sample_posterior, Method, Observation, PigdmUpdate, PosteriorOptions, PosteriorReport, DDRM_ETA_C, DPS_ZETA,
-    METHOD_NAMES,
+    sample_posterior, McgdiffPotentials, Method, Observation, PigdmUpdate, PosteriorOptions, PosteriorReport,
+    DDRM_ETA_C, DPS_ZETA, METHOD_NAMES,
 };
 pub use problem::{Operator, Prior, Problem};
 pub(crate) use smc_impute::run_batch as smc_impute_batch;

@@ -14,7 +14,7 @@
 //! | `exact` | oracle | closed-form mixture posterior ([`super::exact`]) |
 //! | `replacement` | heuristic | overwrite observed coordinates with `m' y + s' z` (Song et al. 2021; RePaint jumps optional) |
 //! | `smc-impute` | SMC | Trippe et al. 2023: one stored forward path of `y`, weights = backward density of the observed coordinates |
-//! | `mcgdiff` | SMC | Cardoso et al. 2024: potentials `N(a x~; Vbar^T x_t, v)` in the SVD basis, exact optimal proposal |
+//! | `mcgdiff` | SMC | Cardoso et al. 2024: pins in the SVD basis, Tweedie-based potentials `N(x~; alpha x0_hat + gamma xbar, alpha^2 V_t + beta)` with a closed-form proposal (`mcgdiff-paper`: the paper's `N(a x~; Vbar^T x_t, v)`, exact optimal proposal) |
 //! | `tds` | SMC | twisted SMC (Wu et al. 2023), twist `N(y; A x0_hat, sigma_y^2 + r_t^2 A A^T)` |
 //! | `dps` | guidance | Chung et al. 2023: `- (zeta / ||y - A x0_hat||) grad ||y - A x0_hat||^2` after each step |
 //! | `pigdm` | guidance | Song et al. 2023: gradient of `log N(y; A x0_hat, r_t^2 A A^T + sigma_y^2 I)`, added as the paper's fixed-size correction |
@@ -33,6 +33,7 @@ pub use super::common::{Observation, PosteriorOptions, PosteriorReport};
 use super::common::{Ctx, SmcJob};
 use super::guidance::GaussGuide;
 pub use super::guidance::PigdmUpdate;
+pub use super::mcgdiff::McgdiffPotentials;
 use super::problem::Operator;
 use crate::score::Score;
 use crate::{Error, Result};
@@ -50,8 +51,12 @@ pub enum Method {
     },
     /// SMC imputation (SMCDiff, Trippe et al. 2023) — mask operators.
     SmcImpute,
-    /// MCGdiff (Cardoso et al. 2024).
-    Mcgdiff,
+    /// MCGdiff (Cardoso et al. 2024): pins at the release times, the intermediate
+    /// potentials `potentials` (`mcgdiff`: Tweedie's, `mcgdiff-paper`: the paper's).
+    Mcgdiff {
+        /// The intermediate potentials (the target does not depend on them).
+        potentials: McgdiffPotentials,
+    },
     /// Twisted diffusion sampler (Wu et al. 2023).
     Tds,
     /// Diffusion posterior sampling (Chung et al. 2023): after each step
@@ -100,6 +105,7 @@ pub const METHOD_NAMES: &[&str] = &[
     "replacement",
     "smc-impute",
     "mcgdiff",
+    "mcgdiff-paper",
     "tds",
     "dps",
     "pigdm",
@@ -118,7 +124,12 @@ impl std::str::FromStr for Method {
             "exact" => Method::Exact,
             "replacement" => Method::Replacement { jumps: 1 },
             "smc-impute" => Method::SmcImpute,
-            "mcgdiff" => Method::Mcgdiff,
+            "mcgdiff" => Method::Mcgdiff {
+                potentials: McgdiffPotentials::Tweedie,
+            },
+            "mcgdiff-paper" => Method::Mcgdiff {
+                potentials: McgdiffPotentials::Paper,
+            },
             "tds" => Method::Tds,
             "dps" => Method::Dps { zeta: DPS_ZETA },
             "pigdm" => Method::Pigdm {
@@ -153,7 +164,10 @@ impl Method {
             Method::Exact => "exact",
             Method::Replacement { .. } => "replacement",
             Method::SmcImpute => "smc-impute",
-            Method::Mcgdiff => "mcgdiff",
+            Method::Mcgdiff {
+                potentials: McgdiffPotentials::Paper,
+            } => "mcgdiff-paper",
+            Method::Mcgdiff { .. } => "mcgdiff",
             Method::Tds => "tds",
             Method::Dps { .. } => "dps",
             Method::Pigdm {
@@ -169,7 +183,7 @@ impl Method {
 
     /// Whether the method is a particle filter (uses `particles`, reports ESS and `log Z`).
     pub fn is_smc(&self) -> bool {
-        matches!(self, Method::SmcImpute | Method::Mcgdiff | Method::Tds)
+        matches!(self, Method::SmcImpute | Method::Mcgdiff { .. } | Method::Tds)
     }
 }
 
@@ -233,7 +247,7 @@ pub fn sample_posterior(
             };
             let out = match method {
                 Method::SmcImpute => super::smc_impute::run(&job, &mut prog)?,
-                Method::Mcgdiff => super::mcgdiff::run(&job, &mut prog)?,
+                Method::Mcgdiff { potentials } => super::mcgdiff::run(&job, *potentials, &mut prog)?,
                 Method::Tds => super::tds::run(&job, &mut prog)?,
                 _ => unreachable!("is_smc"),
             };
