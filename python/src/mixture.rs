@@ -157,6 +157,16 @@ impl PyProcess {
 #[pyclass(module = "scoregen._scoregen", name = "GaussianMixture", frozen)]
 pub struct PyMixture {
     pub law: Arc<GaussianMixture>,
+    /// How it was built, so that a pickle rebuilds it bit for bit.
+    origin: Origin,
+}
+
+/// The arguments a mixture was built from.
+enum Origin {
+    /// The weights as given (the law keeps them normalised).
+    Parts(Vec<f64>),
+    /// `grid25(dim, seed)`.
+    Grid25(usize, u64),
 }
 
 #[pymethods]
@@ -188,7 +198,8 @@ impl PyMixture {
             }
         };
         Ok(PyMixture {
-            law: Arc::new(GaussianMixture::new(w, means, covs).py()?),
+            law: Arc::new(GaussianMixture::new(w.clone(), means, covs).py()?),
+            origin: Origin::Parts(w),
         })
     }
 
@@ -213,6 +224,7 @@ impl PyMixture {
         };
         Ok(PyMixture {
             law: Arc::new(GaussianMixture::gaussian(m, cov).py()?),
+            origin: Origin::Parts(vec![1.0]),
         })
     }
 
@@ -223,6 +235,7 @@ impl PyMixture {
     fn grid25(dim: usize, seed: u64) -> PyResult<Self> {
         Ok(PyMixture {
             law: Arc::new(GaussianMixture::grid25(dim, &Noise::new(seed)).py()?),
+            origin: Origin::Grid25(dim, seed),
         })
     }
 
@@ -385,8 +398,49 @@ impl PyMixture {
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
         let py = slf.py();
         let me = slf.get();
-        let args = PyTuple::new(py, [me.weights(py), me.means(py)?, me.covariances(py)?])?;
-        Ok((slf.get_type().into_any(), args))
+        let law = &me.law;
+        let (k, d) = (law.n_components(), law.dim());
+        match &me.origin {
+            Origin::Grid25(dim, seed) => {
+                let f = slf.get_type().getattr("grid25")?;
+                Ok((f, PyTuple::new(py, [*dim as u64, *seed])?))
+            }
+            Origin::Parts(w) => {
+                // The covariances as given: all full, all diagonal or all scalar.
+                let covs = law.covariances();
+                let cov = if covs.iter().all(|c| matches!(c, Covariance::Scalar(_))) {
+                    let v: Vec<f64> = covs
+                        .iter()
+                        .map(|c| if let Covariance::Scalar(v) = c { *v } else { 0.0 })
+                        .collect();
+                    to_numpy1(py, v)
+                } else if covs.iter().all(|c| matches!(c, Covariance::Diagonal(_))) {
+                    let v: Vec<f64> = covs
+                        .iter()
+                        .flat_map(|c| {
+                            if let Covariance::Diagonal(v) = c {
+                                v.clone()
+                            } else {
+                                vec![]
+                            }
+                        })
+                        .collect();
+                    to_numpy(py, v, k, d)?
+                } else {
+                    let v: Vec<f64> = covs
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(i, c)| match c {
+                            Covariance::Full(v) => v.clone(),
+                            _ => law.covariance_matrix(i),
+                        })
+                        .collect();
+                    numpy::PyArray1::from_vec(py, v).reshape([k, d, d])?.into_any()
+                };
+                let args = PyTuple::new(py, [to_numpy1(py, w.clone()), me.means(py)?, cov])?;
+                Ok((slf.get_type().into_any(), args))
+            }
+        }
     }
 }
 

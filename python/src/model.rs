@@ -36,8 +36,8 @@ pub struct PyModel {
 impl PyModel {
     /// Loads the checkpoint in `dir` (as `scoregen sample --model` does) and keeps its files.
     pub fn from_dir(dir: &std::path::Path) -> PyResult<Self> {
-        let files = read_files(dir)?;
         let (score, meta) = load_model(dir).py()?;
+        let files = read_files(dir)?;
         Ok(PyModel {
             files,
             meta,

@@ -139,9 +139,9 @@ pub struct TableModel {
 
 impl TableModel {
     fn from_dir(dir: &std::path::Path) -> PyResult<Self> {
-        let files = read_files(dir)?;
         let stored = StoredEncoding::load(dir).py()?;
         let (score, meta) = load_model(dir).py()?;
+        let files = read_files(dir)?;
         Ok(TableModel {
             files,
             stored,
