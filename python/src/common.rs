@@ -48,20 +48,22 @@ impl<T> OrPy<T> for std::result::Result<T, candle_core::Error> {
     }
 }
 
-/// `obj` as a C-contiguous float64 NumPy array (`numpy.ascontiguousarray(obj, float64)`):
-/// lists, integer arrays and DataFrames are converted; a float64 C-contiguous array is
-/// used as it is (no copy).
+/// `obj` as a C-contiguous, aligned float64 NumPy array: a float64 C-contiguous array is
+/// used as it is (no copy); lists, integer arrays, DataFrames and misaligned buffers (a
+/// pickle's out-of-band data) are converted (`numpy.array(obj, float64, order="C")`).
 pub fn f64_array<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArrayDyn<f64>>> {
     let py = obj.py();
     if let Ok(a) = obj.cast::<PyArrayDyn<f64>>() {
-        if a.is_c_contiguous() {
+        if a.is_c_contiguous() && a.readonly().as_slice().is_ok() {
             return Ok(a.clone());
         }
     }
     let np = py.import("numpy")?;
     let kw = PyDict::new(py);
     kw.set_item("dtype", np.getattr("float64")?)?;
-    let a = np.call_method("ascontiguousarray", (obj,), Some(&kw))?;
+    kw.set_item("order", "C")?;
+    kw.set_item("copy", true)?;
+    let a = np.call_method("array", (obj,), Some(&kw))?;
     Ok(a.cast_into::<PyArrayDyn<f64>>()?)
 }
 
