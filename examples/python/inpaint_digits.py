@@ -4,7 +4,7 @@ digits filled by posterior sampling (MCGdiff, Cardoso et al. 2024; or --method).
 
     python3 examples/python/inpaint_digits.py [--steps 1500] [--method mcgdiff] [--out inpaint.png]
 
-Training the U-Net takes a few minutes on two cores (`--steps 300` for a quick look).
+Training the U-Net (1500 steps) takes minutes on two cores; `--steps 300` for a quick look.
 Needs the scoregen package; the figure needs matplotlib.
 """
 import argparse
