@@ -140,3 +140,23 @@ def test_bad_input():
     est.fit(np.array([[1.0, 2.0], [2.0, np.nan], [3.0, 1.0]]))
     with pytest.raises(ValueError, match="features"):
         est.transform(np.zeros((2, 3)))
+
+
+def test_table_model_imputes_as_the_cli(cli, tmp_path):
+    # The native TableModel behind ScoreImputer is `scoregen impute`: same seed and
+    # settings, same imputations (the built-in table's numbers are written in shortest
+    # round-trip form, so the CSV holds the exact values).
+    header, cols = sg.builtin_table("iris")
+    settings = dict(train_steps=100, em_rounds=1, em_steps=50)
+    post = dict(particles=16, steps=20)
+    out = tmp_path / "iris.csv"
+    cli("impute", "--data", "builtin:iris", "--seed", 3, "--out", out,
+        *sum(([f"--{k.replace('_', '-')}", v] for k, v in {**settings, **post}.items()), []))
+    model = sg.TableModel.fit(header, cols, seed=3, progress=False, **settings)
+    completed, _, _, _ = model.transform(header, cols, seed=3, progress=False, **post)
+    want = pd.read_csv(out).to_numpy(dtype=np.float64)
+    assert np.array_equal(completed, want)
+    # The model directory it writes is the one `scoregen impute --model` reads.
+    model.save(tmp_path / "tm")
+    again = sg.TableModel.load(tmp_path / "tm")
+    assert np.array_equal(again.transform(header, cols, seed=3, progress=False, **post)[0], completed)
