@@ -20,7 +20,7 @@ ap.add_argument("--digits", type=int, default=6)
 ap.add_argument("--out", default="inpaint.png")
 a = ap.parse_args()
 
-x, labels, shape = sg.builtin_data("digits")  # 1797 images of 8x8, pixels 0..16
+x, labels, shape = sg.builtin_data("digits")  # 1797 images of 8x8, pixels in [0, 1]
 model = sg.train(x, model="unet", image_shape=shape, steps=a.steps, seed=0)
 rng = np.random.default_rng(0)
 rows = rng.choice(len(x), a.digits, replace=False)
@@ -47,7 +47,7 @@ else:
     for k, i in enumerate(rows):
         masked = np.where(mask, x[i].reshape(shape), np.nan)
         for r, img in enumerate([x[i].reshape(shape), masked, filled[k].reshape(shape)]):
-            axes[r, k].imshow(img, cmap="gray_r", vmin=0, vmax=16)
+            axes[r, k].imshow(img, cmap="gray_r", vmin=0, vmax=1)
             axes[r, k].axis("off")
     for r, t in enumerate(["real", "observed", a.method]):
         axes[r, 0].set_title(t, fontsize=8, loc="left")
