@@ -252,12 +252,12 @@ fn print_tables(summary: &[GmmSummary], pairs: &[GmmPair], dx: usize, resamples:
     ranked.sort_by(|a, b| a.sw_median.value.total_cmp(&b.sw_median.value));
     println!("95% intervals: percentile bootstrap over problems ({resamples} resamples); exact = noise floor, prior = samples of the prior ignoring y");
     println!(
-        "{:>2} {:<13} {:>24} {:>24} {:>24} {:>9} {:>16}",
+        "{:>2} {:<18} {:>24} {:>24} {:>24} {:>9} {:>16}",
         "#", "setting", "SW median [95% CI]", "SW mean [95% CI]", "dw mean [95% CI]", "s/problem", "paper (med/mean)"
     );
     for (k, s) in ranked.iter().enumerate() {
         println!(
-            "{:>2} {:<13} {:>24} {:>24} {:>24} {:>9.2} {:>16}",
+            "{:>2} {:<18} {:>24} {:>24} {:>24} {:>9.2} {:>16}",
             k + 1,
             s.label(),
             iv(&s.sw_median),
@@ -271,13 +271,13 @@ fn print_tables(summary: &[GmmSummary], pairs: &[GmmPair], dx: usize, resamples:
     println!(
         "paired: % of problems where the row's SW < the column's (ties half); * = 95% Wilson interval excludes 50%"
     );
-    print!("{:>2} {:<13}", "", "");
+    print!("{:>2} {:<18}", "", "");
     for k in 0..ranked.len() {
         print!(" {:>5}", k + 1);
     }
     println!();
     for (i, a) in ranked.iter().enumerate() {
-        print!("{:>2} {:<13}", i + 1, a.label());
+        print!("{:>2} {:<18}", i + 1, a.label());
         for b in &ranked {
             match find(&a.label(), &b.label()) {
                 Some(p) => {
