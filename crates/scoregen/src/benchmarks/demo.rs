@@ -300,13 +300,15 @@ pub fn inverse_problem(law: &GaussianMixture, n: usize, seed: u64) -> Result<Dem
 pub struct LearnedMoons {
     /// The training report.
     pub train: TrainReport,
-    /// `n` draws of the model (500 Euler–Maruyama steps of the reverse SDE), row-major
-    /// `[n, 2]`, data units.
+    /// The first `n` draws of the model (500 Euler–Maruyama steps of the reverse SDE),
+    /// row-major `[n, 2]`, data units.
     pub samples: Vec<f64>,
     /// `n` fresh data points (seed `seed + 1`), row-major.
     pub fresh: Vec<f64>,
-    /// SW1 of the samples to a fresh data set, the mean over [`LEARNED_MOONS_PAIRS`] fresh
-    /// sets (seeds `seed + 1, seed + 3, ...`).
+    /// SW1 of `n` model draws to `n` fresh data points, the mean over
+    /// [`LEARNED_MOONS_PAIRS`] batches: batch `k` of the model's `n x LEARNED_MOONS_PAIRS`
+    /// draws against the fresh set of seed `seed + 1 + 2k` (both sides renewed, as in the
+    /// floor).
     pub sw: f64,
     /// The floor: SW1 between two fresh sets of `n` points, the mean over
     /// [`LEARNED_MOONS_PAIRS`] pairs (seeds `(seed + 1, seed + 2), (seed + 3, seed + 4), ...`).
@@ -324,8 +326,9 @@ pub const LEARNED_MOONS_STEPS: usize = 4000;
 /// preconditioning and log-normal noise levels (Karras et al. 2022;
 /// [`LEARNED_MOONS_STEPS`] steps, batch 256, seed `seed`) on 4000 points of the two moons
 /// (seed `seed`), with checkpoints in
-/// `dir` (which must hold no checkpoint), reads it back and samples it (`n` draws, seed
-/// `seed + 7`), and compares the draws with fresh data. `progress(step)` reports training.
+/// `dir` (which must hold no checkpoint), reads it back and samples it
+/// (`n x LEARNED_MOONS_PAIRS` draws, seed `seed + 7`), and compares the draws, batch by
+/// batch, with fresh data. `progress(step)` reports training.
 /// The network trains and runs on `device` ([`crate::device`]).
 pub fn learned_moons(
     n: usize,
@@ -363,16 +366,19 @@ pub fn learned_moons(
         ..Default::default()
     };
     let sampler = Sampler::from_name("em", &SamplerParams::default())?;
-    let z = sample(&score, &sampler, &opts, n, &mut |_, _| {})?;
-    let x = meta.normalisation.denormalise(&z)?.to_dtype(DType::F64)?;
+    let pairs = LEARNED_MOONS_PAIRS as usize;
+    let z = sample(&score, &sampler, &opts, n * pairs, &mut |_, _| {})?;
+    let all = meta.normalisation.denormalise(&z)?.to_dtype(DType::F64)?;
     let so = SlicedOptions::default();
     let (mut sw, mut floor) = (0.0, 0.0);
     for k in 0..LEARNED_MOONS_PAIRS {
         let a = builtin::load("moons", Some(n), seed + 1 + 2 * k)?.x;
         let b = builtin::load("moons", Some(n), seed + 2 + 2 * k)?.x;
-        sw += sliced_wasserstein(&x, &a, &so)? / LEARNED_MOONS_PAIRS as f64;
+        let batch = all.narrow(0, k as usize * n, n)?;
+        sw += sliced_wasserstein(&batch, &a, &so)? / LEARNED_MOONS_PAIRS as f64;
         floor += sliced_wasserstein(&b, &a, &so)? / LEARNED_MOONS_PAIRS as f64;
     }
+    let x = all.narrow(0, 0, n)?;
     let fresh = builtin::load("moons", Some(n), seed + 1)?.x;
     Ok(LearnedMoons {
         train: report,
