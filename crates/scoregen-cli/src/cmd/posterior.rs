@@ -81,7 +81,7 @@ pub struct PosteriorArgs {
     /// for dcps / dcps500, 50 for dcps50).
     #[arg(long)]
     pub langevin: Option<usize>,
-    /// DCPS: Langevin step size gamma (default 1e-3).
+    /// DCPS: Langevin step size gamma (default 0.05; the reference code's is 1e-3).
     #[arg(long)]
     pub langevin_step: Option<f64>,
     /// DCPS: normalised gradient steps of each Gaussian variational fit (default 2).
