@@ -79,7 +79,10 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum McgdiffPotentials {
     /// Gaussian approximations of the exact twist from Tweedie's denoiser: the particles'
-    /// weights see which mode of the prior a particle is heading to (module doc).
+    /// weights see which mode of the prior a particle is heading to; with at most
+    /// [`JACOBIAN_MAX_RANK`] observed directions, Tweedie's variance and the move's
+    /// linearisation come from the denoiser's Jacobian, so the proposal steers the mode too
+    /// (module doc).
     #[default]
     Tweedie,
     /// The paper's flat-prior potentials `N(a x~; xbar, v)` with the exact optimal proposal.
