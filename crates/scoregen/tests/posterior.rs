@@ -341,7 +341,8 @@ impl Score for NoGradients {
 }
 
 /// The gradient-based methods refuse a score without gradients with one clear error (no
-/// silent fallback to zero guidance); the methods that need no gradients run.
+/// silent fallback to zero guidance); the methods that need no gradients run (`mcgdiff`
+/// then linearises its potentials with the reference's slope instead of the Jacobian).
 #[test]
 fn gradient_methods_refuse_a_score_without_gradients() {
     let (score, _) = bivariate();

@@ -278,3 +278,138 @@ fn smc_methods_reach_the_floor_on_a_small_mixture() {
         assert!(dist < limit, "{}: SW {dist} above {limit} (floor {fm})", method.name());
     }
 }
+
+/// A Gaussian prior in `d = 6` with correlated coordinates, `Sigma = B B^T + I / 2`
+/// (`B` fixed, entries in `[-1, 1]`), on the default process.
+fn correlated6() -> (MixtureScore, GaussianMixture) {
+    let d = 6;
+    let b: Vec<f64> = (0..d * d).map(|k| ((k * 7 + 3) % 11) as f64 / 5.0 - 1.0).collect();
+    let mut cov = vec![0.0; d * d];
+    for i in 0..d {
+        for j in 0..d {
+            cov[i * d + j] = (0..d).map(|k| b[i * d + k] * b[j * d + k]).sum::<f64>() / d as f64;
+        }
+        cov[i * d + i] += 0.5;
+    }
+    let law = GaussianMixture::gaussian(vec![0.5, -1.0, 0.0, 1.0, 0.2, -0.3], Covariance::Full(cov)).unwrap();
+    (
+        MixtureScore::new(Arc::new(law.clone()), default_process(law.radius())),
+        law,
+    )
+}
+
+/// MCGdiff's two linearisations of the Tweedie potentials against the Gaussian posterior
+/// (every coordinate's mean and variance, `log p(y)`; tolerances as in `check_exact`):
+/// a dense `2 x 6` operator (rank 2: the denoiser's Jacobian, two directions twisted at
+/// once and pinned at two times) and a mask of 5 of the 6 coordinates (rank 5, above
+/// `JACOBIAN_MAX_RANK`: the reference's slope), both with `sigma_y = 0.3`.
+#[test]
+fn mcgdiff_jacobian_and_reference_linearisations_match_a_gaussian_posterior() {
+    let (score, law) = correlated6();
+    let d = 6;
+    let dense = Operator::Dense {
+        rows: 2,
+        cols: d,
+        a: vec![0.6, -0.8, 0.3, 0.0, 0.5, -0.2, 0.1, 0.4, -0.7, 0.9, 0.0, 0.3],
+    };
+    let mask = Operator::Mask {
+        dim: d,
+        observed: vec![0, 1, 2, 4, 5],
+    };
+    for (op, y) in [(dense, vec![1.0, -0.5]), (mask, vec![0.8, -1.5, 0.3, 0.0, -0.6])] {
+        let obs = Observation { op, y, sigma_y: 0.3 };
+        let exact = ExactPosterior::new(&law, &obs.op, &obs.y, obs.sigma_y).unwrap();
+        let (mean, cov) = exact.moments();
+        let (mut ms, mut vs, mut lz) = (vec![Vec::new(); d], vec![Vec::new(); d], Vec::new());
+        for seed in 0..8 {
+            let opts = PosteriorOptions {
+                n: 1000,
+                particles: 1000,
+                steps: 600,
+                seed,
+                ..Default::default()
+            };
+            let rep = sample_posterior(&score, &obs, &"mcgdiff".parse().unwrap(), &opts, &mut |_, _| {}).unwrap();
+            for j in 0..d {
+                let (m, v) = mean_var(&column(&rep.samples, d, j));
+                ms[j].push(m);
+                vs[j].push(v);
+            }
+            lz.extend(rep.log_evidence);
+        }
+        let name = format!("{:?}", obs.op.shape());
+        for j in 0..d {
+            let ((m, se), (v, sev)) = (mean_se(&ms[j]), mean_se(&vs[j]));
+            let ev = cov[j * d + j];
+            eprintln!(
+                "{name}: mean[{j}] {m:.4} vs {:.4} (se {se:.4}); var {v:.4} vs {ev:.4} (se {sev:.4})",
+                mean[j]
+            );
+            assert!(
+                (m - mean[j]).abs() <= 4.5 * se + 0.04,
+                "{name}: mean[{j}] {m} vs {}",
+                mean[j]
+            );
+            assert!((v - ev).abs() <= 4.5 * sev + 0.12 * ev, "{name}: var[{j}] {v} vs {ev}");
+        }
+        let (l, se) = mean_se(&lz);
+        eprintln!("{name}: log p(y) {l:.4} vs {:.4} (se {se:.4})", exact.log_evidence);
+        assert_eq!(lz.len(), 8, "{name}: one log-evidence per run");
+        assert!(
+            (l - exact.log_evidence).abs() < 4.5 * se + 0.05,
+            "{name}: log p(y) {l} vs {}",
+            exact.log_evidence
+        );
+    }
+}
+
+/// MCGdiff's Jacobian linearisation on Gaussian priors (rank-2 dense operator). For
+/// `N(mu, c I)` the denoiser's Jacobian is `lambda_t I`, so the twist
+/// `N(x~; alpha x0_hat + gamma xbar, alpha^2 V_t + beta)` is the exact
+/// `p(xbar_tau = x~ | x_t)` and the proposal the exact optimal one: the weights vary only
+/// through the reverse chain's discretisation. On the correlated prior the twist is still
+/// exact (Tweedie's covariance, read from the Jacobian per particle) and only the move's
+/// linearisation `rho J_t` of `J_{t'}` is approximate. Measured (600 steps, 1000 particles,
+/// seed 0): ESS/N minimum 0.990 (isotropic) and 0.988 (correlated), no resampling; the
+/// paper's potentials 0.48 with 12 and 13 resamplings. Asserted: above 0.95 without
+/// resampling, and the paper's below 0.7.
+#[test]
+fn mcgdiff_jacobian_twist_keeps_the_weights_flat_on_gaussian_priors() {
+    let d = 6;
+    let iso = GaussianMixture::gaussian(vec![0.5, -1.0, 0.0, 1.0, 0.2, -0.3], Covariance::Scalar(1.5)).unwrap();
+    let iso_score = MixtureScore::new(Arc::new(iso.clone()), default_process(iso.radius()));
+    let (cor_score, _) = correlated6();
+    let obs = Observation {
+        op: Operator::Dense {
+            rows: 2,
+            cols: d,
+            a: vec![0.6, -0.8, 0.3, 0.0, 0.5, -0.2, 0.1, 0.4, -0.7, 0.9, 0.0, 0.3],
+        },
+        y: vec![1.0, -0.5],
+        sigma_y: 0.3,
+    };
+    let opts = PosteriorOptions {
+        n: 1000,
+        particles: 1000,
+        steps: 600,
+        ..Default::default()
+    };
+    for (label, score) in [("isotropic", &iso_score), ("correlated", &cor_score)] {
+        for name in ["mcgdiff", "mcgdiff-paper"] {
+            let rep = sample_posterior(score, &obs, &name.parse().unwrap(), &opts, &mut |_, _| {}).unwrap();
+            eprintln!(
+                "{label} {name}: ESS/N min {:.4}, resamplings {}",
+                rep.ess_min, rep.resamplings
+            );
+            if name == "mcgdiff" {
+                assert!(
+                    rep.ess_min > 0.95 && rep.resamplings == 0.0,
+                    "{label}: ESS/N min {}",
+                    rep.ess_min
+                );
+            } else {
+                assert!(rep.ess_min < 0.7, "{label} {name}: ESS/N min {}", rep.ess_min);
+            }
+        }
+    }
+}
