@@ -1505,6 +1505,7 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
         vec!["bench", "gmm", "--problems", "2", "--only-problem", "5"],
         vec!["bench", "gmm", "--methods", "dcps,dcps500"],
         vec!["bench", "gmm", "--methods", "smc-impute"],
+        vec!["bench", "gmm", "--methods", "dcps", "--dcps-blocks", "0"],
         vec!["bench", "quality", "--sets", "nope", "--out", "{out}/q"],
         vec!["bench", "quality", "--n-eval", "1", "--out", "{out}/q"],
         vec!["bench", "quality", "--param", "nope", "--out", "{out}/q"],

@@ -44,6 +44,10 @@ pub struct BenchGmmArgs {
     /// Methods, comma separated, or "all" (the methods that take any operator).
     #[arg(long, default_value = "all")]
     pub methods: String,
+    /// DCPS: number of blocks L for the `dcps` / `dcps50` rows (default: the method's, 3).
+    /// Their rows are then named `dcps`; give the run its own --out-dir.
+    #[arg(long, value_name = "L")]
+    pub dcps_blocks: Option<usize>,
     /// Particles per SMC run; a comma-separated list gives the convergence curve.
     #[arg(long, value_delimiter = ',', default_value = "2000")]
     pub particles: Vec<usize>,
@@ -100,10 +104,18 @@ pub fn run(b: BenchGmmArgs, quiet: bool) -> CliResult<()> {
         b.dx as f64 * (b.dx + b.dy) as f64 * 4.0,
         8.0,
     ))?;
+    opts.methods = gmm_methods(&b.methods)?;
+    if let Some(blocks) = b.dcps_blocks {
+        for m in &mut opts.methods {
+            if let scoregen::inverse::Method::Dcps(dc) = m {
+                dc.blocks = blocks;
+                dc.validate()?;
+            }
+        }
+    }
     if !b.out_dir.is_dir() {
         std::fs::create_dir_all(&b.out_dir).map_err(|e| CliError::user(format!("{}: {e}", b.out_dir.display())))?;
     }
-    opts.methods = gmm_methods(&b.methods)?;
     let stem = match b.only_problem {
         Some(i) => format!("gmm_dx{}_dy{}_problem{i}", b.dx, b.dy),
         None => format!("gmm_dx{}_dy{}", b.dx, b.dy),
