@@ -160,7 +160,10 @@ fn learned_moons(a: &DemoArgs, quiet: bool) -> CliResult<()> {
     if dir.join("checkpoint.json").exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| CliError::user(format!("{}: {e}", dir.display())))?;
     }
-    println!("\nLearned score: MLP 3 x 128 trained by denoising score matching (EDM preconditioning, log-normal noise levels) on 4000 points of builtin:moons");
+    println!(
+        "\nLearned score: MLP 3 x 128 trained by denoising score matching (EDM preconditioning, log-normal noise levels) on {} points of builtin:moons",
+        scoregen::benchmarks::demo::LEARNED_MOONS_TRAIN
+    );
     let pb = crate::progress::bar(scoregen::benchmarks::demo::LEARNED_MOONS_STEPS as u64, "train", quiet);
     let t0 = Instant::now();
     let r = scoregen::benchmarks::demo::learned_moons(a.n, a.seed, &dir, &crate::device::get(), &mut |k| {
@@ -169,14 +172,14 @@ fn learned_moons(a: &DemoArgs, quiet: bool) -> CliResult<()> {
     pb.finish_and_clear();
     let r = r?;
     println!(
-        "  {} steps ({:.0} steps/s), validation loss {:.4}; 500-step reverse SDE: SW1 to fresh data {:.4} (two fresh data sets: {:.4}; ratio {:.2}; means over {} fresh sets); {:.1} s",
+        "  {} steps ({:.0} steps/s), validation loss {:.4}; 500-step reverse SDE: SW1 to fresh data {:.4} (two fresh data sets: {:.4}; ratio {:.2}; means over {} comparisons with fresh sets); {:.1} s",
         r.train.step,
         r.train.steps_per_sec,
         r.train.val_loss.unwrap_or(f64::NAN),
         r.sw,
         r.floor,
         r.sw / r.floor,
-        scoregen::benchmarks::demo::LEARNED_MOONS_PAIRS,
+        scoregen::benchmarks::demo::LEARNED_MOONS_PAIRS * scoregen::benchmarks::demo::LEARNED_MOONS_REFS,
         t0.elapsed().as_secs_f64()
     );
     pair_plot(
