@@ -74,7 +74,7 @@ pub struct PosteriorArgs {
     /// Replacement: RePaint resampling repetitions per step (1 = none).
     #[arg(long, default_value_t = 1)]
     pub jumps: usize,
-    /// DCPS: number of blocks L (default 3, Janati et al. 2024's reference code).
+    /// DCPS: number of blocks L (default 4; Janati et al. 2024's reference code uses 3).
     #[arg(long)]
     pub blocks: Option<usize>,
     /// DCPS: tamed Langevin steps K at the start of each block (default: the method's, 500

@@ -44,7 +44,7 @@ pub struct BenchGmmArgs {
     /// Methods, comma separated, or "all" (the methods that take any operator).
     #[arg(long, default_value = "all")]
     pub methods: String,
-    /// DCPS: number of blocks L for the `dcps` / `dcps50` rows (default: the method's, 3).
+    /// DCPS: number of blocks L for the `dcps` / `dcps50` rows (default: the method's, 4).
     /// Their rows are then named `dcps`; give the run its own --out-dir.
     #[arg(long, value_name = "L")]
     pub dcps_blocks: Option<usize>,
