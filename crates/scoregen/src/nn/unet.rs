@@ -288,8 +288,13 @@ impl Unet {
     fn conv(&self, name: &str, x: &Tensor, stride: usize) -> Result<Tensor> {
         let w = self.p(&format!("{name}.w"))?;
         let k = w.dim(2)?;
-        let y = super::conv::conv2d(x, w, stride, k / 2)?;
-        Ok(super::conv::add_channel_bias(&y, self.p(&format!("{name}.b"))?)?)
+        Ok(super::conv::conv2d_bias(
+            x,
+            w,
+            self.p(&format!("{name}.b"))?,
+            stride,
+            k / 2,
+        )?)
     }
 
     /// GroupNorm then SiLU: normalise over each group of channels and all pixels, then
@@ -309,10 +314,14 @@ impl Unet {
 
     fn res(&self, name: &str, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
         let h = self.group_norm_silu(&format!("{name}.gn1"), x)?;
-        let h = self.conv(&format!("{name}.conv1"), &h, 1)?;
-        let (n, c_out, _, _) = h.dims4()?;
-        let t = self.linear(&format!("{name}.temb"), temb)?.reshape((n, c_out, 1, 1))?;
-        let h = self.group_norm_silu(&format!("{name}.gn2"), &h.broadcast_add(&t)?)?;
+        // conv_1's bias and the projected time embedding, added per image and channel in
+        // the convolution's epilogue.
+        let w1 = self.p(&format!("{name}.conv1.w"))?;
+        let shift = self
+            .linear(&format!("{name}.temb"), temb)?
+            .broadcast_add(self.p(&format!("{name}.conv1.b"))?)?;
+        let h = super::conv::conv2d_bias(&h, w1, &shift, 1, w1.dim(2)? / 2)?;
+        let h = self.group_norm_silu(&format!("{name}.gn2"), &h)?;
         let h = self.conv(&format!("{name}.conv2"), &h, 1)?;
         let skip = if self.has(&format!("{name}.skip.w")) {
             self.conv(&format!("{name}.skip"), x, 1)?
