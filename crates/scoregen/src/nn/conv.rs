@@ -193,6 +193,29 @@ impl Geom {
         Some((d0, s0, d1 - d0))
     }
 
+    /// For each kernel offset `(u, v)` (index `u k + v`), the output pixels `i W_o + j` that
+    /// read outside the image (the entries a contiguous run of [`Geom::same_run`] must zero).
+    fn outside(&self) -> Vec<Vec<usize>> {
+        let k = self.k;
+        let mut lists = Vec::with_capacity(k * k);
+        for u in 0..k {
+            let ri = self.valid(u, self.h, self.ho);
+            for v in 0..k {
+                let rj = self.valid(v, self.w, self.wo);
+                let mut l = Vec::new();
+                for i in 0..self.ho {
+                    for j in 0..self.wo {
+                        if !ri.contains(&i) || !rj.contains(&j) {
+                            l.push(i * self.wo + j);
+                        }
+                    }
+                }
+                lists.push(l);
+            }
+        }
+        lists
+    }
+
     /// The output positions `o` with `0 <= s o + u - p < len` (`u` the kernel offset), as a
     /// range of `o`, with `len_o` outputs along that axis.
     fn valid(&self, u: usize, len: usize, len_o: usize) -> std::ops::Range<usize> {
@@ -297,6 +320,7 @@ fn give<T: Float>(v: Vec<T>) {
 fn im2col_chunk<T: Float>(x: &[T], g: &Geom, b0: usize, nb: usize, col: &mut [T]) {
     let (p, k) = (g.p(), g.k);
     let cols = nb * p;
+    let outside = g.outside();
     for (r, row) in col.chunks_mut(cols).enumerate().take(g.kk()) {
         let (c, u, v) = (r / (k * k), (r / k) % k, r % k);
         let (ri, rj) = (g.valid(u, g.h, g.ho), g.valid(v, g.w, g.wo));
@@ -308,15 +332,11 @@ fn im2col_chunk<T: Float>(x: &[T], g: &Geom, b0: usize, nb: usize, col: &mut [T]
             let src = &x[((b0 + bl) * g.c_in + c) * g.h * g.w..][..g.h * g.w];
             let dst = &mut row[bl * p..][..p];
             if let Some((d0, s0, len)) = g.same_run(&ri, &rj, u, v) {
-                // One contiguous copy for all rows, then zero the entries outside the image
-                // (before the run, after it, and those that wrapped around from a neighbouring row).
-                dst[..d0].fill(T::ZERO);
+                // One contiguous copy, then zero the entries outside the image (before the
+                // run, after it, and those that wrapped around from a neighbouring row).
                 dst[d0..d0 + len].copy_from_slice(&src[s0..s0 + len]);
-                dst[d0 + len..].fill(T::ZERO);
-                for i in ri.clone() {
-                    let d = &mut dst[i * g.wo..][..g.wo];
-                    d[..rj.start].fill(T::ZERO);
-                    d[rj.end..].fill(T::ZERO);
+                for &f in &outside[u * k + v] {
+                    dst[f] = T::ZERO;
                 }
                 continue;
             }
@@ -446,6 +466,7 @@ fn backward_input<T: Float>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
             )
         }
         // col2im: rows in a fixed order, so the sums are deterministic.
+        let outside = g.outside();
         for r in 0..kk {
             let (c, u, v) = (r / (k * k), (r / k) % k, r % k);
             let (ri, rj) = (g.valid(u, g.h, g.ho), g.valid(v, g.w, g.wo));
@@ -457,10 +478,8 @@ fn backward_input<T: Float>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
                 let dst = &mut dxc[bl * chw + c * g.h * g.w..][..g.h * g.w];
                 if let Some((d0, s0, len)) = g.same_run(&ri, &rj, u, v) {
                     // Zero the entries that would wrap around, then add one contiguous run.
-                    for i in ri.clone() {
-                        let d = &mut src[i * g.wo..][..g.wo];
-                        d[..rj.start].fill(T::ZERO);
-                        d[rj.end..].fill(T::ZERO);
+                    for &f in &outside[u * k + v] {
+                        src[f] = T::ZERO;
                     }
                     for (o, &a) in dst[s0..s0 + len].iter_mut().zip(&src[d0..d0 + len]) {
                         *o += a;

@@ -23,19 +23,36 @@ use rayon::prelude::*;
 
 use super::conv::{data, Float};
 
+/// Partial sums per lane in [`lane_sum`]: the compiler keeps them in one vector register.
+const LANES: usize = 8;
+
+/// `sum_i f(a_i, b_i)` over two slices of the same length, accumulated in [`LANES`]
+/// interleaved partial sums (vectorisable) that are combined in a fixed order, so the result
+/// depends on the data only.
+fn lane_sum<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> T {
+    let mut acc = [T::ZERO; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += f(x[l], y[l]);
+        }
+    }
+    let mut s = T::ZERO;
+    for (&x, &y) in ra.iter().zip(rb) {
+        s += f(x, y);
+    }
+    for v in acc {
+        s += v;
+    }
+    s
+}
+
 /// Per-group statistics `(mu, r)` of a slice.
 fn stats<T: Float>(v: &[T], eps: f64) -> (T, T) {
     let len = T::from_f64(v.len() as f64);
-    let mut s = T::ZERO;
-    for &a in v {
-        s += a;
-    }
-    let mu = s / len;
-    let mut q = T::ZERO;
-    for &a in v {
-        let d = a - mu;
-        q += d * d;
-    }
+    let mu = lane_sum(v, v, |a, _| a) / len;
+    let q = lane_sum(v, v, |a, _| (a - mu) * (a - mu));
     (mu, T::ONE / (q / len + T::from_f64(eps)).sqrt())
 }
 
@@ -131,25 +148,27 @@ impl GroupNorm {
                             let xs = &x[off + j * d.hw..][..d.hw];
                             let dzs = &dz[off + j * d.hw..][..d.hw];
                             let dst = &mut dxb[ch * d.hw..][..d.hw];
-                            let (mut sg, mut sb) = (T::ZERO, T::ZERO);
-                            for ((o, &a), &dzv) in dst.iter_mut().zip(xs).zip(dzs) {
-                                let xh = (a - mu) * r;
-                                let dy = if self.silu {
-                                    let y = gamma[ch] * xh + beta[ch];
+                            // dy (through the SiLU) into dst first.
+                            if self.silu {
+                                for ((o, &a), &dzv) in dst.iter_mut().zip(xs).zip(dzs) {
+                                    let y = gamma[ch] * ((a - mu) * r) + beta[ch];
                                     let s = sigmoid(y);
-                                    dzv * s * (T::ONE + y * (T::ONE - s))
-                                } else {
-                                    dzv
-                                };
-                                sg += dy * xh;
-                                sb += dy;
-                                let dxh = gamma[ch] * dy;
-                                s1 += dxh;
-                                s2 += dxh * xh;
-                                *o = dxh;
+                                    *o = dzv * s * (T::ONE + y * (T::ONE - s));
+                                }
+                            } else {
+                                dst.copy_from_slice(dzs);
                             }
+                            // dbeta = sum dy, dgamma = sum dy xh; with dxh = gamma dy the
+                            // group sums are sum dxh = gamma dbeta, sum dxh xh = gamma dgamma.
+                            let sb = lane_sum(dst, dst, |a, _| a);
+                            let sg = lane_sum(dst, xs, |a, b| a * ((b - mu) * r));
                             pg[ch] = sg;
                             pbeta[ch] = sb;
+                            s1 += gamma[ch] * sb;
+                            s2 += gamma[ch] * sg;
+                            for o in dst.iter_mut() {
+                                *o = gamma[ch] * *o;
+                            }
                         }
                         let l = T::from_f64(len as f64);
                         let (m1, m2) = (s1 / l, s2 / l);
