@@ -130,8 +130,23 @@ fn tune_allocator() {
     }
 }
 
+/// candle's CPU element-wise ops (tensors of 64k entries or more, e.g. U-Net activations)
+/// run on its own thread pool, whose idle workers spin for 25,000 rounds before sleeping;
+/// next to rayon's workers (the convolutions, GroupNorm, the fused engine) they took the
+/// cores from the threads with work: digits U-Net training on 2 busy cores went from 3.8 to
+/// 12.3 steps/s with `CANDLE_BARRIER_POOL_SPIN_LIMIT=0` (BENCHMARKS.md). Workers now sleep
+/// at once unless the variable is set.
+fn tune_thread_pools() {
+    const VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+    if std::env::var_os(VAR).is_none() {
+        // Called first thing in `main`, before any other thread exists.
+        std::env::set_var(VAR, "0");
+    }
+}
+
 fn main() -> ExitCode {
     tune_allocator();
+    tune_thread_pools();
     // Negative numbers are values, so that `--n -1` is refused by the option's own
     // validation ("invalid value '-1' for '--n'") rather than read as a stray flag.
     fn negatives(c: clap::Command) -> clap::Command {

@@ -56,6 +56,7 @@ fn stats<T: Float>(v: &[T], eps: f64) -> (T, T) {
     (mu, T::ONE / (q / len + T::from_f64(eps)).sqrt())
 }
 
+#[inline]
 fn sigmoid<T: Float>(y: T) -> T {
     T::ONE / (T::ONE + (-y).exp())
 }
@@ -116,9 +117,15 @@ impl GroupNorm {
                     let (ga, be) = (gamma[ch], beta[ch]);
                     let src = &x[off + j * d.hw..][..d.hw];
                     let dst = &mut zb[ch * d.hw..][..d.hw];
-                    for (o, &a) in dst.iter_mut().zip(src) {
-                        let y = ga * ((a - mu) * r) + be;
-                        *o = if self.silu { y * sigmoid(y) } else { y };
+                    if self.silu {
+                        for (o, &a) in dst.iter_mut().zip(src) {
+                            let y = ga * ((a - mu) * r) + be;
+                            *o = y * sigmoid(y);
+                        }
+                    } else {
+                        for (o, &a) in dst.iter_mut().zip(src) {
+                            *o = ga * ((a - mu) * r) + be;
+                        }
                     }
                 }
             }
