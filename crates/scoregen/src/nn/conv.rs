@@ -804,6 +804,104 @@ pub fn conv2d_bias(x: &Tensor, w: &Tensor, bias: &Tensor, stride: usize, padding
         .apply_op3(&w.contiguous()?, &bias.contiguous()?, ConvBias { stride, pad: padding })
 }
 
+/// Nearest-neighbour upsampling x2 of `[n, C, H, W]` (`Up`), and its adjoint, the sum of
+/// each 2x2 block (`Down`).
+#[derive(Clone, Copy, Debug)]
+enum Resample {
+    Up,
+    Down,
+}
+
+impl Resample {
+    fn run<T: Float>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = data::<T>(s, l, "upsample")?;
+        let (n, c, h, w) = l.shape().dims4()?;
+        match self {
+            Resample::Up => {
+                let mut y: Vec<T> = Vec::with_capacity(4 * x.len());
+                if !x.is_empty() {
+                    y.spare_capacity_mut()[..4 * x.len()]
+                        .par_chunks_mut(4 * h * w)
+                        .zip(x.par_chunks(h * w))
+                        .for_each(|(out, src)| {
+                            for i in 0..2 * h {
+                                let row = &src[(i / 2) * w..][..w];
+                                for (j, o) in out[i * 2 * w..][..2 * w].iter_mut().enumerate() {
+                                    o.write(row[j / 2]);
+                                }
+                            }
+                        });
+                }
+                // SAFETY: every entry of `0..4 len` was written above.
+                unsafe { y.set_len(4 * x.len()) };
+                Ok((T::storage(y), (n, c, 2 * h, 2 * w).into()))
+            }
+            Resample::Down => {
+                if !h.is_multiple_of(2) || !w.is_multiple_of(2) {
+                    bail!("upsample backward: odd size {h}x{w}")
+                }
+                let (ho, wo) = (h / 2, w / 2);
+                let mut y = vec![T::ZERO; x.len() / 4];
+                if !y.is_empty() {
+                    y.par_chunks_mut(ho * wo)
+                        .zip(x.par_chunks(h * w))
+                        .for_each(|(out, src)| {
+                            for i in 0..ho {
+                                for j in 0..wo {
+                                    let a = &src[2 * i * w + 2 * j..];
+                                    let b = &src[(2 * i + 1) * w + 2 * j..];
+                                    out[i * wo + j] = (a[0] + a[1]) + (b[0] + b[1]);
+                                }
+                            }
+                        });
+                }
+                Ok((T::storage(y), (n, c, ho, wo).into()))
+            }
+        }
+    }
+}
+
+impl candle_core::CustomOp1 for Resample {
+    fn name(&self) -> &'static str {
+        match self {
+            Resample::Up => "upsample-nearest-2x",
+            Resample::Down => "upsample-nearest-2x-backward",
+        }
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        match s {
+            CpuStorage::F32(_) => self.run::<f32>(s, l),
+            CpuStorage::F64(_) => self.run::<f64>(s, l),
+            _ => bail!("upsample: f32 or f64 only"),
+        }
+    }
+
+    /// The two maps are each other's adjoints.
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let other = match self {
+            Resample::Up => Resample::Down,
+            Resample::Down => Resample::Up,
+        };
+        Ok(Some(grad.contiguous()?.apply_op1(other)?))
+    }
+}
+
+/// Nearest-neighbour upsampling x2, `[n, C, H, W] -> [n, C, 2H, 2W]`,
+/// `y[b, c, i, j] = x[b, c, i / 2, j / 2]`; its gradient sums each 2x2 block (candle's own
+/// `upsample_nearest2d` backward overwrites rather than accumulates, and a broadcast's
+/// backward is a slow strided reduction). Differentiable to any order.
+pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        let (n, c, h, w) = x.dims4()?;
+        return x
+            .reshape((n, c, h, 1, w, 1))?
+            .broadcast_as((n, c, h, 2, w, 2))?
+            .reshape((n, c, 2 * h, 2 * w));
+    }
+    x.contiguous()?.apply_op1(Resample::Up)
+}
+
 /// `y[b, o, ...] + bias[o]` for `y` of shape `[n, C, ...]` and `bias` of shape `[C]`.
 #[derive(Clone, Copy, Debug)]
 struct AddBias;
@@ -1170,6 +1268,35 @@ mod tests {
         for v in [&y, &b] {
             assert!(max_rel(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap()) < 1e-12);
         }
+    }
+
+    /// Upsampling against the broadcast composition, its gradient, and the gradient of its
+    /// gradient (the adjoint pair).
+    #[test]
+    fn upsample_and_its_adjoint() {
+        let x = Var::from_tensor(&random(&[3, 2, 4, 3], 1, DType::F64)).unwrap();
+        let r = random(&[3, 2, 8, 6], 2, DType::F64);
+        let ours = upsample2x(x.as_tensor()).unwrap();
+        let theirs = x
+            .as_tensor()
+            .reshape((3, 2, 4, 1, 3, 1))
+            .unwrap()
+            .broadcast_as((3, 2, 4, 2, 3, 2))
+            .unwrap()
+            .reshape((3, 2, 8, 6))
+            .unwrap();
+        assert_eq!(max_rel(&ours, &theirs), 0.0);
+        let g1 = (ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (theirs * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let (a, b) = (g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
+        assert!(max_rel(a, &b.clone()) < 1e-14);
+        // <u, D(v)> = <U(u), v>, differentiated in v.
+        let u = random(&[3, 2, 4, 3], 3, DType::F64);
+        let v = Var::from_tensor(&r).unwrap();
+        let down = v.as_tensor().contiguous().unwrap().apply_op1(Resample::Down).unwrap();
+        let l = (down * &u).unwrap().sum_all().unwrap();
+        let g = l.backward().unwrap();
+        assert!(max_rel(g.get(v.as_tensor()).unwrap(), &upsample2x(&u).unwrap()) < 1e-15);
     }
 
     /// The f32 `exp` against f64's on a fine grid of `[-87, 88]`, and its clamping.

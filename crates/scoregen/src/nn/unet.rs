@@ -21,7 +21,8 @@
 //!   configured [`Parametrisation`] (eps by default).
 //!
 //! Backward passes used: the GEMM convolutions and per-channel bias of [`super::conv`]
-//! (stride 1 and 2), the fused GroupNorm + SiLU of [`super::groupnorm`], `broadcast_as` / `reshape` for the upsampling (candle's own `upsample_nearest2d` backward
+//! (stride 1 and 2, the bias and the time embedding added in the convolution's epilogue), the fused GroupNorm + SiLU of [`super::groupnorm`], the
+//! upsampling of [`super::conv::upsample2x`] (candle's own `upsample_nearest2d` backward
 //! overwrites rather than accumulates the gradient of its input, so it is not used), `cat`,
 //! reductions; checked
 //! against finite differences in the tests. Parameters are initialised PyTorch-style,
@@ -333,10 +334,7 @@ impl Unet {
 
     /// Nearest-neighbour upsampling x2: `[n, c, h, w] -> [n, c, 2h, 2w]`.
     fn upsample(x: &Tensor) -> Result<Tensor> {
-        let (n, c, h, w) = x.dims4()?;
-        Ok(x.reshape((n, c, h, 1, w, 1))?
-            .broadcast_as((n, c, h, 2, w, 2))?
-            .reshape((n, c, 2 * h, 2 * w))?)
+        Ok(super::conv::upsample2x(x)?)
     }
 
     /// The embedding `e` of the times and classes (`[n, time_dim]`, after SiLU).
