@@ -10,16 +10,20 @@
 //! `X_col[(c, u, v), (b, i, j)] = x[b, c, s i + u - p, s j + v - p]` (`K = C_in k^2` rows,
 //! `n H_o W_o` columns) and `W` the weights as a `[C_out, K]` matrix, the three products are
 //!
-//! * forward: `Y_b = W X_col,b` (one GEMM per image, written straight into NCHW);
-//! * gradient of the input: `dX_col,b = W^T dY_b`, scattered back (col2im, summed) into `dx_b`;
-//! * gradient of the weights: `dW = dY X_col^T`, one GEMM whose reduction runs over all
-//!   `n H_o W_o` output pixels, with `dY` the output gradient as a `[C_out, n H_o W_o]` matrix.
+//! * forward: `Y = W X_col` (plus a bias per channel, or per image and channel, added as
+//!   the product is written back to NCHW: [`conv2d_bias`]);
+//! * gradient of the input: `dX_col = W^T dY`, scattered back (col2im, summed) into `dx`;
+//! * gradient of the weights: `dW = dY X_col^T`, whose reduction runs over all `n H_o W_o`
+//!   output pixels, with `dY` the output gradient as a `[C_out, n H_o W_o]` matrix.
 //!
-//! The products run on the `gemm` crate's kernels (the ones candle's own matmul uses) with
-//! `Parallelism::None`; rayon parallelises over images (forward, input gradient) or over
-//! fixed row blocks of `dW^T` whose size depends only on the shapes. Every output entry is
-//! therefore computed by the same sequence of floating-point operations whatever the number
-//! of threads: results are bit-reproducible.
+//! The columns are split into chunks of whole images of at least 256 output pixels (4
+//! images at 8x8, 16 at 4x4); each chunk is one product on the `gemm` crate's kernels (the
+//! ones candle's own matmul uses) with `Parallelism::None`, its im2col columns built in a
+//! per-thread scratch buffer, and rayon hands the chunks to its threads by work stealing.
+//! The weight gradient is one partial product per chunk, the partials summed in chunk
+//! order. The chunks depend on the shapes only, so every output entry is computed by the
+//! same sequence of floating-point operations whatever the number of threads: results are
+//! bit-reproducible.
 //!
 //! The backward ops are themselves differentiable (each of the three maps is bilinear and
 //! the adjoint of one is another), so gradients of gradients are available too.
