@@ -95,6 +95,9 @@ pub struct QualityOptions {
     /// `scoregen train` does by default, and sample the class mixture of the training
     /// frequencies; `false`: unconditional models, as for a plain unlabelled file.
     pub conditional: bool,
+    /// The time cut `t_min` of training and sampling (`None`: the trainer's and the sampler's
+    /// default, `1e-3`).
+    pub t_min: Option<f64>,
 }
 
 impl Default for QualityOptions {
@@ -111,6 +114,7 @@ impl Default for QualityOptions {
             param: Parametrisation::Edm,
             time_sampling: TimeSampling::LogNormal,
             conditional: false,
+            t_min: None,
         }
     }
 }
@@ -185,6 +189,9 @@ pub fn run_quality(opts: &QualityOptions, dir: &Path, progress: &mut dyn FnMut(&
             )));
         }
     }
+    if opts.t_min.is_some_and(|t| !(t > 0.0 && t < 1.0)) {
+        return Err(Error::invalid("bench quality: t_min must be in (0, 1)"));
+    }
     if opts.n_eval < 2 || opts.n_train < 2 || opts.sample_steps == 0 || opts.steps == Some(0) {
         return Err(Error::invalid(
             "bench quality: n-train and n-eval must be >= 2, steps and sample steps >= 1",
@@ -203,10 +210,12 @@ pub fn run_quality(opts: &QualityOptions, dir: &Path, progress: &mut dyn FnMut(&
 }
 
 fn sampler_opts(opts: &QualityOptions) -> SampleOptions {
+    let d = SampleOptions::default();
     SampleOptions {
         steps: opts.sample_steps,
         seed: opts.seed,
-        ..Default::default()
+        t_min: opts.t_min.unwrap_or(d.t_min),
+        ..d
     }
 }
 
@@ -231,6 +240,7 @@ fn fit_and_sample(
     let config = TrainConfig {
         seed: opts.seed,
         time_sampling: opts.time_sampling,
+        t_min: opts.t_min.unwrap_or(config.t_min),
         ..config
     };
     let setup = TrainSetup {

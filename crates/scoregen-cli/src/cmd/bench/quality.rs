@@ -48,6 +48,9 @@ pub struct BenchQualityArgs {
     /// [default: unconditional, as for a plain unlabelled file].
     #[arg(long)]
     pub conditional: bool,
+    /// Time cut t_min of training and sampling [default: 1e-3, the trainer's and sampler's].
+    #[arg(long)]
+    pub t_min: Option<f64>,
     /// Directory for the trained models (one subdirectory per set; must not exist).
     #[arg(long)]
     pub out: PathBuf,
@@ -88,6 +91,7 @@ pub fn run(b: BenchQualityArgs, quiet: bool) -> CliResult<()> {
             None => scoregen::nn::train::TimeSampling::default_for(param),
         },
         conditional: b.conditional,
+        t_min: b.t_min,
     };
     let rows = run_quality(&opts, &b.out, &mut |set, stage| {
         if !quiet {
