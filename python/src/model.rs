@@ -338,8 +338,8 @@ impl PyModel {
 /// with the same options (its defaults included), and returns the model.
 #[pyfunction]
 #[pyo3(signature = (data, labels = None, model = None, steps = None, batch = None, lr = None, hidden = None,
-    depth = None, channels = None, blocks = None, image_shape = None, param = "eps", process = "ou",
-    time_sampling = "mixed", loss = "dsm", seed = 0, progress = true))]
+    depth = None, channels = None, blocks = None, image_shape = None, param = None, process = "ou",
+    time_sampling = None, loss = "dsm", seed = 0, progress = true))]
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     py: Python<'_>,
@@ -354,16 +354,16 @@ pub fn train(
     channels: Option<Vec<usize>>,
     blocks: Option<usize>,
     image_shape: Option<(usize, usize)>,
-    param: &str,
+    param: Option<&str>,
     process: &str,
-    time_sampling: &str,
+    time_sampling: Option<&str>,
     loss: &str,
     seed: u64,
     progress: bool,
 ) -> PyResult<PyModel> {
-    let param: Parametrisation = param.parse::<Parametrisation>().py()?;
+    let param: Option<Parametrisation> = param.map(str::parse::<Parametrisation>).transpose().py()?;
     let loss: Loss = loss.parse::<Loss>().py()?;
-    let time_sampling: TimeSampling = time_sampling.parse::<TimeSampling>().py()?;
+    let time_sampling: Option<TimeSampling> = time_sampling.map(str::parse::<TimeSampling>).transpose().py()?;
     let process_kind: ProcessKind = process.parse::<ProcessKind>().py()?;
     let (x, n, d) = finite_points(data, "data", None)?;
     let (labels, n_classes) = match labels {
@@ -401,7 +401,7 @@ pub fn train(
             depth: depth.unwrap_or(3),
             fourier: 16,
             n_classes,
-            param,
+            param: param.unwrap_or(MlpConfig::reference(1).param),
         });
         (a, (4000, 512, 1e-3))
     } else {
@@ -412,7 +412,7 @@ pub fn train(
             return Err(invalid("image_shape: expected positive integers"));
         }
         let mut cfg = UnetConfig {
-            param,
+            param: param.unwrap_or(UnetConfig::for_image(h, w).param),
             ..UnetConfig::for_image(h, w)
         };
         if let Some(c) = channels {
@@ -439,8 +439,12 @@ pub fn train(
     if !(lr.is_finite() && lr > 0.0 && lr <= 10.0) {
         return Err(invalid(format!("lr must be in (0, 10], got {lr}")));
     }
+    let param = match &arch {
+        Arch::Mlp(c) => c.param,
+        Arch::Unet(c) => c.param,
+    };
     let config = TrainConfig {
-        time_sampling,
+        time_sampling: time_sampling.unwrap_or_else(|| TimeSampling::default_for(param)),
         steps,
         batch,
         lr,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use scoregen::nn::model::Normalisation;
-use scoregen::nn::{train, Loss, MlpConfig, TrainConfig, TrainSetup};
+use scoregen::nn::{train, Loss, MlpConfig, TimeSampling, TrainConfig, TrainSetup};
 use scoregen::process::Process;
 use scoregen::rng::{stream, Noise, Purpose};
 use scoregen::score::{Covariance, GaussianMixture, MixtureScore, Parametrisation, Score};
@@ -36,6 +36,7 @@ fn score_errors(loss: Loss, steps: usize, ts: &[f64]) -> Vec<f64> {
             lr: 2e-3,
             eval_every: steps,
             loss,
+            time_sampling: TimeSampling::default_for(Parametrisation::Eps),
             ..Default::default()
         },
         checkpoint_dir: Some(&dir),

@@ -58,8 +58,19 @@ fn dsm_on_gaussian_data_recovers_the_exact_score() {
         eval_every: 1000,
         ..Default::default()
     };
-    assert_eq!(cfg.time_sampling, TimeSampling::Mixed);
-    for param in [Parametrisation::Eps, Parametrisation::Score, Parametrisation::X0] {
+    // Each parametrisation with its default training-time law: EDM (the default) with
+    // EDM's log-normal noise levels, the others with the mixed law.
+    assert_eq!(cfg.time_sampling, TimeSampling::LogNormal);
+    for param in [
+        Parametrisation::Edm,
+        Parametrisation::Eps,
+        Parametrisation::Score,
+        Parametrisation::X0,
+    ] {
+        let cfg = TrainConfig {
+            time_sampling: TimeSampling::default_for(param),
+            ..cfg.clone()
+        };
         let dir = tmp(&format!("gauss-{param:?}"));
         let r = train(
             &x,

@@ -40,9 +40,11 @@ pub struct TrainArgs {
     /// Points drawn from a synthetic built-in set.
     #[arg(long, default_value_t = 10_000)]
     pub n: usize,
-    /// Network output: eps, score, x0 or edm (Karras et al. 2022: preconditioned input, log-sigma time, skip connection to the denoiser).
-    #[arg(long, default_value = "eps")]
-    pub param: String,
+    /// Network output: edm (Karras et al. 2022: preconditioned input, log-sigma time, skip
+    /// connection to the denoiser), eps, score or x0 [default: edm for the MLP, eps for the
+    /// U-Net].
+    #[arg(long)]
+    pub param: Option<String>,
     /// Network: mlp or unet [default: unet for images (builtin:digits, --image-shape), else mlp].
     #[arg(long)]
     pub model: Option<String>,
@@ -76,9 +78,10 @@ pub struct TrainArgs {
     /// geometric ladder of 10 noise levels); ssm, esm and ncsn need the MLP.
     #[arg(long, default_value = "dsm")]
     pub loss: String,
-    /// Training-time sampling: uniform, logsnr, mixed or lognormal (EDM: ln sigma ~ N(-1.2, 1.2^2)).
-    #[arg(long, default_value = "mixed")]
-    pub time_sampling: String,
+    /// Training-time sampling: uniform, logsnr, mixed or lognormal (EDM: ln sigma ~
+    /// N(-1.2, 1.2^2)) [default: lognormal with --param edm, else mixed].
+    #[arg(long)]
+    pub time_sampling: Option<String>,
     /// The forward process: ou (constant rate, horizon from the data's dimension), vp (DDPM's
     /// linear schedule), sub-vp (Song et al. 2021) or ve (NCSN, sigma_max twice the data
     /// radius). Samplers and posterior methods read it from the checkpoint.
@@ -110,9 +113,9 @@ fn labels_from(t: &Tensor, what: &str) -> CliResult<Vec<u32>> {
 
 /// `scoregen train`.
 pub fn run(a: TrainArgs, quiet: bool) -> CliResult<()> {
-    let param: Parametrisation = a.param.parse()?;
+    let param: Option<Parametrisation> = a.param.as_deref().map(str::parse).transpose()?;
     let _: Loss = a.loss.parse()?;
-    let time_sampling: TimeSampling = a.time_sampling.parse()?;
+    let time_sampling: Option<TimeSampling> = a.time_sampling.as_deref().map(str::parse).transpose()?;
     // Checked before the data are read; used in `train_on`.
     a.process.parse::<ProcessKind>()?;
     let mut image = a.image_shape.as_deref().map(parse_image_shape).transpose()?;
@@ -150,6 +153,7 @@ pub fn run(a: TrainArgs, quiet: bool) -> CliResult<()> {
         let k = l.iter().max().map_or(0, |m| *m as usize + 1);
         labels = Some(l);
         let net = NetChoice::new(&a, image, param)?;
+        let time_sampling = time_sampling.unwrap_or_else(|| TimeSampling::default_for(net.param()));
         return train_on(a, x, labels, k, net, time_sampling, quiet);
     }
     if a.unconditional {
@@ -157,6 +161,7 @@ pub fn run(a: TrainArgs, quiet: bool) -> CliResult<()> {
     }
     let k = if labels.is_some() { n_classes } else { 0 };
     let net = NetChoice::new(&a, image, param)?;
+    let time_sampling = time_sampling.unwrap_or_else(|| TimeSampling::default_for(net.param()));
     train_on(a, x, labels, k, net, time_sampling, quiet)
 }
 
@@ -189,7 +194,17 @@ enum NetChoice {
 }
 
 impl NetChoice {
-    fn new(a: &TrainArgs, image: Option<(usize, usize)>, param: Parametrisation) -> CliResult<Self> {
+    /// The network's output parametrisation.
+    fn param(&self) -> Parametrisation {
+        match self {
+            NetChoice::Mlp { param, .. } => *param,
+            NetChoice::Unet(cfg) => cfg.param,
+        }
+    }
+
+    /// `param`: the `--param` given, else the network's default ([`MlpConfig::reference`],
+    /// [`UnetConfig::for_image`]).
+    fn new(a: &TrainArgs, image: Option<(usize, usize)>, param: Option<Parametrisation>) -> CliResult<Self> {
         let kind = match a.model.as_deref() {
             Some(m @ ("mlp" | "unet")) => m,
             Some(m) => return Err(CliError::user(format!("unknown --model '{m}' (expected mlp or unet)"))),
@@ -209,16 +224,17 @@ impl NetChoice {
             return Ok(NetChoice::Mlp {
                 hidden: a.hidden.unwrap_or(256),
                 depth: a.depth.unwrap_or(3),
-                param,
+                param: param.unwrap_or(MlpConfig::reference(1).param),
             });
         }
         only("--hidden", a.hidden.is_some(), "mlp")?;
         only("--depth", a.depth.is_some(), "mlp")?;
         let (h, w) = image
             .ok_or_else(|| CliError::user("--model unet needs images: a built-in image set or --image-shape HxW"))?;
+        let default = UnetConfig::for_image(h, w);
         let mut cfg = UnetConfig {
-            param,
-            ..UnetConfig::for_image(h, w)
+            param: param.unwrap_or(default.param),
+            ..default
         };
         if let Some(c) = &a.channels {
             cfg.channels = c

@@ -56,6 +56,19 @@ pub enum TimeSampling {
     LogNormal,
 }
 
+impl TimeSampling {
+    /// The training-time law that goes with a parametrisation: EDM's log-normal noise levels
+    /// for [`crate::score::Parametrisation::Edm`] (Karras et al. 2022, whose loss weighting
+    /// it completes), else [`TimeSampling::Mixed`] (half the batch uniform in `t`, half
+    /// uniform in log-SNR).
+    pub fn default_for(param: crate::score::Parametrisation) -> Self {
+        match param {
+            crate::score::Parametrisation::Edm => TimeSampling::LogNormal,
+            _ => TimeSampling::Mixed,
+        }
+    }
+}
+
 impl std::str::FromStr for TimeSampling {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -74,7 +87,9 @@ impl std::str::FromStr for TimeSampling {
 /// Training settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
-    /// How training times are drawn.
+    /// How training times are drawn (default: EDM's log-normal noise levels, the law that
+    /// goes with the default [`crate::score::Parametrisation::Edm`]; see
+    /// [`TimeSampling::default_for`]).
     pub time_sampling: TimeSampling,
     /// Total optimiser steps.
     pub steps: usize,
@@ -112,7 +127,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            time_sampling: TimeSampling::Mixed,
+            time_sampling: TimeSampling::LogNormal,
             steps: 4000,
             batch: 512,
             lr: 1e-3,

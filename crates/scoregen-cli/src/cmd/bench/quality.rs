@@ -13,8 +13,9 @@ use crate::{CliError, CliResult};
 /// `scoregen bench quality`.
 #[derive(Args, Debug)]
 pub struct BenchQualityArgs {
-    /// Sets, comma separated (default: all of two-spheres, gmm25, moons, swiss-roll,
-    /// checkerboard, funnel, digits).
+    /// Sets, comma separated (default: all of two-spheres, gmm25, mixture, moons,
+    /// swiss-roll, checkerboard, funnel, digits; `mixture` is a random 2-d Gaussian mixture
+    /// drawn from --seed, trained as a plain unlabelled file).
     #[arg(long, value_delimiter = ',')]
     pub sets: Option<Vec<String>>,
     /// Training points of the synthetic sets.
@@ -35,12 +36,21 @@ pub struct BenchQualityArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// What the networks output: eps, x0, score or edm.
-    #[arg(long, default_value = "eps")]
+    /// What the networks output: edm, eps, x0 or score.
+    #[arg(long, default_value = "edm")]
     pub param: String,
-    /// Training-time sampling: uniform, logsnr, mixed or lognormal.
-    #[arg(long, default_value = "mixed")]
-    pub time_sampling: String,
+    /// Training-time sampling: uniform, logsnr, mixed or lognormal [default: lognormal with
+    /// --param edm, else mixed].
+    #[arg(long)]
+    pub time_sampling: Option<String>,
+    /// Train the synthetic sets that have labels (two-spheres, gmm25, moons) on them, as
+    /// `scoregen train` does by default, and sample the training frequencies' class mixture
+    /// [default: unconditional, as for a plain unlabelled file].
+    #[arg(long)]
+    pub conditional: bool,
+    /// Time cut t_min of training and sampling [default: 1e-3, the trainer's and sampler's].
+    #[arg(long)]
+    pub t_min: Option<f64>,
     /// Directory for the trained models (one subdirectory per set; must not exist).
     #[arg(long)]
     pub out: PathBuf,
@@ -63,6 +73,7 @@ pub fn run(b: BenchQualityArgs, quiet: bool) -> CliResult<()> {
             b.out.display()
         )));
     }
+    let param: scoregen::score::Parametrisation = b.param.parse()?;
     let opts = QualityOptions {
         sets: b
             .sets
@@ -74,8 +85,13 @@ pub fn run(b: BenchQualityArgs, quiet: bool) -> CliResult<()> {
         likelihood_rows: b.likelihood_rows,
         seed: b.seed,
         device: crate::device::get(),
-        param: b.param.parse()?,
-        time_sampling: b.time_sampling.parse()?,
+        param,
+        time_sampling: match &b.time_sampling {
+            Some(s) => s.parse()?,
+            None => scoregen::nn::train::TimeSampling::default_for(param),
+        },
+        conditional: b.conditional,
+        t_min: b.t_min,
     };
     let rows = run_quality(&opts, &b.out, &mut |set, stage| {
         if !quiet {
@@ -83,8 +99,13 @@ pub fn run(b: BenchQualityArgs, quiet: bool) -> CliResult<()> {
         }
     })?;
     println!(
-        "bench quality: trainer and sampler defaults (EM, {} steps); {} samples vs {} held-out points (digits: its held-out fifth); NLL on {} held-out rows (± standard error)",
-        opts.sample_steps, opts.n_eval, opts.n_eval, opts.likelihood_rows
+        "bench quality: trainer and sampler defaults (EM, {} steps), {} synthetic models; {} samples vs {} held-out points (SW1 and floor: means over {} held-out sets; digits: its held-out fifth); NLL on {} held-out rows (± standard error)",
+        opts.sample_steps,
+        if opts.conditional { "class-conditional" } else { "unconditional" },
+        opts.n_eval,
+        opts.n_eval,
+        scoregen::benchmarks::quality::COMPARISONS,
+        opts.likelihood_rows
     );
     println!(
         "{:<13} {:>3} {:>6} {:>9} {:>9} {:>6} {:>10} {:>10} {:>18} {:>9} {:>8} {:>8}",
