@@ -15,7 +15,15 @@ NumPy arrays in and out, the GIL released during compute, a tqdm progress bar
 * :class:`ScoreImputer`, a scikit-learn imputer (needs scikit-learn; pandas optional).
 """
 
-from ._scoregen import (
+import os as _os
+
+# candle's element-wise thread pool spins 25,000 rounds after every op, taking the cores
+# from the library's own threads (digits U-Net training on 2 busy cores: 3.8 steps/s with
+# the spinning, 12.3 without; BENCHMARKS.md). The CLI turns it off the same way. Set before
+# the extension loads, and only when the user has not chosen a value.
+_os.environ.setdefault("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0")
+
+from ._scoregen import (  # noqa: E402
     GaussianMixture,
     Model,
     Process,
