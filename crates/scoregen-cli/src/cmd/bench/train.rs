@@ -31,9 +31,9 @@ pub struct BenchTrainArgs {
 /// `scoregen bench train`.
 pub fn run(b: BenchTrainArgs) -> CliResult<()> {
     use candle_core::{DType, Device};
-    use scoregen::nn::{train, LearnedScore, Mlp, MlpConfig, TrainConfig, TrainSetup};
+    use scoregen::nn::{train, LearnedScore, Mlp, MlpConfig, TimeSampling, TrainConfig, TrainSetup};
     use scoregen::process::Process;
-    use scoregen::score::Score;
+    use scoregen::score::{Parametrisation, Score};
     let (do_train, do_infer) = match b.only.as_str() {
         "train" => (true, false),
         "infer" => (false, true),
@@ -65,10 +65,16 @@ pub fn run(b: BenchTrainArgs) -> CliResult<()> {
                     batch: 512,
                     val_fraction: 0.0,
                     eval_every: usize::MAX,
+                    // The JAX peer's model (bench/peers/jax_mlp.py): eps output, mixed times.
+                    time_sampling: TimeSampling::Mixed,
                     ..Default::default()
                 };
                 let setup = TrainSetup {
-                    arch: MlpConfig::reference(d).into(),
+                    arch: MlpConfig {
+                        param: Parametrisation::Eps,
+                        ..MlpConfig::reference(d)
+                    }
+                    .into(),
                     process: Process::ou(2.0, 5.0),
                     config,
                     checkpoint_dir: None,
@@ -87,7 +93,15 @@ pub fn run(b: BenchTrainArgs) -> CliResult<()> {
         let x = Noise::new(1).normal_tensor(stream(Purpose::User, 1), b.infer_batch, d, DType::F32, &Device::Cpu)?;
         let mk = || -> CliResult<LearnedScore> {
             Ok(LearnedScore::new(
-                Mlp::new(MlpConfig::reference(d), 0, DType::F32, &crate::device::get())?,
+                Mlp::new(
+                    MlpConfig {
+                        param: Parametrisation::Eps,
+                        ..MlpConfig::reference(d)
+                    },
+                    0,
+                    DType::F32,
+                    &crate::device::get(),
+                )?,
                 Process::ou(2.0, 5.0),
             ))
         };
