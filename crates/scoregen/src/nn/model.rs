@@ -334,19 +334,24 @@ mod tests {
     use crate::score::Parametrisation;
     use candle_core::Device;
 
+    /// Standard normal points `x` and directions `v` (`[n, d]`, f64) from `Noise::new(seed)`.
+    fn point_and_direction(seed: u64, n: usize, d: usize) -> (Tensor, Tensor) {
+        let noise = Noise::new(seed);
+        let draw = |k| {
+            noise
+                .normal_tensor(stream(Purpose::User, k), n, d, DType::F64, &Device::Cpu)
+                .unwrap()
+        };
+        (draw(0), draw(1))
+    }
+
     /// The fused engine's score and denoiser VJP against candle's forward and autograd (f64),
     /// for every parametrisation, unconditional, conditional and guided.
     #[test]
     fn engine_matches_candle_score_and_vjp() {
         let dev = Device::Cpu;
-        let noise = Noise::new(8);
         let (n, d) = (300, 3);
-        let x = noise
-            .normal_tensor(stream(Purpose::User, 0), n, d, DType::F64, &dev)
-            .unwrap();
-        let v = noise
-            .normal_tensor(stream(Purpose::User, 1), n, d, DType::F64, &dev)
-            .unwrap();
+        let (x, v) = point_and_direction(8, n, d);
         // EDM's input scale is 1 on a VP process (OU) and not on VE.
         for (param, classes, p) in [
             (Parametrisation::Eps, 0, Process::ou(2.0, 5.0)),
@@ -404,14 +409,8 @@ mod tests {
     fn unet_denoiser_vjp_matches_finite_differences() {
         use crate::nn::{Unet, UnetConfig};
         let dev = Device::Cpu;
-        let noise = Noise::new(9);
         let (n, d) = (3, 16);
-        let x = noise
-            .normal_tensor(stream(Purpose::User, 0), n, d, DType::F64, &dev)
-            .unwrap();
-        let v = noise
-            .normal_tensor(stream(Purpose::User, 1), n, d, DType::F64, &dev)
-            .unwrap();
+        let (x, v) = point_and_direction(9, n, d);
         for param in [
             Parametrisation::Edm,
             Parametrisation::Eps,
