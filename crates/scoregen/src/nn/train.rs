@@ -1311,3 +1311,139 @@ pub fn load_model_on(dir: &Path, device: &Device) -> Result<(LearnedScore, Check
     let net = Network::with_values(&meta.arch, &ema, device).map_err(|e| Error::file(&wpath, e.to_string()))?;
     Ok((LearnedScore::new(net, meta.process.clone()), meta))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::UnetConfig;
+
+    /// A U-Net state with random moments and EMA, and a loss `sum_i c_i . p_i` over all
+    /// parameters but the last (which gets no gradient).
+    fn state() -> (State, Tensor) {
+        let arch = Arch::Unet(UnetConfig {
+            channels: vec![8, 16],
+            groups: 4,
+            time_dim: 16,
+            ..UnetConfig::for_image(8, 8)
+        });
+        let dev = Device::Cpu;
+        let net = Network::new(&arch, 3, DType::F32, &dev).unwrap();
+        let noise = Noise::new(5);
+        let draw = |j: u64, v: &candle_core::Var, positive: bool| {
+            let n = v.elem_count();
+            let x: Vec<f32> = if positive {
+                noise
+                    .uniforms(stream(Purpose::User, j), n)
+                    .iter()
+                    .map(|&u| u as f32)
+                    .collect()
+            } else {
+                noise
+                    .normals(stream(Purpose::User, j), n, 1)
+                    .iter()
+                    .map(|&z| z as f32)
+                    .collect()
+            };
+            Tensor::from_vec(x, v.shape(), &dev).unwrap()
+        };
+        let vars = net.vars();
+        let k = vars.len() as u64;
+        let ema = vars.iter().enumerate().map(|(i, v)| draw(i as u64, v, false)).collect();
+        let m = vars
+            .iter()
+            .enumerate()
+            .map(|(i, v)| draw(k + i as u64, v, false))
+            .collect();
+        let v = vars
+            .iter()
+            .enumerate()
+            .map(|(i, v)| draw(2 * k + i as u64, v, true))
+            .collect();
+        let mut loss = Tensor::zeros((), DType::F32, &dev).unwrap();
+        for (i, var) in vars[..vars.len() - 1].iter().enumerate() {
+            let c = draw(3 * k + i as u64, var, false);
+            loss = (loss + (var.as_tensor() * c).unwrap().sum_all().unwrap()).unwrap();
+        }
+        let st = State {
+            net,
+            ema,
+            m,
+            v,
+            step: 3,
+            val_loss: None,
+        };
+        (st, loss)
+    }
+
+    fn values(ts: &[Tensor]) -> Vec<Vec<f32>> {
+        ts.iter().map(|t| t.flatten_all().unwrap().to_vec1().unwrap()).collect()
+    }
+
+    fn params(st: &State) -> Vec<Vec<f32>> {
+        values(&st.net.vars().iter().map(|v| v.as_tensor().clone()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn flat_optimiser_matches_the_tensor_one() {
+        let h = AdamWStep {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            step: 4,
+            clip: 0.5,
+            ema_decay: 0.9,
+        };
+        let (mut a, loss) = state();
+        let (mut b, loss_b) = state();
+        let mut flat = FlatAdam::new(&b).unwrap();
+        // The round trip through the flat buffers is exact.
+        let before = (values(&b.ema), values(&b.m), values(&b.v));
+        flat.sync(&mut b).unwrap();
+        assert_eq!(before, (values(&b.ema), values(&b.m), values(&b.v)));
+        // One step each way, from the same gradients (the last parameter has none).
+        let grads = loss.backward().unwrap();
+        let gs = optim::gradients(a.net.vars(), &grads).unwrap();
+        optim::adamw_tensors(a.net.vars(), &gs, &mut a.m, &mut a.v, Some(&mut a.ema), &h, "test").unwrap();
+        flat.step(b.net.vars(), &loss_b.backward().unwrap(), &h).unwrap();
+        flat.sync(&mut b).unwrap();
+        for (x, y) in [
+            (params(&a), params(&b)),
+            (values(&a.ema), values(&b.ema)),
+            (values(&a.m), values(&b.m)),
+            (values(&a.v), values(&b.v)),
+        ] {
+            for (x, y) in x.iter().flatten().zip(y.iter().flatten()) {
+                assert!((x - y).abs() <= 2e-6 * (1.0 + y.abs()), "{x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn flat_optimiser_rejects_a_non_finite_gradient_and_changes_nothing() {
+        let (st, _) = state();
+        let mut flat = FlatAdam::new(&st).unwrap();
+        let vars = st.net.vars();
+        let grads = (vars[0].as_tensor() * f64::NAN)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (p0, m0) = (flat.p.clone(), flat.m.clone());
+        let h = AdamWStep {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            step: 1,
+            clip: 0.0,
+            ema_decay: 0.9,
+        };
+        assert!(matches!(flat.step(vars, &grads, &h), Err(Error::Numerical(_))));
+        assert_eq!((p0, m0), (flat.p.clone(), flat.m.clone()));
+        assert_eq!(params(&st)[0], flat.p[..vars[0].elem_count()].to_vec());
+    }
+}
