@@ -116,7 +116,7 @@ impl Float for f32 {
     /// A vectorisable `exp` (Cephes' `expf`: `2^n e^r`, `|r| <= ln 2 / 2`, degree-7 polynomial,
     /// relative error about `1e-7`), the argument clamped to `[-87, 88]` (results from
     /// `1.6e-38` to `1.7e38`; NaN stays NaN).
-    #[inline]
+    #[inline(always)]
     fn exp(self) -> Self {
         let x = self.clamp(-87.0, 88.0);
         // Round x log2(e) to the nearest integer (exact for |x log2 e| < 2^22).
@@ -485,25 +485,47 @@ fn forward<T: Float>(x: &[T], w: &[T], bias: Bias<T>, g: &Geom) -> Vec<T> {
                     (cols, 1),
                 )
             }
-            for bl in 0..nbh {
-                for o in 0..co {
-                    let b = match bias {
-                        Bias::None => T::ZERO,
-                        Bias::Channel(v) => v[o],
-                        Bias::ImageChannel(v) => v[(b0 + bl) * co + o],
-                    };
-                    let src = &tmp[o * cols + bl * p..][..p];
-                    for (d, &s) in out[(bl * co + o) * p..][..p].iter_mut().zip(src) {
-                        d.write(s + b);
-                    }
-                }
-            }
+            write_back(&tmp[..co * cols], out, bias, b0, co, p);
             give(col);
             give(tmp);
         });
     // SAFETY: the chunks cover `0..total` and every entry of each was written above.
     unsafe { y.set_len(total) };
     y
+}
+
+multiversion! {
+    /// `out[b, o, pix] = tmp[o, (b - b0, pix)] + bias` for the images of one chunk (`out`
+    /// holds them, NCHW).
+    fn write_back<T>(tmp: &[T], out: &mut [std::mem::MaybeUninit<T>], bias: Bias<T>, b0: usize, co: usize, p: usize) {
+        write_back_impl(tmp, out, bias, b0, co, p)
+    }
+}
+
+#[inline(always)]
+fn write_back_impl<T: Float>(
+    tmp: &[T],
+    out: &mut [std::mem::MaybeUninit<T>],
+    bias: Bias<T>,
+    b0: usize,
+    co: usize,
+    p: usize,
+) {
+    let nbh = out.len() / (co * p);
+    let cols = nbh * p;
+    for bl in 0..nbh {
+        for o in 0..co {
+            let b = match bias {
+                Bias::None => T::ZERO,
+                Bias::Channel(v) => v[o],
+                Bias::ImageChannel(v) => v[(b0 + bl) * co + o],
+            };
+            let src = &tmp[o * cols + bl * p..][..p];
+            for (d, &s) in out[(bl * co + o) * p..][..p].iter_mut().zip(src) {
+                d.write(s + b);
+            }
+        }
+    }
 }
 
 /// Gradient of the input: `dx = col2im(W^T dY)`, one GEMM per chunk of images, the chunks

@@ -29,6 +29,7 @@ const LANES: usize = 8;
 /// `sum_i f(a_i, b_i)` over two slices of the same length, accumulated in [`LANES`]
 /// interleaved partial sums (vectorisable) that are combined in a fixed order, so the result
 /// depends on the data only.
+#[inline(always)]
 fn lane_sum<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> T {
     let mut acc = [T::ZERO; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
@@ -49,6 +50,7 @@ fn lane_sum<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> T {
 }
 
 /// Per-group statistics `(mu, r)` of a slice.
+#[inline(always)]
 fn stats<T: Float>(v: &[T], eps: f64) -> (T, T) {
     let len = T::from_f64(v.len() as f64);
     let mu = lane_sum(v, v, |a, _| a) / len;
@@ -56,7 +58,7 @@ fn stats<T: Float>(v: &[T], eps: f64) -> (T, T) {
     (mu, T::ONE / (q / len + T::from_f64(eps)).sqrt())
 }
 
-#[inline]
+#[inline(always)]
 fn sigmoid<T: Float>(y: T) -> T {
     T::ONE / (T::ONE + (-y).exp())
 }
