@@ -28,6 +28,43 @@
 //! The backward ops are themselves differentiable (each of the three maps is bilinear and
 //! the adjoint of one is another), so gradients of gradients are available too.
 
+/// Defines `fn $name<T: Float>(args)` running `$body` compiled for AVX-512 or AVX2 + FMA when
+/// the CPU has them, else for the baseline target (the element-wise passes of the
+/// convolutions and of GroupNorm; the body should call an `#[inline(always)]` function).
+/// The results are the same bits on every path: Rust never contracts `a * b + c` into a
+/// fused multiply-add, and the passes fix their summation order explicitly.
+macro_rules! multiversion {
+    ($(#[$m:meta])* fn $name:ident<$t:ident>($($arg:ident : $ty:ty),*) $body:block) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        fn $name<$t: Float>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn v4<$t: Float>($($arg: $ty),*) $body
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn v3<$t: Float>($($arg: $ty),*) $body
+                if std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512dq")
+                    && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("avx512bw")
+                {
+                    // SAFETY: the features were detected.
+                    return unsafe { v4::<$t>($($arg),*) };
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the features were detected.
+                    return unsafe { v3::<$t>($($arg),*) };
+                }
+            }
+            $body
+        }
+    };
+}
+pub(crate) use multiversion;
+
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -79,7 +116,7 @@ impl Float for f32 {
     /// A vectorisable `exp` (Cephes' `expf`: `2^n e^r`, `|r| <= ln 2 / 2`, degree-7 polynomial,
     /// relative error about `1e-7`), the argument clamped to `[-87, 88]` (results from
     /// `1.6e-38` to `1.7e38`; NaN stays NaN).
-    #[inline]
+    #[inline(always)]
     fn exp(self) -> Self {
         let x = self.clamp(-87.0, 88.0);
         // Round x log2(e) to the nearest integer (exact for |x log2 e| < 2^22).
@@ -334,9 +371,16 @@ fn give<T: Float>(v: Vec<T>) {
     });
 }
 
-/// The im2col columns of images `b0 .. b0 + nb` into `col` (`[K, nb P]`, row `(c, u, v)`,
-/// column `(b - b0, i, j)`); every entry is written.
-fn im2col_chunk<T: Float>(x: &[T], g: &Geom, b0: usize, nb: usize, col: &mut [T]) {
+multiversion! {
+    /// The im2col columns of images `b0 .. b0 + nb` into `col` (`[K, nb P]`, row `(c, u, v)`,
+    /// column `(b - b0, i, j)`); every entry is written.
+    fn im2col_chunk<T>(x: &[T], g: &Geom, b0: usize, nb: usize, col: &mut [T]) {
+        im2col_impl(x, g, b0, nb, col)
+    }
+}
+
+#[inline(always)]
+fn im2col_impl<T: Float>(x: &[T], g: &Geom, b0: usize, nb: usize, col: &mut [T]) {
     let (p, k) = (g.p(), g.k);
     let cols = nb * p;
     let outside = g.outside();
@@ -382,9 +426,16 @@ fn im2col_chunk<T: Float>(x: &[T], g: &Geom, b0: usize, nb: usize, col: &mut [T]
     }
 }
 
-/// `dst[o, (b - b0, pix)] = src[b, o, pix]` for images `b0 .. b0 + nb` of an NCHW tensor with
-/// `c` channels of `p` pixels: the images side by side as one `[c, nb p]` matrix.
-fn gather_chunk<T: Float>(src: &[T], c: usize, p: usize, b0: usize, nb: usize, dst: &mut [T]) {
+multiversion! {
+    /// `dst[o, (b - b0, pix)] = src[b, o, pix]` for images `b0 .. b0 + nb` of an NCHW tensor
+    /// with `c` channels of `p` pixels: the images side by side as one `[c, nb p]` matrix.
+    fn gather_chunk<T>(src: &[T], c: usize, p: usize, b0: usize, nb: usize, dst: &mut [T]) {
+        gather_impl(src, c, p, b0, nb, dst)
+    }
+}
+
+#[inline(always)]
+fn gather_impl<T: Float>(src: &[T], c: usize, p: usize, b0: usize, nb: usize, dst: &mut [T]) {
     let cols = nb * p;
     for o in 0..c {
         for bl in 0..nb {
@@ -434,19 +485,7 @@ fn forward<T: Float>(x: &[T], w: &[T], bias: Bias<T>, g: &Geom) -> Vec<T> {
                     (cols, 1),
                 )
             }
-            for bl in 0..nbh {
-                for o in 0..co {
-                    let b = match bias {
-                        Bias::None => T::ZERO,
-                        Bias::Channel(v) => v[o],
-                        Bias::ImageChannel(v) => v[(b0 + bl) * co + o],
-                    };
-                    let src = &tmp[o * cols + bl * p..][..p];
-                    for (d, &s) in out[(bl * co + o) * p..][..p].iter_mut().zip(src) {
-                        d.write(s + b);
-                    }
-                }
-            }
+            write_back(&tmp[..co * cols], out, bias, b0, co, p);
             give(col);
             give(tmp);
         });
@@ -455,10 +494,44 @@ fn forward<T: Float>(x: &[T], w: &[T], bias: Bias<T>, g: &Geom) -> Vec<T> {
     y
 }
 
+multiversion! {
+    /// `out[b, o, pix] = tmp[o, (b - b0, pix)] + bias` for the images of one chunk (`out`
+    /// holds them, NCHW).
+    fn write_back<T>(tmp: &[T], out: &mut [std::mem::MaybeUninit<T>], bias: Bias<T>, b0: usize, co: usize, p: usize) {
+        write_back_impl(tmp, out, bias, b0, co, p)
+    }
+}
+
+#[inline(always)]
+fn write_back_impl<T: Float>(
+    tmp: &[T],
+    out: &mut [std::mem::MaybeUninit<T>],
+    bias: Bias<T>,
+    b0: usize,
+    co: usize,
+    p: usize,
+) {
+    let nbh = out.len() / (co * p);
+    let cols = nbh * p;
+    for bl in 0..nbh {
+        for o in 0..co {
+            let b = match bias {
+                Bias::None => T::ZERO,
+                Bias::Channel(v) => v[o],
+                Bias::ImageChannel(v) => v[(b0 + bl) * co + o],
+            };
+            let src = &tmp[o * cols + bl * p..][..p];
+            for (d, &s) in out[(bl * co + o) * p..][..p].iter_mut().zip(src) {
+                d.write(s + b);
+            }
+        }
+    }
+}
+
 /// Gradient of the input: `dx = col2im(W^T dY)`, one GEMM per chunk of images, the chunks
 /// in parallel; each chunk's images are summed in a fixed order.
 fn backward_input<T: Float>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
-    let (p, kk, k, co) = (g.p(), g.kk(), g.k, g.c_out);
+    let (p, kk, co) = (g.p(), g.kk(), g.c_out);
     let chw = g.c_in * g.h * g.w;
     let mut dx = vec![T::ZERO; g.n * chw];
     if dx.is_empty() {
@@ -484,49 +557,65 @@ fn backward_input<T: Float>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
                 (cols, 1),
             )
         }
-        // col2im: rows in a fixed order, so the sums are deterministic.
-        let outside = g.outside();
-        for r in 0..kk {
-            let (c, u, v) = (r / (k * k), (r / k) % k, r % k);
-            let (ri, rj) = (g.valid(u, g.h, g.ho), g.valid(v, g.w, g.wo));
-            if ri.is_empty() || rj.is_empty() {
-                continue;
-            }
-            for bl in 0..nbh {
-                let src = &mut dcol[r * cols + bl * p..][..p];
-                let dst = &mut dxc[bl * chw + c * g.h * g.w..][..g.h * g.w];
-                if let Some((d0, s0, len)) = g.same_run(&ri, &rj, u, v) {
-                    // Zero the entries that would wrap around, then add one contiguous run.
-                    for &f in &outside[u * k + v] {
-                        src[f] = T::ZERO;
-                    }
-                    for (o, &a) in dst[s0..s0 + len].iter_mut().zip(&src[d0..d0 + len]) {
-                        *o += a;
-                    }
-                    continue;
-                }
-                let src = &*src;
-                for i in ri.clone() {
-                    let y = g.stride * i + u - g.pad;
-                    let src = &src[i * g.wo..][..g.wo];
-                    let dst = &mut dst[y * g.w..][..g.w];
-                    if g.stride == 1 {
-                        let x0 = rj.start + v - g.pad;
-                        for (d, &s) in dst[x0..x0 + rj.len()].iter_mut().zip(&src[rj.clone()]) {
-                            *d += s;
-                        }
-                    } else {
-                        for j in rj.clone() {
-                            dst[g.stride * j + v - g.pad] += src[j];
-                        }
-                    }
-                }
-            }
-        }
+        col2im_chunk(&mut dcol[..kk * cols], g, nbh, dxc);
         give(dyc);
         give(dcol);
     });
     dx
+}
+
+multiversion! {
+    /// `dx += col2im(dcol)` for the `nb` images of one chunk (`dcol` is `[K, nb P]`; the
+    /// entries of `dcol` that fall outside the image are zeroed on the way).
+    fn col2im_chunk<T>(dcol: &mut [T], g: &Geom, nb: usize, dxc: &mut [T]) {
+        col2im_impl(dcol, g, nb, dxc)
+    }
+}
+
+#[inline(always)]
+fn col2im_impl<T: Float>(dcol: &mut [T], g: &Geom, nbh: usize, dxc: &mut [T]) {
+    let (p, kk, k) = (g.p(), g.kk(), g.k);
+    let chw = g.c_in * g.h * g.w;
+    let cols = nbh * p;
+    // col2im: rows in a fixed order, so the sums are deterministic.
+    let outside = g.outside();
+    for r in 0..kk {
+        let (c, u, v) = (r / (k * k), (r / k) % k, r % k);
+        let (ri, rj) = (g.valid(u, g.h, g.ho), g.valid(v, g.w, g.wo));
+        if ri.is_empty() || rj.is_empty() {
+            continue;
+        }
+        for bl in 0..nbh {
+            let src = &mut dcol[r * cols + bl * p..][..p];
+            let dst = &mut dxc[bl * chw + c * g.h * g.w..][..g.h * g.w];
+            if let Some((d0, s0, len)) = g.same_run(&ri, &rj, u, v) {
+                // Zero the entries that would wrap around, then add one contiguous run.
+                for &f in &outside[u * k + v] {
+                    src[f] = T::ZERO;
+                }
+                for (o, &a) in dst[s0..s0 + len].iter_mut().zip(&src[d0..d0 + len]) {
+                    *o += a;
+                }
+                continue;
+            }
+            let src = &*src;
+            for i in ri.clone() {
+                let y = g.stride * i + u - g.pad;
+                let src = &src[i * g.wo..][..g.wo];
+                let dst = &mut dst[y * g.w..][..g.w];
+                if g.stride == 1 {
+                    let x0 = rj.start + v - g.pad;
+                    for (d, &s) in dst[x0..x0 + rj.len()].iter_mut().zip(&src[rj.clone()]) {
+                        *d += s;
+                    }
+                } else {
+                    for j in rj.clone() {
+                        dst[g.stride * j + v - g.pad] += src[j];
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Gradient of the weights: `dW = dY X_col^T`, one partial product per chunk of images (in

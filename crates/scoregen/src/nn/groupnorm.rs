@@ -21,7 +21,7 @@
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv::{data, Float};
+use super::conv::{data, multiversion, Float};
 
 /// Partial sums per lane in [`lane_sum`]: the compiler keeps them in one vector register.
 const LANES: usize = 8;
@@ -29,6 +29,7 @@ const LANES: usize = 8;
 /// `sum_i f(a_i, b_i)` over two slices of the same length, accumulated in [`LANES`]
 /// interleaved partial sums (vectorisable) that are combined in a fixed order, so the result
 /// depends on the data only.
+#[inline(always)]
 fn lane_sum<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> T {
     let mut acc = [T::ZERO; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
@@ -49,6 +50,7 @@ fn lane_sum<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> T {
 }
 
 /// Per-group statistics `(mu, r)` of a slice.
+#[inline(always)]
 fn stats<T: Float>(v: &[T], eps: f64) -> (T, T) {
     let len = T::from_f64(v.len() as f64);
     let mu = lane_sum(v, v, |a, _| a) / len;
@@ -56,7 +58,7 @@ fn stats<T: Float>(v: &[T], eps: f64) -> (T, T) {
     (mu, T::ONE / (q / len + T::from_f64(eps)).sqrt())
 }
 
-#[inline]
+#[inline(always)]
 fn sigmoid<T: Float>(y: T) -> T {
     T::ONE / (T::ONE + (-y).exp())
 }
@@ -104,88 +106,30 @@ struct GroupNormBackward(GroupNorm);
 impl GroupNorm {
     fn forward<T: Float>(&self, x: &[T], gamma: &[T], beta: &[T], d: &Dims) -> Vec<T> {
         let mut z = vec![T::ZERO; x.len()];
-        let (chw, len, cg) = (d.c * d.hw, d.len(), d.c / d.groups);
+        let chw = d.c * d.hw;
         if chw == 0 {
             return z;
         }
-        z.par_chunks_mut(chw).enumerate().for_each(|(b, zb)| {
-            for g in 0..d.groups {
-                let off = b * chw + g * len;
-                let (mu, r) = stats(&x[off..off + len], self.eps);
-                for j in 0..cg {
-                    let ch = g * cg + j;
-                    let (ga, be) = (gamma[ch], beta[ch]);
-                    let src = &x[off + j * d.hw..][..d.hw];
-                    let dst = &mut zb[ch * d.hw..][..d.hw];
-                    if self.silu {
-                        for (o, &a) in dst.iter_mut().zip(src) {
-                            let y = ga * ((a - mu) * r) + be;
-                            *o = y * sigmoid(y);
-                        }
-                    } else {
-                        for (o, &a) in dst.iter_mut().zip(src) {
-                            *o = ga * ((a - mu) * r) + be;
-                        }
-                    }
-                }
-            }
-        });
+        let (eps, silu) = (self.eps, self.silu);
+        z.par_chunks_mut(chw)
+            .enumerate()
+            .for_each(|(b, zb)| forward_image(x, gamma, beta, d, eps, silu, b, zb));
         z
     }
 
     fn backward<T: Float>(&self, x: &[T], gb: &[T], dz: &[T], d: &Dims) -> Vec<T> {
-        let (chw, len, cg, c) = (d.c * d.hw, d.len(), d.c / d.groups, d.c);
+        let (chw, c) = (d.c * d.hw, d.c);
         let (gamma, beta) = gb.split_at(c);
         let mut out = vec![T::ZERO; x.len() + 2 * c];
         let (dx, dparams) = out.split_at_mut(x.len());
         // Per-image parameter gradients, summed over images in order below.
         let mut partial = vec![T::ZERO; d.n * 2 * c];
+        let (eps, silu) = (self.eps, self.silu);
         if chw > 0 {
             dx.par_chunks_mut(chw)
                 .zip(partial.par_chunks_mut(2 * c))
                 .enumerate()
-                .for_each(|(b, (dxb, pb))| {
-                    let (pg, pbeta) = pb.split_at_mut(c);
-                    for g in 0..d.groups {
-                        let off = b * chw + g * len;
-                        let (mu, r) = stats(&x[off..off + len], self.eps);
-                        let (mut s1, mut s2) = (T::ZERO, T::ZERO);
-                        for j in 0..cg {
-                            let ch = g * cg + j;
-                            let xs = &x[off + j * d.hw..][..d.hw];
-                            let dzs = &dz[off + j * d.hw..][..d.hw];
-                            let dst = &mut dxb[ch * d.hw..][..d.hw];
-                            // dy (through the SiLU) into dst first.
-                            if self.silu {
-                                for ((o, &a), &dzv) in dst.iter_mut().zip(xs).zip(dzs) {
-                                    let y = gamma[ch] * ((a - mu) * r) + beta[ch];
-                                    let s = sigmoid(y);
-                                    *o = dzv * s * (T::ONE + y * (T::ONE - s));
-                                }
-                            } else {
-                                dst.copy_from_slice(dzs);
-                            }
-                            // dbeta = sum dy, dgamma = sum dy xh; with dxh = gamma dy the
-                            // group sums are sum dxh = gamma dbeta, sum dxh xh = gamma dgamma.
-                            let sb = lane_sum(dst, dst, |a, _| a);
-                            let sg = lane_sum(dst, xs, |a, b| a * ((b - mu) * r));
-                            pg[ch] = sg;
-                            pbeta[ch] = sb;
-                            s1 += gamma[ch] * sb;
-                            s2 += gamma[ch] * sg;
-                            for o in dst.iter_mut() {
-                                *o = gamma[ch] * *o;
-                            }
-                        }
-                        let l = T::from_f64(len as f64);
-                        let (m1, m2) = (s1 / l, s2 / l);
-                        let dst = &mut dxb[g * len..][..len];
-                        for (o, &a) in dst.iter_mut().zip(&x[off..off + len]) {
-                            let xh = (a - mu) * r;
-                            *o = r * (*o - m1 - xh * m2);
-                        }
-                    }
-                });
+                .for_each(|(b, (dxb, pb))| backward_image(x, gamma, beta, dz, d, eps, silu, b, dxb, pb));
         }
         for pb in partial.chunks(2 * c) {
             for (acc, &v) in dparams.iter_mut().zip(pb) {
@@ -193,6 +137,124 @@ impl GroupNorm {
             }
         }
         out
+    }
+}
+
+multiversion! {
+    /// [`GroupNorm::forward`] for image `b` into its output `zb`.
+    fn forward_image<T>(x: &[T], gamma: &[T], beta: &[T], d: &Dims, eps: f64, silu: bool, b: usize, zb: &mut [T]) {
+        forward_image_impl(x, gamma, beta, d, eps, silu, b, zb)
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn forward_image_impl<T: Float>(
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+    d: &Dims,
+    eps: f64,
+    silu: bool,
+    b: usize,
+    zb: &mut [T],
+) {
+    let (chw, len, cg) = (d.c * d.hw, d.len(), d.c / d.groups);
+    for g in 0..d.groups {
+        let off = b * chw + g * len;
+        let (mu, r) = stats(&x[off..off + len], eps);
+        for j in 0..cg {
+            let ch = g * cg + j;
+            let (ga, be) = (gamma[ch], beta[ch]);
+            let src = &x[off + j * d.hw..][..d.hw];
+            let dst = &mut zb[ch * d.hw..][..d.hw];
+            if silu {
+                for (o, &a) in dst.iter_mut().zip(src) {
+                    let y = ga * ((a - mu) * r) + be;
+                    *o = y * sigmoid(y);
+                }
+            } else {
+                for (o, &a) in dst.iter_mut().zip(src) {
+                    *o = ga * ((a - mu) * r) + be;
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// [`GroupNorm::backward`] for image `b`: its input gradient `dxb` and its parameter
+    /// gradients `pb` (`[dgamma, dbeta]`).
+    fn backward_image<T>(
+        x: &[T],
+        gamma: &[T],
+        beta: &[T],
+        dz: &[T],
+        d: &Dims,
+        eps: f64,
+        silu: bool,
+        b: usize,
+        dxb: &mut [T],
+        pb: &mut [T]
+    ) {
+        backward_image_impl(x, gamma, beta, dz, d, eps, silu, b, dxb, pb)
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_image_impl<T: Float>(
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+    dz: &[T],
+    d: &Dims,
+    eps: f64,
+    silu: bool,
+    b: usize,
+    dxb: &mut [T],
+    pb: &mut [T],
+) {
+    let (chw, len, cg, c) = (d.c * d.hw, d.len(), d.c / d.groups, d.c);
+    let (pg, pbeta) = pb.split_at_mut(c);
+    for g in 0..d.groups {
+        let off = b * chw + g * len;
+        let (mu, r) = stats(&x[off..off + len], eps);
+        let (mut s1, mut s2) = (T::ZERO, T::ZERO);
+        for j in 0..cg {
+            let ch = g * cg + j;
+            let xs = &x[off + j * d.hw..][..d.hw];
+            let dzs = &dz[off + j * d.hw..][..d.hw];
+            let dst = &mut dxb[ch * d.hw..][..d.hw];
+            // dy (through the SiLU) into dst first.
+            if silu {
+                for ((o, &a), &dzv) in dst.iter_mut().zip(xs).zip(dzs) {
+                    let y = gamma[ch] * ((a - mu) * r) + beta[ch];
+                    let s = sigmoid(y);
+                    *o = dzv * s * (T::ONE + y * (T::ONE - s));
+                }
+            } else {
+                dst.copy_from_slice(dzs);
+            }
+            // dbeta = sum dy, dgamma = sum dy xh; with dxh = gamma dy the
+            // group sums are sum dxh = gamma dbeta, sum dxh xh = gamma dgamma.
+            let sb = lane_sum(dst, dst, |a, _| a);
+            let sg = lane_sum(dst, xs, |a, b| a * ((b - mu) * r));
+            pg[ch] = sg;
+            pbeta[ch] = sb;
+            s1 += gamma[ch] * sb;
+            s2 += gamma[ch] * sg;
+            for o in dst.iter_mut() {
+                *o = gamma[ch] * *o;
+            }
+        }
+        let l = T::from_f64(len as f64);
+        let (m1, m2) = (s1 / l, s2 / l);
+        let dst = &mut dxb[g * len..][..len];
+        for (o, &a) in dst.iter_mut().zip(&x[off..off + len]) {
+            let xh = (a - mu) * r;
+            *o = r * (*o - m1 - xh * m2);
+        }
     }
 }
 

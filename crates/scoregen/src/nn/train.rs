@@ -8,8 +8,12 @@
 //! forward / backward, flat `f32` parameters, one AdamW + clipping + EMA pass; the next
 //! step's random draws are made while the current step computes). The U-Net and the SSM /
 //! ESM / NCSN losses go through candle's autograd: their losses contain the network's
-//! Jacobian-vector products (or convolutions), which have no hand-written backward yet. The
-//! checkpoint format is the same for both.
+//! Jacobian-vector products (or convolutions), which have no hand-written backward yet. On
+//! the CPU that path runs each step on a worker of the rayon pool (so that the parallel
+//! sections of the convolutions and of GroupNorm start in place rather than waking a
+//! worker and parking the calling thread each time) and keeps its optimiser state in flat
+//! `f32` buffers updated by the same fused AdamW + clipping + EMA pass. The checkpoint
+//! format is the same for both.
 //!
 //! Every random draw of step `k` (batch rows, times, noise, label dropout) comes from the
 //! streams `(Purpose::Train, 4k + j)` of the seed, so a run resumed from a checkpoint at
@@ -29,7 +33,9 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::fused::{adamw_ema, dsm_loss as fused_dsm_loss, AdamWStep, DsmBatch, DsmEngine, FusedMlp, Layout};
+use super::fused::{
+    adamw_ema, dsm_loss as fused_dsm_loss, norm2 as flat_norm2, AdamWStep, DsmBatch, DsmEngine, FusedMlp, Layout,
+};
 use super::model::{LearnedScore, Normalisation};
 use super::network::{Arch, Network, ScoreNet};
 use super::optim;
@@ -372,6 +378,120 @@ impl Fast {
     }
 }
 
+/// The optimiser state of the autograd path (the U-Net, the SSM / ESM / NCSN losses) on the
+/// CPU as flat `f32` buffers in the order of the network's variables: one fused AdamW +
+/// clipping + EMA pass ([`adamw_ema`]) per step instead of some twenty candle ops per
+/// parameter tensor, each over a fresh buffer. The flat parameters are authoritative; the
+/// variables are written from them after each step, the tensors of [`State`] only for a
+/// checkpoint or a validation pass ([`FlatAdam::sync`]).
+struct FlatAdam {
+    /// `(offset, length)` of each variable in the flat buffers.
+    spans: Vec<(usize, usize)>,
+    p: Vec<f32>,
+    g: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    ema: Vec<f32>,
+}
+
+/// The values of `t` as `f32`, appended to `out`.
+fn extend_f32(out: &mut Vec<f32>, t: &Tensor) -> Result<()> {
+    let t = t.to_dtype(DType::F32)?;
+    let (s, l) = t.storage_and_layout();
+    if let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) = (&*s, l.contiguous_offsets()) {
+        out.extend_from_slice(&v[a..b]);
+        return Ok(());
+    }
+    drop(s);
+    out.extend(t.flatten_all()?.to_vec1::<f32>()?);
+    Ok(())
+}
+
+impl FlatAdam {
+    fn new(st: &State) -> Result<Self> {
+        let flat = |ts: &mut dyn Iterator<Item = &Tensor>| -> Result<Vec<f32>> {
+            let mut out = vec![];
+            for t in ts {
+                extend_f32(&mut out, t)?;
+            }
+            Ok(out)
+        };
+        let vars = st.net.vars();
+        let mut spans = Vec::with_capacity(vars.len());
+        let mut off = 0;
+        for v in vars {
+            let len = v.as_tensor().elem_count();
+            spans.push((off, len));
+            off += len;
+        }
+        Ok(FlatAdam {
+            spans,
+            p: flat(&mut vars.iter().map(|v| v.as_tensor()))?,
+            g: vec![0.0; off],
+            m: flat(&mut st.m.iter())?,
+            v: flat(&mut st.v.iter())?,
+            ema: flat(&mut st.ema.iter())?,
+        })
+    }
+
+    /// Copies the gradients of the variables from `grads` into the flat buffer (zeros for a
+    /// variable the loss does not depend on), then one AdamW + EMA step, then writes the new
+    /// parameters into the variables. A non-finite gradient is an error before any update.
+    fn step(
+        &mut self,
+        vars: &[candle_core::Var],
+        grads: &candle_core::backprop::GradStore,
+        h: &AdamWStep,
+    ) -> Result<()> {
+        let mut buf = Vec::new();
+        for (var, &(off, len)) in vars.iter().zip(&self.spans) {
+            let dst = &mut self.g[off..off + len];
+            match grads.get(var.as_tensor()) {
+                Some(g) => {
+                    buf.clear();
+                    extend_f32(&mut buf, g)?;
+                    dst.copy_from_slice(&buf);
+                }
+                None => dst.fill(0.0),
+            }
+        }
+        let n2 = flat_norm2(&self.g);
+        if !n2.is_finite() {
+            return Err(Error::Numerical("training: gradient is not finite".into()));
+        }
+        adamw_ema(
+            &mut self.p,
+            &self.g,
+            &mut self.m,
+            &mut self.v,
+            &mut self.ema,
+            h,
+            Some(n2),
+        );
+        for (var, &(off, len)) in vars.iter().zip(&self.spans) {
+            let t = var.as_tensor();
+            var.set(&Tensor::from_slice(&self.p[off..off + len], t.shape(), t.device())?.to_dtype(t.dtype())?)?;
+        }
+        Ok(())
+    }
+
+    /// Copies the moments and the EMA into `st` (the parameters are always in the variables).
+    fn sync(&self, st: &mut State) -> Result<()> {
+        let vars = st.net.vars();
+        let t = |flat: &[f32], i: usize| -> Result<Tensor> {
+            let (off, len) = self.spans[i];
+            let v = vars[i].as_tensor();
+            Ok(Tensor::from_slice(&flat[off..off + len], v.shape(), v.device())?.to_dtype(v.dtype())?)
+        };
+        let n = vars.len();
+        let ema = (0..n).map(|i| t(&self.ema, i)).collect::<Result<Vec<_>>>()?;
+        let m = (0..n).map(|i| t(&self.m, i)).collect::<Result<Vec<_>>>()?;
+        let v = (0..n).map(|i| t(&self.v, i)).collect::<Result<Vec<_>>>()?;
+        (st.ema, st.m, st.v) = (ema, m, v);
+        Ok(())
+    }
+}
+
 /// The random draws of one training step.
 struct Draws {
     idx: Vec<u32>,
@@ -572,6 +692,12 @@ pub fn train_masked(
         (Arch::Mlp(c), Loss::Dsm) if device.is_cpu() => Some(Fast::new(c, &st, &x, mask.as_ref())?),
         _ => None,
     };
+    // The autograd path's optimiser on flat buffers (the CPU; the state's tensors
+    // otherwise).
+    let mut flat = match &fast {
+        None if device.is_cpu() && st.net.vars().iter().all(|v| v.dtype() == DType::F32) => Some(FlatAdam::new(&st)?),
+        _ => None,
+    };
     let started = Instant::now();
     let first = st.step;
     let mut recent = std::collections::VecDeque::new();
@@ -671,7 +797,13 @@ pub fn train_masked(
                     noise: &noise,
                     index: k,
                 };
-                candle_step(&mut st, cfg, &batch, &process, lr, decay)?
+                {
+                    // On a worker of the thread pool: the convolutions' and GroupNorm's
+                    // parallel sections then start there instead of waking a worker and
+                    // putting this thread to sleep each time.
+                    let (st, flat) = (&mut st, flat.as_mut());
+                    rayon::scope(|_| candle_step(st, flat, cfg, &batch, &process, lr, decay))?
+                }
             }
         };
         st.step += 1;
@@ -684,6 +816,9 @@ pub fn train_masked(
                 if let Some(f) = &fast {
                     st.val_loss = Some(fast_val_loss(f, &process, xv, tv, ev, cv.as_ref(), mv.as_ref())?);
                 } else {
+                    if let Some(f) = &flat {
+                        f.sync(&mut st)?;
+                    }
                     let ema_net = Network::with_values(&arch, &st.ema, &device)?;
                     let batch = LossBatch {
                         x0: xv,
@@ -695,7 +830,7 @@ pub fn train_masked(
                         noise: &noise,
                         index: 1 << 44,
                     };
-                    let l = cfg.loss.eval(&ema_net, &process, &batch)?;
+                    let l = rayon::scope(|_| cfg.loss.eval(&ema_net, &process, &batch))?;
                     st.val_loss = Some(l.to_dtype(DType::F64)?.to_scalar::<f64>()?);
                 }
             }
@@ -703,6 +838,9 @@ pub fn train_masked(
         if let Some(dir) = checkpoint_dir {
             if st.step % cfg.checkpoint_every == 0 || st.step == cfg.steps {
                 if let Some(f) = &fast {
+                    f.sync(&mut st)?;
+                }
+                if let Some(f) = &flat {
                     f.sync(&mut st)?;
                 }
                 save_state(dir, &st, &arch, &process, &norm, cfg, class_weights.as_deref())?;
@@ -732,6 +870,7 @@ pub fn train_masked(
 /// losses); returns the loss.
 fn candle_step(
     st: &mut State,
+    flat: Option<&mut FlatAdam>,
     cfg: &TrainConfig,
     batch: &LossBatch,
     process: &Process,
@@ -747,7 +886,7 @@ fn candle_step(
         )));
     }
     let vars = st.net.vars();
-    let gs = optim::gradients(vars, &loss.backward()?)?;
+    let grads = loss.backward()?;
     let h = AdamWStep {
         lr,
         beta1: 0.9,
@@ -758,7 +897,13 @@ fn candle_step(
         clip: cfg.clip,
         ema_decay: decay,
     };
-    optim::adamw_tensors(vars, &gs, &mut st.m, &mut st.v, Some(&mut st.ema), &h, "training")?;
+    match flat {
+        Some(f) => f.step(vars, &grads, &h)?,
+        None => {
+            let gs = optim::gradients(vars, &grads)?;
+            optim::adamw_tensors(vars, &gs, &mut st.m, &mut st.v, Some(&mut st.ema), &h, "training")?;
+        }
+    }
     Ok(loss_v)
 }
 
@@ -1165,4 +1310,140 @@ pub fn load_model_on(dir: &Path, device: &Device) -> Result<(LearnedScore, Check
     let ema = pick(&map, "ema", &layout(dir, &meta.arch)?, &wpath)?;
     let net = Network::with_values(&meta.arch, &ema, device).map_err(|e| Error::file(&wpath, e.to_string()))?;
     Ok((LearnedScore::new(net, meta.process.clone()), meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::UnetConfig;
+
+    /// A U-Net state with random moments and EMA, and a loss `sum_i c_i . p_i` over all
+    /// parameters but the last (which gets no gradient).
+    fn state() -> (State, Tensor) {
+        let arch = Arch::Unet(UnetConfig {
+            channels: vec![8, 16],
+            groups: 4,
+            time_dim: 16,
+            ..UnetConfig::for_image(8, 8)
+        });
+        let dev = Device::Cpu;
+        let net = Network::new(&arch, 3, DType::F32, &dev).unwrap();
+        let noise = Noise::new(5);
+        let draw = |j: u64, v: &candle_core::Var, positive: bool| {
+            let n = v.elem_count();
+            let x: Vec<f32> = if positive {
+                noise
+                    .uniforms(stream(Purpose::User, j), n)
+                    .iter()
+                    .map(|&u| u as f32)
+                    .collect()
+            } else {
+                noise
+                    .normals(stream(Purpose::User, j), n, 1)
+                    .iter()
+                    .map(|&z| z as f32)
+                    .collect()
+            };
+            Tensor::from_vec(x, v.shape(), &dev).unwrap()
+        };
+        let vars = net.vars();
+        let k = vars.len() as u64;
+        let ema = vars.iter().enumerate().map(|(i, v)| draw(i as u64, v, false)).collect();
+        let m = vars
+            .iter()
+            .enumerate()
+            .map(|(i, v)| draw(k + i as u64, v, false))
+            .collect();
+        let v = vars
+            .iter()
+            .enumerate()
+            .map(|(i, v)| draw(2 * k + i as u64, v, true))
+            .collect();
+        let mut loss = Tensor::zeros((), DType::F32, &dev).unwrap();
+        for (i, var) in vars[..vars.len() - 1].iter().enumerate() {
+            let c = draw(3 * k + i as u64, var, false);
+            loss = (loss + (var.as_tensor() * c).unwrap().sum_all().unwrap()).unwrap();
+        }
+        let st = State {
+            net,
+            ema,
+            m,
+            v,
+            step: 3,
+            val_loss: None,
+        };
+        (st, loss)
+    }
+
+    fn values(ts: &[Tensor]) -> Vec<Vec<f32>> {
+        ts.iter().map(|t| t.flatten_all().unwrap().to_vec1().unwrap()).collect()
+    }
+
+    fn params(st: &State) -> Vec<Vec<f32>> {
+        values(&st.net.vars().iter().map(|v| v.as_tensor().clone()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn flat_optimiser_matches_the_tensor_one() {
+        let h = AdamWStep {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            step: 4,
+            clip: 0.5,
+            ema_decay: 0.9,
+        };
+        let (mut a, loss) = state();
+        let (mut b, loss_b) = state();
+        let mut flat = FlatAdam::new(&b).unwrap();
+        // The round trip through the flat buffers is exact.
+        let before = (values(&b.ema), values(&b.m), values(&b.v));
+        flat.sync(&mut b).unwrap();
+        assert_eq!(before, (values(&b.ema), values(&b.m), values(&b.v)));
+        // One step each way, from the same gradients (the last parameter has none).
+        let grads = loss.backward().unwrap();
+        let gs = optim::gradients(a.net.vars(), &grads).unwrap();
+        optim::adamw_tensors(a.net.vars(), &gs, &mut a.m, &mut a.v, Some(&mut a.ema), &h, "test").unwrap();
+        flat.step(b.net.vars(), &loss_b.backward().unwrap(), &h).unwrap();
+        flat.sync(&mut b).unwrap();
+        for (x, y) in [
+            (params(&a), params(&b)),
+            (values(&a.ema), values(&b.ema)),
+            (values(&a.m), values(&b.m)),
+            (values(&a.v), values(&b.v)),
+        ] {
+            for (x, y) in x.iter().flatten().zip(y.iter().flatten()) {
+                assert!((x - y).abs() <= 2e-6 * (1.0 + y.abs()), "{x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn flat_optimiser_rejects_a_non_finite_gradient_and_changes_nothing() {
+        let (st, _) = state();
+        let mut flat = FlatAdam::new(&st).unwrap();
+        let vars = st.net.vars();
+        let grads = (vars[0].as_tensor() * f64::NAN)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (p0, m0) = (flat.p.clone(), flat.m.clone());
+        let h = AdamWStep {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            step: 1,
+            clip: 0.0,
+            ema_decay: 0.9,
+        };
+        assert!(matches!(flat.step(vars, &grads, &h), Err(Error::Numerical(_))));
+        assert_eq!((p0, m0), (flat.p.clone(), flat.m.clone()));
+        assert_eq!(params(&st)[0], flat.p[..vars[0].elem_count()].to_vec());
+    }
 }
