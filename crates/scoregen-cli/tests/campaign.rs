@@ -1510,6 +1510,7 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
         vec!["bench", "quality", "--n-eval", "1", "--out", "{out}/q"],
         vec!["bench", "quality", "--param", "nope", "--out", "{out}/q"],
         vec!["bench", "quality", "--time-sampling", "nope", "--out", "{out}/q"],
+        vec!["bench", "impute", "--time-sampling", "nope"],
         vec!["bench", "quality", "--steps", "0", "--out", "{out}/q"],
         vec![
             "train",

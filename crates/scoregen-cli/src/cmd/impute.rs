@@ -59,11 +59,16 @@ pub struct ImputeSettings {
     /// Hidden width of the MLP (default: 8 x the encoded dimension, within 64..256).
     #[arg(long)]
     pub hidden: Option<usize>,
-    /// The network's output, eps or edm (Karras et al. 2022, trained with its log-normal
-    /// noise levels). eps imputes iris, wine and breast cancer better; edm the 64-pixel
-    /// digits table (BENCHMARKS.md).
-    #[arg(long, default_value = "eps")]
+    /// The network's output, edm (Karras et al. 2022's preconditioning) or eps, both trained
+    /// on mixed times (half uniform in t, half uniform in log-SNR). edm imputes the 64-pixel
+    /// digits table far better and iris, wine and breast cancer as well (BENCHMARKS.md).
+    #[arg(long, default_value = "edm")]
     pub param: String,
+    /// Training-time law: mixed (half uniform in t, half uniform in log-SNR), uniform, logsnr
+    /// or lognormal (EDM's noise levels: worse on iris, wine and breast cancer, better on
+    /// digits with longer training; BENCHMARKS.md).
+    #[arg(long, default_value = "mixed")]
+    pub time_sampling: String,
 }
 
 impl ImputeSettings {
@@ -121,7 +126,7 @@ impl ImputeSettings {
             ..Default::default()
         };
         f.param = self.param.parse()?;
-        f.train.time_sampling = scoregen::nn::TimeSampling::default_for(f.param);
+        f.train.time_sampling = self.time_sampling.parse()?;
         f.train.steps = self.train_steps;
         f.train.seed = seed;
         f.hidden = self.hidden;

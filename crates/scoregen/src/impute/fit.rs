@@ -38,8 +38,8 @@ pub struct FitOptions {
     pub hidden: Option<usize>,
     /// Hidden layers of the MLP.
     pub depth: usize,
-    /// What the network outputs ([`IMPUTER_PARAM`] by default); `train.time_sampling` should
-    /// be [`TimeSampling::default_for`] it.
+    /// What the network outputs ([`IMPUTER_PARAM`] by default); `train.time_sampling` is
+    /// [`TimeSampling::Mixed`] by default, for every parametrisation (see [`IMPUTER_PARAM`]).
     pub param: Parametrisation,
     /// The forward process (`None`: [`standardised_process`] of the encoded dimension,
     /// radius `3 sqrt(d)`).
@@ -73,7 +73,7 @@ impl Default for FitOptions {
                 val_fraction: 0.0,
                 eval_every: 1000,
                 checkpoint_every: 1000,
-                time_sampling: TimeSampling::default_for(IMPUTER_PARAM),
+                time_sampling: TimeSampling::Mixed,
                 ..TrainConfig::default()
             },
             em_rounds: 4,
@@ -84,12 +84,14 @@ impl Default for FitOptions {
     }
 }
 
-/// What the imputer's network outputs by default: eps (with [`TimeSampling::Mixed`]
-/// training times), not the generative default EDM. Measured on iris, wine and breast cancer
-/// (MCAR 30%, 3 repeats, `BENCHMARKS.md`), EDM's RMSE was worse on all three (0.561 / 0.885
-/// / 0.442 against eps's 0.504 / 0.771 / 0.416); on the 64-pixel digits table it was far
-/// better (0.706 against 1.028, one repeat), so [`FitOptions::param`] can choose it.
-pub const IMPUTER_PARAM: Parametrisation = Parametrisation::Eps;
+/// What the imputer's network outputs by default: EDM's preconditioned denoiser (Karras et
+/// al. 2022), trained on [`TimeSampling::Mixed`] times (half uniform in `t`, half uniform in
+/// log-SNR) rather than EDM's log-normal noise levels. Measured (MCAR 30%, `BENCHMARKS.md`):
+/// on the 64-pixel digits table eps imputed worse than column means (RMSE 1.028) where EDM
+/// gives 0.69-0.71; on iris, wine and breast cancer (3 paired repeats) EDM with mixed times
+/// is level with eps (0.493 / 0.783 / 0.423 against 0.504 / 0.771 / 0.416), while EDM with
+/// log-normal levels was worse on all three (0.561 / 0.885 / 0.442).
+pub const IMPUTER_PARAM: Parametrisation = Parametrisation::Edm;
 
 /// The default hidden width for an encoded table of dimension `d`: `8 d` within
 /// `[64, 256]`. Measured on the built-in tables (BENCHMARKS.md): small tables (iris, wine)

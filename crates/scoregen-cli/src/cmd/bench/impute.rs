@@ -86,8 +86,10 @@ pub fn run(a: BenchImputeArgs, quiet: bool) -> CliResult<()> {
     let tmp = std::env::temp_dir().join(format!("scoregen-bench-impute-{}", std::process::id()));
     let models = a.models.clone().unwrap_or_else(|| tmp.clone());
     let method = a.settings.method.clone();
+    // Check the training settings before the header is printed (no partial output).
+    a.settings.fit_options(a.seed)?;
     println!(
-        "bench impute: {} masks, rate {}, {} repeats; {} ({} particles, {} steps) on an MLP ({}) trained \
+        "bench impute: {} masks, rate {}, {} repeats; {} ({} particles, {} steps) on an MLP ({}, {} output, {} times) trained \
          {} + {} x {} steps; {} threads",
         mech.name(),
         a.rate,
@@ -98,6 +100,8 @@ pub fn run(a: BenchImputeArgs, quiet: bool) -> CliResult<()> {
         a.settings
             .hidden
             .map_or_else(|| "width 8 d in 64..256".to_string(), |h| format!("width {h}")),
+        a.settings.param,
+        a.settings.time_sampling,
         a.settings.train_steps,
         a.settings.em_rounds,
         a.settings.em_steps,

@@ -99,16 +99,17 @@ pub fn run(b: BenchQualityArgs, quiet: bool) -> CliResult<()> {
         }
     })?;
     println!(
-        "bench quality: trainer and sampler defaults (EM, {} steps), {} synthetic models; {} samples vs {} held-out points (SW1 and floor: means over {} held-out sets; digits: its held-out fifth); NLL on {} held-out rows (± standard error)",
+        "bench quality: trainer and sampler defaults (EM, {} steps), {} synthetic models; {} sets of {} samples, each vs its own set of {} held-out points (SW1 and floor: means over the {} paired comparisons, ratio ± its delta-method standard error; digits: 359 samples vs its held-out fifth); NLL on {} held-out rows (± standard error)",
         opts.sample_steps,
         if opts.conditional { "class-conditional" } else { "unconditional" },
+        scoregen::benchmarks::quality::COMPARISONS,
         opts.n_eval,
         opts.n_eval,
         scoregen::benchmarks::quality::COMPARISONS,
         opts.likelihood_rows
     );
     println!(
-        "{:<13} {:>3} {:>6} {:>9} {:>9} {:>6} {:>10} {:>10} {:>18} {:>9} {:>8} {:>8}",
+        "{:<13} {:>3} {:>6} {:>9} {:>9} {:>13} {:>10} {:>10} {:>18} {:>9} {:>8} {:>8}",
         "set", "d", "steps", "SW1", "floor", "ratio", "MMD^2", "floor", "NLL/dim", "true NLL", "train s", "other s"
     );
     for r in &rows {
@@ -117,13 +118,16 @@ pub fn run(b: BenchQualityArgs, quiet: bool) -> CliResult<()> {
             .map(|(m, se)| format!("{m:.3} ± {se:.3}{}", if r.bits { " b" } else { "" }))
             .unwrap_or_else(|| "-".into());
         println!(
-            "{:<13} {:>3} {:>6} {:>9.4} {:>9.4} {:>6.2} {:>10.2e} {:>10.2e} {:>18} {:>9} {:>8.1} {:>8.1}",
+            "{:<13} {:>3} {:>6} {:>9.4} {:>9.4} {:>13} {:>10.2e} {:>10.2e} {:>18} {:>9} {:>8.1} {:>8.1}",
             r.set,
             r.dim,
             r.steps,
             r.sw.0,
             r.sw.1,
-            r.sw_ratio(),
+            match r.sw_ratio_se {
+                Some(se) => format!("{:.2} ± {se:.2}", r.sw_ratio()),
+                None => format!("{:.2}", r.sw_ratio()),
+            },
             r.mmd.0,
             r.mmd.1,
             nll,
