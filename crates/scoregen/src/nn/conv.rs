@@ -28,24 +28,25 @@
 //! The backward ops are themselves differentiable (each of the three maps is bilinear and
 //! the adjoint of one is another), so gradients of gradients are available too.
 
-/// Defines `fn $name<T: Float>(args)` running `$body` compiled for AVX-512 or AVX2 + FMA when
+/// Defines `fn $name<T: Bound>(args)` running `$body` compiled for AVX-512 or AVX2 + FMA when
 /// the CPU has them, else for the baseline target (the element-wise passes of the
-/// convolutions and of GroupNorm; the body should call an `#[inline(always)]` function).
+/// convolutions, of GroupNorm and of the fused MLP; the body should call an
+/// `#[inline(always)]` function).
 /// The results are the same bits on every path: Rust never contracts `a * b + c` into a
 /// fused multiply-add, and the passes fix their summation order explicitly.
 macro_rules! multiversion {
-    ($(#[$m:meta])* fn $name:ident<$t:ident>($($arg:ident : $ty:ty),*) $body:block) => {
+    ($(#[$m:meta])* fn $name:ident<$t:ident: $bound:path>($($arg:ident : $ty:ty),*) $body:block) => {
         $(#[$m])*
         #[allow(clippy::too_many_arguments)]
-        fn $name<$t: Float>($($arg: $ty),*) {
+        fn $name<$t: $bound>($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
-                unsafe fn v4<$t: Float>($($arg: $ty),*) $body
+                unsafe fn v4<$t: $bound>($($arg: $ty),*) $body
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
-                unsafe fn v3<$t: Float>($($arg: $ty),*) $body
+                unsafe fn v3<$t: $bound>($($arg: $ty),*) $body
                 if std::is_x86_feature_detected!("avx512f")
                     && std::is_x86_feature_detected!("avx512dq")
                     && std::is_x86_feature_detected!("avx512vl")
@@ -374,7 +375,7 @@ fn give<T: Float>(v: Vec<T>) {
 multiversion! {
     /// The im2col columns of images `b0 .. b0 + nb` into `col` (`[K, nb P]`, row `(c, u, v)`,
     /// column `(b - b0, i, j)`); every entry is written.
-    fn im2col_chunk<T>(x: &[T], g: &Geom, b0: usize, nb: usize, col: &mut [T]) {
+    fn im2col_chunk<T: Float>(x: &[T], g: &Geom, b0: usize, nb: usize, col: &mut [T]) {
         im2col_impl(x, g, b0, nb, col)
     }
 }
@@ -429,7 +430,7 @@ fn im2col_impl<T: Float>(x: &[T], g: &Geom, b0: usize, nb: usize, col: &mut [T])
 multiversion! {
     /// `dst[o, (b - b0, pix)] = src[b, o, pix]` for images `b0 .. b0 + nb` of an NCHW tensor
     /// with `c` channels of `p` pixels: the images side by side as one `[c, nb p]` matrix.
-    fn gather_chunk<T>(src: &[T], c: usize, p: usize, b0: usize, nb: usize, dst: &mut [T]) {
+    fn gather_chunk<T: Float>(src: &[T], c: usize, p: usize, b0: usize, nb: usize, dst: &mut [T]) {
         gather_impl(src, c, p, b0, nb, dst)
     }
 }
@@ -497,7 +498,7 @@ fn forward<T: Float>(x: &[T], w: &[T], bias: Bias<T>, g: &Geom) -> Vec<T> {
 multiversion! {
     /// `out[b, o, pix] = tmp[o, (b - b0, pix)] + bias` for the images of one chunk (`out`
     /// holds them, NCHW).
-    fn write_back<T>(tmp: &[T], out: &mut [std::mem::MaybeUninit<T>], bias: Bias<T>, b0: usize, co: usize, p: usize) {
+    fn write_back<T: Float>(tmp: &[T], out: &mut [std::mem::MaybeUninit<T>], bias: Bias<T>, b0: usize, co: usize, p: usize) {
         write_back_impl(tmp, out, bias, b0, co, p)
     }
 }
@@ -567,7 +568,7 @@ fn backward_input<T: Float>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
 multiversion! {
     /// `dx += col2im(dcol)` for the `nb` images of one chunk (`dcol` is `[K, nb P]`; the
     /// entries of `dcol` that fall outside the image are zeroed on the way).
-    fn col2im_chunk<T>(dcol: &mut [T], g: &Geom, nb: usize, dxc: &mut [T]) {
+    fn col2im_chunk<T: Float>(dcol: &mut [T], g: &Geom, nb: usize, dxc: &mut [T]) {
         col2im_impl(dcol, g, nb, dxc)
     }
 }

@@ -141,38 +141,8 @@ impl Real for f64 {
     real_common!(f64, DType::F64);
 }
 
-/// Runs `$body` (a call of an `#[inline(always)]` function) compiled for AVX-512 or AVX2 + FMA
-/// when the CPU has them, else for the baseline target.
-macro_rules! simd {
-    (fn $name:ident<$t:ident>($($arg:ident : $ty:ty),*) $body:block) => {
-        #[allow(clippy::too_many_arguments)]
-        fn $name<$t: Real>($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn v4<$t: Real>($($arg: $ty),*) $body
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn v3<$t: Real>($($arg: $ty),*) $body
-                if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512dq")
-                    && std::is_x86_feature_detected!("avx512vl") && std::is_x86_feature_detected!("avx512bw")
-                {
-                    // SAFETY: the features were detected.
-                    return unsafe { v4::<$t>($($arg),*) };
-                }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // SAFETY: the features were detected.
-                    return unsafe { v3::<$t>($($arg),*) };
-                }
-            }
-            $body
-        }
-    };
-}
-
-simd! {
-    fn silu_forward<T>(a: &mut [T], s: &mut [T]) {
+super::conv::multiversion! {
+    fn silu_forward<T: Real>(a: &mut [T], s: &mut [T]) {
         for (a, s) in a.iter_mut().zip(s.iter_mut()) {
             let z = *a;
             let sg = z.sigmoid();
@@ -182,16 +152,16 @@ simd! {
     }
 }
 
-simd! {
-    fn silu_backward<T>(g: &mut [T], a: &[T], s: &[T]) {
+super::conv::multiversion! {
+    fn silu_backward<T: Real>(g: &mut [T], a: &[T], s: &[T]) {
         for ((g, &a), &s) in g.iter_mut().zip(a).zip(s) {
             *g *= s + a * (T::ONE - s);
         }
     }
 }
 
-simd! {
-    fn add_rows<T>(acc: &mut [T], x: &[T], cols: usize) {
+super::conv::multiversion! {
+    fn add_rows<T: Real>(acc: &mut [T], x: &[T], cols: usize) {
         // acc[j] += sum_i x[i, j], rows in order.
         for row in x.chunks_exact(cols) {
             for (a, &v) in acc.iter_mut().zip(row) {
@@ -201,8 +171,8 @@ simd! {
     }
 }
 
-simd! {
-    fn sum_into<T>(dst: &mut [T], src: &[T]) {
+super::conv::multiversion! {
+    fn sum_into<T: Real>(dst: &mut [T], src: &[T]) {
         for (d, &s) in dst.iter_mut().zip(src) {
             *d += s;
         }
@@ -1013,8 +983,8 @@ pub fn adamw_ema<T: Real>(
     norm
 }
 
-simd! {
-    fn adam_block<T>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], e: &mut [T], k: [T; 12]) {
+super::conv::multiversion! {
+    fn adam_block<T: Real>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], e: &mut [T], k: [T; 12]) {
         let [b1, b2, ob1, ob2, ic1, ic2, lr, wd, eps, sc, dk, odk] = k;
         for i in 0..p.len().min(g.len()).min(m.len()).min(v.len()).min(e.len()) {
             let gi = g[i] * sc;

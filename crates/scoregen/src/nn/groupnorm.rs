@@ -142,7 +142,7 @@ impl GroupNorm {
 
 multiversion! {
     /// [`GroupNorm::forward`] for image `b` into its output `zb`.
-    fn forward_image<T>(x: &[T], gamma: &[T], beta: &[T], d: &Dims, eps: f64, silu: bool, b: usize, zb: &mut [T]) {
+    fn forward_image<T: Float>(x: &[T], gamma: &[T], beta: &[T], d: &Dims, eps: f64, silu: bool, b: usize, zb: &mut [T]) {
         forward_image_impl(x, gamma, beta, d, eps, silu, b, zb)
     }
 }
@@ -185,7 +185,7 @@ fn forward_image_impl<T: Float>(
 multiversion! {
     /// [`GroupNorm::backward`] for image `b`: its input gradient `dxb` and its parameter
     /// gradients `pb` (`[dgamma, dbeta]`).
-    fn backward_image<T>(
+    fn backward_image<T: Float>(
         x: &[T],
         gamma: &[T],
         beta: &[T],
